@@ -1,0 +1,39 @@
+# Two entry points: `make train` (the main job) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: train test install dev data bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: a range alone would pull a CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev
+
+data: install
+	$(BIN)/digitlab data fetch
+
+train: data
+	$(BIN)/digitlab train
+
+test: dev data
+	$(BIN)/python -m pytest -q
+
+bench: install data
+	$(BIN)/python benchmarks/seed_recipe.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

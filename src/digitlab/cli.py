@@ -1,0 +1,200 @@
+"""The `digitlab` command. Only this module parses arguments; each command calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import DigitlabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import DEVICES, ENGINES, OPTIMIZERS, TrainConfig
+    from .data import list_datasets
+    from .models import list_models
+
+    defaults = TrainConfig()
+    parser.add_argument("--config", metavar="FILE", help="JSON config to start from (flags override it)")
+    parser.add_argument("--model", choices=list_models(), help=f"model name (default {defaults.model})")
+    parser.add_argument("--hidden", type=_int_list, metavar="W,W", help="hidden sizes for mlp (default 32,16)")
+    parser.add_argument("--dataset", choices=list_datasets(), help=f"dataset (default {defaults.dataset})")
+    parser.add_argument("--epochs", type=int, help=f"epochs (default {defaults.epochs})")
+    parser.add_argument("--batch-size", type=int, help=f"batch size (default {defaults.batch_size})")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr})")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {defaults.optimizer})")
+    parser.add_argument("--weight-decay", type=float, help=f"weight decay (default {defaults.weight_decay})")
+    parser.add_argument("--seed", type=int, help=f"seed for initialisation and batch order (default {defaults.seed})")
+    parser.add_argument("--val-size", type=int, help=f"validation images carved from train (default {defaults.val_size})")
+    parser.add_argument("--device", choices=DEVICES, help=f"device (default {defaults.device})")
+    parser.add_argument("--engine", choices=ENGINES, help=f"training engine (default {defaults.engine})")
+    parser.add_argument("--threads", type=int, help="torch threads, 0 = torch's default (default 0)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<timestamp>)")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _config_from_args(args):
+    from .config import TrainConfig
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    changes = {name: getattr(args, name) for name in
+               ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed",
+                "val_size", "device", "engine", "threads", "out") if getattr(args, name) is not None}
+    if args.model and args.model != config.model:
+        changes["model_kwargs"] = {}
+    if args.hidden is not None:
+        changes["model_kwargs"] = {**changes.get("model_kwargs", config.model_kwargs), "hidden": args.hidden}
+    return config.replace(**changes)
+
+
+def _progress(total_epochs: int):
+    """A tqdm bar over epochs on a terminal; nothing when stderr is not one."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def on_epoch(record):
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_accuracy']:.4f}",
+                        val_acc=f"{record['val_accuracy'] or 0:.4f}")
+        bar.update(1)
+    return on_epoch, bar.close
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    config = _config_from_args(args)
+    on_epoch, close = _progress(config.epochs)
+    try:
+        run = train(config, on_epoch=on_epoch)
+    finally:
+        close()
+    metrics = run.metrics
+    print(f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy'] or 0:.2%}) — "
+          f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f} s of training ({metrics['engine']})")
+    print(f"run saved to {run.path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .runs import load_run
+
+    metrics = load_run(args.run).evaluate(args.split)
+    if args.json:
+        print(json.dumps({f"{args.split}_accuracy": metrics["accuracy"], **metrics}))
+        return 0
+    print(f"{args.split} accuracy {metrics['accuracy']:.2%} on {metrics['count']:,} images (loss {metrics['loss']:.4f})\n")
+    print(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for row in metrics["per_class"]:
+        print(f"{row['class']:>12} {row['precision']:9.4f} {row['recall']:9.4f} {row['f1']:9.4f} {row['support']:8d}")
+    print("\nconfusion matrix (rows: true, columns: predicted)")
+    for row in metrics["confusion_matrix"]:
+        print(" ".join(f"{count:5d}" for count in row))
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from .data import dataset_info
+    from .fetch import fetch
+
+    paths = fetch(dataset_info(args.dataset), args.root, log=_log)
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    import torch
+
+    from .data import load_dataset
+
+    data = load_dataset(args.dataset, root=args.root, val_size=args.val_size, log=_log)
+    splits = data.splits()
+    counts = {name: torch.bincount(split.labels, minlength=len(data.classes)).tolist() for name, split in splits.items()}
+    print(f"{data.name}: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()))
+    print(f"{'class':>12} " + " ".join(f"{name:>8}" for name in splits))
+    for index, name in enumerate(data.classes):
+        print(f"{name:>12} " + " ".join(f"{counts[split][index]:8d}" for split in splits))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import count_parameters, create_model, list_models
+
+    for name in list_models():
+        print(f"{name:12} {count_parameters(create_model(name)):>10,} parameters")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .data import list_datasets
+
+    parser = _Parser(prog="digitlab", description="Train, evaluate and explain MNIST-like digit classifiers.",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a model and save a run folder")
+    _add_train_arguments(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="report a run's accuracy, per-class scores and confusion matrix")
+    evaluate.add_argument("run", help="run folder")
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to evaluate")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    data = commands.add_parser("data", help="fetch datasets and describe them")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    for name, handler, text in (("fetch", cmd_data_fetch, "download and verify the raw files into the cache"),
+                                ("info", cmd_data_info, "counts and class distribution per split")):
+        sub = data_commands.add_parser(name, help=text)
+        sub.add_argument("--dataset", choices=list_datasets(), default="mnist")
+        sub.add_argument("--root", help="cache folder (default $DIGITLAB_DATA or ~/.cache/digitlab)")
+        sub.set_defaults(handler=handler)
+        if name == "info":
+            sub.add_argument("--val-size", type=int, default=5000, help="validation images carved from train")
+
+    models = commands.add_parser("models", help="list the registered models")
+    models.set_defaults(handler=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except DigitlabError as error:
+        print(f"digitlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("digitlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Run folders and self-describing model files.
+
+A run folder holds config.json (the resolved config, versions, dataset checksums), metrics.json
+and model.safetensors, whose metadata names the model and its arguments, so loading needs only
+that file. Weights never pass through pickle, and every file is written to a temp file first and
+renamed into place, so a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import TrainConfig
+from .errors import ConfigError, RunError
+
+MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
+MODEL_FORMAT = "digitlab-model/1"
+
+
+def versions() -> dict:
+    from . import __version__
+    return {"digitlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(temp_path), then rename the temp file onto `path`; clean up on any failure."""
+    path = Path(path)
+    try:
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+    except OSError as error:
+        raise RunError(f"cannot write {path}: {error.strerror}") from None
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except OSError as error:
+        raise RunError(f"cannot write {path}: {error.strerror}") from None
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def write_json(path: Path, value) -> None:
+    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"{path} is unreadable or corrupt ({error})") from None
+    if not isinstance(value, dict):
+        raise RunError(f"{path} must hold a JSON object")
+    return value
+
+
+def save_model(model: nn.Module, path: Path, **about) -> None:
+    """Write weights as safetensors with the model's name and arguments (and `about`) in its metadata."""
+    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
+    metadata = {"format": MODEL_FORMAT, "model": model.spec["name"], "model_kwargs": json.dumps(model.spec["kwargs"]),
+                **{key: json.dumps(value) for key, value in about.items()}}
+    atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
+
+
+def read_model_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise RunError(f"{path} is not a readable safetensors file ({error})") from None
+    if metadata.get("format") != MODEL_FORMAT:
+        raise RunError(f"{path} is not a digitlab model file (format {metadata.get('format')!r})")
+    try:
+        return {key: value if key in ("format", "model") else json.loads(value) for key, value in metadata.items()}
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path} has corrupt metadata ({error})") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model from its safetensors file alone; refuse tensors that do not fit the declared model."""
+    from .models import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path} is missing")
+    metadata = read_model_metadata(path)
+    try:
+        model = create_model(metadata["model"], **metadata["model_kwargs"])
+    except (ConfigError, KeyError, TypeError) as error:
+        raise RunError(f"{path} declares a model digitlab cannot build ({error})") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise RunError(f"{path} is truncated or corrupt ({error})") from None
+    check_state(model.state_dict(), tensors, path)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), metadata
+
+
+def check_state(expected: dict, found: dict, path: Path) -> None:
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise RunError(f"{path} does not match its model: missing {missing or 'none'}, unexpected {extra or 'none'}")
+    for name, tensor in expected.items():
+        if found[name].shape != tensor.shape or found[name].dtype != tensor.dtype:
+            raise RunError(f"{path}: tensor {name} is {found[name].dtype} {tuple(found[name].shape)}, "
+                           f"the model needs {tensor.dtype} {tuple(tensor.shape)}")
+
+
+@dataclass
+class Run:
+    """A trained model with its resolved config and metrics; `path` is its folder (None if unsaved)."""
+
+    path: Path | None
+    model: nn.Module
+    config: TrainConfig
+    metrics: dict
+    dataset: str = "mnist"
+    dataset_sha256: dict = field(default_factory=dict)
+    classes: tuple = tuple("0123456789")
+
+    def evaluate(self, split: str = "test") -> dict:
+        """Metrics on a split of the dataset the run was trained on (warns if its files differ)."""
+        from .data import load_dataset
+        from .evaluate import evaluate
+
+        data = load_dataset(self.dataset, val_size=self.config.val_size, split_seed=self.config.split_seed)
+        if self.dataset_sha256 and data.sha256 != self.dataset_sha256:
+            warnings.warn(f"run was trained on different {self.dataset} files than the ones evaluated now", stacklevel=2)
+        return evaluate(self.model, data.splits()[split], data.classes)
+
+
+def evaluate_run(run: Run | str | Path, split: str = "test") -> dict:
+    """Load the run if given a path, then return its metrics on `split` (default test)."""
+    return (run if isinstance(run, Run) else load_run(run)).evaluate(split)
+
+
+def new_run_folder(config: TrainConfig) -> Path:
+    """Create the run folder: config.out, or runs/<model>-<timestamp> (suffixed if taken)."""
+    if config.out:
+        folder = Path(config.out)
+        if (folder / MODEL_FILE).exists():
+            raise RunError(f"{folder} already holds a trained run; choose another --out")
+    else:
+        base = Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder, suffix = base, 1
+        while folder.exists():
+            suffix += 1
+            folder = base.with_name(f"{base.name}-{suffix}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create run folder {folder}: {error.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise RunError(f"run folder {folder} is not writable")
+    return folder
+
+
+def save_run(run: Run) -> None:
+    """Write config.json, metrics.json and model.safetensors into run.path."""
+    dataset = {"name": run.dataset, "sha256": run.dataset_sha256, "classes": list(run.classes)}
+    write_json(run.path / CONFIG_FILE, {"config": run.config.to_dict(), "versions": versions(), "dataset": dataset})
+    write_json(run.path / METRICS_FILE, run.metrics)
+    save_model(run.model, run.path / MODEL_FILE, dataset=dataset, config=run.config.to_dict())
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Load a run folder (or a bare model.safetensors) written by `train`."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        model, metadata = load_model(path, device)
+        config = TrainConfig.from_dict(metadata.get("config", {}))
+        return Run(None, model, config, {}, **_dataset_fields(metadata.get("dataset", {})))
+    if not path.is_dir():
+        raise RunError(f"no run folder at {path}")
+    model, metadata = load_model(path / MODEL_FILE, device)
+    saved = read_json(path / CONFIG_FILE)
+    try:
+        config = TrainConfig.from_dict(saved.get("config", {}))
+    except ConfigError as error:
+        raise RunError(f"{path / CONFIG_FILE}: {error}") from None
+    return Run(path, model, config, read_json(path / METRICS_FILE), **_dataset_fields(saved.get("dataset", {})))
+
+
+def _dataset_fields(dataset: dict) -> dict:
+    return {"dataset": dataset.get("name", "mnist"), "dataset_sha256": dataset.get("sha256", {}),
+            "classes": tuple(dataset.get("classes", "0123456789"))}

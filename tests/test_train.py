@@ -1,0 +1,76 @@
+import json
+
+import pytest
+import torch
+
+import digitlab
+from digitlab import TrainConfig
+from digitlab.errors import ConfigError
+
+
+def test_the_seed_mlp_reaches_93_percent_after_one_epoch(seed_run):
+    assert seed_run.metrics["test_accuracy"] >= 0.93
+    assert seed_run.metrics["engine"] == "fused"
+
+
+def test_run_folder_holds_config_metrics_and_a_self_describing_model(seed_run):
+    folder = seed_run.path
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for key in ("test_accuracy", "val_accuracy", "train_seconds", "parameters", "history"):
+        assert key in metrics
+    assert metrics["parameters"] == 25_818
+    epoch = metrics["history"][0]
+    assert set(epoch) >= {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["config"]["lr"] == 5e-3 and saved["config"]["batch_size"] == 64 and saved["config"]["seed"] == 24
+    assert saved["dataset"]["sha256"] == digitlab.data.dataset_info("mnist").sha256
+    assert set(saved["versions"]) >= {"torch", "numpy", "digitlab"}
+    model, metadata = digitlab.load_model(folder / "model.safetensors")
+    assert metadata["model"] == "mlp" and metadata["dataset"]["name"] == "mnist"
+
+
+def test_evaluate_agrees_with_metrics_json(seed_run):
+    loaded = digitlab.load_run(seed_run.path)
+    metrics = digitlab.evaluate(loaded)
+    assert metrics["accuracy"] == pytest.approx(seed_run.metrics["test_accuracy"], abs=1e-12)
+    confusion = torch.tensor(metrics["confusion_matrix"])
+    assert confusion.sum() == 10_000 and confusion.diag().sum() / 10_000 == pytest.approx(metrics["accuracy"])
+    assert len(metrics["per_class"]) == 10 and all(0 <= row["f1"] <= 1 for row in metrics["per_class"])
+
+
+def test_autograd_engine_trains_too(mnist):
+    run = digitlab.train(TrainConfig(epochs=1, lr=5e-3, engine="autograd"), dataset=mnist, save=False)
+    assert run.metrics["engine"] == "autograd" and run.metrics["test_accuracy"] >= 0.93
+
+
+def test_same_config_and_seed_give_identical_metrics(mnist):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(6000), mnist.val.take(1000), mnist.test.take(1000))
+    config = TrainConfig(epochs=2, batch_size=128)
+    first, second = (digitlab.train(config, dataset=small, save=False) for _ in range(2))
+    strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
+    assert strip(first.metrics["history"]) == strip(second.metrics["history"])
+    for a, b in zip(first.model.parameters(), second.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_defaults_are_the_seed_recipe():
+    config = TrainConfig()
+    assert (config.model, config.optimizer, config.lr, config.batch_size, config.epochs, config.seed) == \
+        ("mlp", "adam", 1e-3, 64, 20, 24)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": -1}, "epochs must be at least 1"),
+    ({"batch_size": 0}, "batch size"),
+    ({"lr": 0}, "learning rate"),
+    ({"optimizer": "lbfgs"}, "unknown optimizer"),
+])
+def test_bad_settings_are_config_errors(change, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**change)
+
+
+def test_training_into_a_finished_run_folder_is_refused(seed_run, mnist):
+    with pytest.raises(digitlab.RunError, match="already holds a trained run"):
+        digitlab.train(TrainConfig(epochs=1, out=str(seed_run.path)), dataset=mnist)
