@@ -24,6 +24,7 @@ from .errors import RunError
 from .runs import atomic_write, check_state
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+BEST_FILE = "best.safetensors"
 CHECKPOINT_FORMAT = "digitlab-checkpoint/1"
 
 
@@ -99,3 +100,42 @@ def _restore(tensors, metadata, model, optimizer, generator, scheduler, path) ->
     random.setstate((version, tuple(internal), gauss))
     kind, keys, position, has_gauss, cached = json.loads(metadata["rng_numpy"])
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+
+
+class BestEpoch:
+    """The epoch with the best validation accuracy so far, and its weights.
+
+    With a run folder the weights also go to RUN/best.safetensors, so a resumed run still ends on
+    the best epoch of the whole run.
+    """
+
+    def __init__(self, folder: Path | None = None, history: list | tuple = (), model: nn.Module | None = None):
+        self.path = folder / BEST_FILE if folder is not None else None
+        self.accuracy, self.epoch, self.state = -1.0, None, None
+        for record in history:
+            self._note(record)
+        if self.epoch is not None and self.path is not None and self.path.exists() and model is not None:
+            try:
+                self.state = load_file(str(self.path))
+            except (SafetensorError, OSError) as error:
+                raise RunError(f"{self.path} is truncated or corrupt ({error})") from None
+            check_state(model.state_dict(), self.state, self.path)
+
+    def _note(self, record: dict) -> bool:
+        accuracy = record.get("val_accuracy")
+        if accuracy is None or accuracy <= self.accuracy:
+            return False
+        self.accuracy, self.epoch = accuracy, record["epoch"]
+        return True
+
+    def offer(self, record: dict, model: nn.Module) -> None:
+        """Keep the model's weights if this epoch beats every earlier one."""
+        if not self._note(record):
+            return
+        self.state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+        if self.path is not None:
+            atomic_write(self.path, lambda temp: save_file(self.state, temp))
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)

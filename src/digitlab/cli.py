@@ -23,9 +23,10 @@ def _log(message: str) -> None:
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .config import DEVICES, ENGINES, OPTIMIZERS, TrainConfig
+    from .config import DEVICES, ENGINES, OPTIMIZERS, SCHEDULES, TrainConfig
     from .data import list_datasets
     from .models import list_models
+    from .recipes import list_recipes
 
     defaults = TrainConfig()
     parser.add_argument("--config", metavar="FILE", help="JSON config to start from (flags override it)")
@@ -44,6 +45,25 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, help=f"training engine (default {defaults.engine})")
     parser.add_argument("--threads", type=int, help="torch threads, 0 = torch's default (default 0)")
     parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<timestamp>)")
+    recipe = parser.add_argument_group("recipe (all off by default, so the seed recipe stays exact)")
+    recipe.add_argument("--recipe", choices=list_recipes(), help="named preset for the model; flags given win")
+    recipe.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default constant)")
+    recipe.add_argument("--warmup", type=float, help="fraction of steps warming up (default 0)")
+    recipe.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
+    recipe.add_argument("--dropout", type=float, help="dropout for models that have it (default: the model's)")
+    recipe.add_argument("--keep-best", action="store_true", default=None,
+                        help="end on the epoch with the best validation accuracy")
+    recipe.add_argument("--teacher", metavar="RUN", help="distil from this trained run")
+    recipe.add_argument("--distill-temperature", type=float, help="distillation temperature (default 4)")
+    recipe.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 0.5)")
+    augment = parser.add_argument_group("augmentation (batched, on the device; off by default)")
+    augment.add_argument("--augment", action="store_true", help="turn on the preset: ±10°, ±2 px, ±10%% scale, ±10° shear")
+    augment.add_argument("--augment-rotate", type=float, metavar="DEG", help="rotation range, ± degrees")
+    augment.add_argument("--augment-translate", type=float, metavar="PX", help="shift range, ± pixels")
+    augment.add_argument("--augment-scale", type=float, metavar="F", help="scale range, 1 ± F")
+    augment.add_argument("--augment-shear", type=float, metavar="DEG", help="shear range, ± degrees")
+    augment.add_argument("--augment-elastic-alpha", type=float, metavar="PX", help="elastic distortion strength (0 = off)")
+    augment.add_argument("--augment-elastic-sigma", type=float, metavar="PX", help="elastic smoothness (default 4)")
     parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete epoch "
                         "(its saved config; only --epochs may change)")
 
@@ -56,18 +76,27 @@ def _int_list(text: str) -> list[int]:
 
 
 _TRAIN_FIELDS = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed",
-                 "val_size", "train_size", "device", "engine", "threads", "out")
+                 "val_size", "train_size", "device", "engine", "threads", "out", "schedule", "warmup",
+                 "label_smoothing", "dropout", "keep_best", "teacher", "distill_temperature", "distill_weight",
+                 "augment_rotate", "augment_translate", "augment_scale", "augment_shear", "augment_elastic_alpha",
+                 "augment_elastic_sigma")
 
 
 def _config_from_args(args):
     from .config import TrainConfig
 
+    from .recipes import AUGMENT, apply_recipe
+
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    changes = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
     if args.model and args.model != config.model:
-        changes["model_kwargs"] = {}
+        config = config.replace(model=args.model, model_kwargs={})
+    if args.recipe:
+        config = apply_recipe(config, args.recipe)
+    if args.augment:
+        config = config.replace(**AUGMENT)
+    changes = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
     if args.hidden is not None:
-        changes["model_kwargs"] = {**changes.get("model_kwargs", config.model_kwargs), "hidden": args.hidden}
+        changes["model_kwargs"] = {**config.model_kwargs, "hidden": args.hidden}
     return config.replace(**changes)
 
 
@@ -91,7 +120,8 @@ def cmd_train(args) -> int:
     from .train import resume, train
 
     if args.resume:
-        changed = [name for name in _TRAIN_FIELDS + ("config", "hidden") if name != "epochs" and getattr(args, name) is not None]
+        changed = [name for name in _TRAIN_FIELDS + ("config", "hidden", "recipe")
+                   if name != "epochs" and getattr(args, name) is not None]
         if changed:
             raise ConfigError(f"--resume continues the run's saved config; drop --{changed[0].replace('_', '-')}")
         on_epoch, close = _progress(args.epochs)
@@ -119,7 +149,10 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .runs import load_run
 
-    metrics = load_run(args.run).evaluate(args.split)
+    run = load_run(args.run)
+    metrics = run.evaluate(args.split)
+    if args.robustness:
+        metrics["robustness"] = run.robustness(args.split)
     if args.json:
         print(json.dumps({f"{args.split}_accuracy": metrics["accuracy"], **metrics}))
         return 0
@@ -130,6 +163,10 @@ def cmd_evaluate(args) -> int:
     print("\nconfusion matrix (rows: true, columns: predicted)")
     for row in metrics["confusion_matrix"]:
         print(" ".join(f"{count:5d}" for count in row))
+    if args.robustness:
+        print(f"\naccuracy on transformed {args.split} images")
+        for name, value in metrics["robustness"].items():
+            print(f"{name:>14} {value:8.2%}")
     return 0
 
 
@@ -183,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="run folder")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to evaluate")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--robustness", action="store_true",
+                          help="also report accuracy on the split rotated ±15°/±30°, shifted ±3 px, scaled 0.8")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     data = commands.add_parser("data", help="fetch datasets and describe them")

@@ -13,6 +13,7 @@ from .errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ENGINES = ("auto", "autograd", "fused")
+SCHEDULES = ("constant", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -36,6 +37,21 @@ class TrainConfig:
     engine: str = "auto"  # auto picks the hand-fused MLP step when it applies, else autograd
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     out: str | None = None  # run folder; default runs/<model>-<timestamp>
+    recipe: str | None = None  # the preset these values were resolved from, for the record
+    schedule: str = "constant"  # learning rate: constant | onecycle | cosine (a function of the step)
+    warmup: float = 0.0  # fraction of all steps spent warming up linearly (onecycle: from lr/25)
+    label_smoothing: float = 0.0
+    dropout: float | None = None  # passed to the model when set; None keeps the model's default
+    keep_best: bool = False  # end on the epoch with the best validation accuracy, not the last
+    teacher: str | None = None  # run folder of a trained model to distil from
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.5  # share of the loss that matches the teacher (the rest: the labels)
+    augment_rotate: float = 0.0  # degrees, ± (see digitlab.augment; all zero = no augmentation)
+    augment_translate: float = 0.0  # pixels, ±
+    augment_scale: float = 0.0  # relative, 1 ±
+    augment_shear: float = 0.0  # degrees, ±
+    augment_elastic_alpha: float = 0.0  # pixels; 0 = no elastic distortion
+    augment_elastic_sigma: float = 4.0  # pixels
 
     def __post_init__(self):
         self.validate()
@@ -54,6 +70,13 @@ class TrainConfig:
             (self.engine in ENGINES, f"unknown engine {self.engine!r} (known: {', '.join(ENGINES)})"),
             (self.device in DEVICES, f"unknown device {self.device!r} (known: {', '.join(DEVICES)})"),
             (isinstance(self.model_kwargs, dict), "model_kwargs must be a JSON object"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} (known: {', '.join(SCHEDULES)})"),
+            (0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), got {self.warmup}"),
+            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.dropout is None or 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.distill_temperature > 0, f"distillation temperature must be positive, got {self.distill_temperature}"),
+            (0 <= self.distill_weight <= 1, f"distillation weight must be in [0, 1], got {self.distill_weight}"),
+            (not (self.keep_best and self.val_size == 0), "keep_best needs a validation split (val_size > 0)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -88,6 +111,16 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+    def augmentation(self):
+        """The AugmentConfig these fields describe (validated there)."""
+        from .augment import AugmentConfig
+        return AugmentConfig(self.augment_rotate, self.augment_translate, self.augment_scale, self.augment_shear,
+                             self.augment_elastic_alpha, self.augment_elastic_sigma)
+
+    def model_arguments(self) -> dict:
+        """model_kwargs, plus dropout when the config sets it."""
+        return {**self.model_kwargs, **({"dropout": self.dropout} if self.dropout is not None else {})}
 
 
 def resolve_device(name: str) -> torch.device:

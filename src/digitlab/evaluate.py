@@ -59,3 +59,37 @@ def evaluate(model: nn.Module, split: Split, classes: tuple[str, ...] = tuple("0
 
 def accuracy(model: nn.Module, split: Split) -> float:
     return (predict_logits(model, split.images).argmax(1) == split.labels.cpu()).double().mean().item()
+
+
+# Fixed transforms of the test set: (name, rotation in degrees, shift (x, y) in pixels, scale).
+ROBUSTNESS_TRANSFORMS = (
+    ("rotate -30°", -30, (0, 0), 1.0), ("rotate -15°", -15, (0, 0), 1.0),
+    ("rotate +15°", 15, (0, 0), 1.0), ("rotate +30°", 30, (0, 0), 1.0),
+    ("shift -3 px", 0, (-3, -3), 1.0), ("shift +3 px", 0, (3, 3), 1.0),
+    ("scale 0.8", 0, (0, 0), 0.8),
+)
+
+
+@torch.no_grad()
+def robustness(model: nn.Module, split: Split, batch_size: int = 2000) -> dict[str, float]:
+    """Accuracy on the clean split and on each fixed transform of it (ROBUSTNESS_TRANSFORMS).
+
+    Shifts move the digit diagonally by the given pixels on both axes.
+    """
+    from .augment import transform_batch
+
+    device = next(model.parameters()).device
+    labels = split.labels.cpu()
+    results = {"clean": accuracy(model, split)}
+    was_training = model.training
+    model.eval()
+    try:
+        for name, degrees, shift, scale in ROBUSTNESS_TRANSFORMS:
+            predicted = []
+            for start in range(0, len(split), batch_size):
+                images = to_float(split.images[start:start + batch_size].to(device))
+                predicted.append(model(transform_batch(images, degrees, shift, scale)).argmax(1).cpu())
+            results[name] = (torch.cat(predicted) == labels).double().mean().item()
+    finally:
+        model.train(was_training)
+    return results

@@ -20,9 +20,9 @@ _threshold_backward = torch.ops.aten.threshold_backward
 PIXEL_SCALE = 1.0 / 255
 
 
-def supports(model: nn.Module, optimizer: torch.optim.Optimizer, label_smoothing: float = 0.0) -> bool:
+def supports(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
     """True when the fused step computes exactly what autograd would for this model and optimizer."""
-    return (isinstance(model, MLP) and model.dropout == 0.0 and label_smoothing == 0.0
+    return (isinstance(model, MLP) and model.dropout == 0.0
             and type(optimizer) in (torch.optim.Adam, torch.optim.AdamW)
             and len(optimizer.param_groups) == 1
             and not optimizer.param_groups[0]["amsgrad"] and not optimizer.param_groups[0]["maximize"]
@@ -40,11 +40,13 @@ def _flatten_into_views(tensors: list[torch.Tensor], flat: torch.Tensor) -> list
 class FusedMLPTrainer:
     """Trains an MLP in place; the optimizer's state stays a normal Adam state (views into flat buffers)."""
 
-    def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, reduce_gradients=None):
+    def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, reduce_gradients=None,
+                 label_smoothing: float = 0.0):
         if not supports(model, optimizer):
             raise ValueError("the fused step needs an MLP without dropout and one Adam/AdamW parameter group")
         self.model, self.optimizer = model, optimizer
         self.reduce_gradients = reduce_gradients  # e.g. the mean over processes, in place
+        self.label_smoothing = label_smoothing
         self.params = list(model.parameters())
         self.flat_params = torch.cat([p.detach().reshape(-1) for p in self.params])
         for parameter, view in zip(self.params, _flatten_into_views(self.params, self.flat_params)):
@@ -77,37 +79,41 @@ class FusedMLPTrainer:
             state[parameter] = {"step": self.step, "exp_avg": avg, "exp_avg_sq": sq}
 
     def train_epoch(self, batches, logits_out: torch.Tensor, on_step=None) -> int:
-        """One pass over `batches` of (uint8 images (B, 1, 28, 28), labels (B,)).
+        """One pass over `batches` of (images (B, 1, 28, 28), labels (B,)): uint8 pixels or floats in [0, 1].
 
         The logits of each batch go to the next rows of `logits_out` (N, C), for the epoch's
         running metrics; `on_step()` runs before each step, e.g. to set the learning rate.
         Returns the number of rows filled.
         """
-        one_hot = torch.eye(logits_out.shape[1], dtype=logits_out.dtype, device=logits_out.device)
+        classes = logits_out.shape[1]
+        # row c: the target distribution of class c, label-smoothed as F.cross_entropy does it
+        targets = torch.eye(classes, dtype=logits_out.dtype, device=logits_out.device)
+        targets = targets * (1 - self.label_smoothing) + self.label_smoothing / classes
         start = 0
         for images, labels in batches:
             if on_step is not None:
                 on_step()
             end = start + labels.shape[0]
-            self._step(images.flatten(1).float(), one_hot.index_select(0, labels), logits_out[start:end])
+            scale = PIXEL_SCALE if images.dtype == torch.uint8 else 1.0
+            self._step(images.flatten(1).float(), scale, targets.index_select(0, labels), logits_out[start:end])
             start = end
         return start
 
-    def _step(self, pixels: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor) -> None:
-        # pixels: (B, 784) floats in 0..255; the 1/255 of to_float is folded into the first layer's
-        # matmuls (alpha), which saves a pass over the batch.
+    def _step(self, pixels: torch.Tensor, pixel_scale: float, targets: torch.Tensor, logits: torch.Tensor) -> None:
+        # pixels: (B, 784); for raw 0..255 pixels the 1/255 of to_float is folded into the first
+        # layer's matmuls (alpha = pixel_scale), which saves a pass over the batch.
         last = len(self.weights) - 1
         activations = [pixels]  # input of each linear layer, (B, fan_in)
         for layer in range(last + 1):
-            scale = PIXEL_SCALE if layer == 0 else 1.0
+            scale = pixel_scale if layer == 0 else 1.0
             out = logits if layer == last else None
             result = torch.addmm(self.biases[layer], activations[-1], self.weights_t[layer], alpha=scale, out=out)
             if layer < last:
                 activations.append(result.relu_())
-        # d(mean cross-entropy)/d(logits) = (softmax - onehot) / B
+        # d(mean cross-entropy)/d(logits) = (softmax - target distribution) / B
         grad = torch.softmax(logits, 1).sub_(targets).div_(pixels.shape[0])
         for layer in range(last, -1, -1):
-            scale = PIXEL_SCALE if layer == 0 else 1.0
+            scale = pixel_scale if layer == 0 else 1.0
             weight_grad = self.weight_grads[layer]
             torch.addmm(weight_grad, grad.t(), activations[layer], beta=0, alpha=scale, out=weight_grad)
             torch.sum(grad, 0, out=self.bias_grads[layer])

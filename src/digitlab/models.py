@@ -78,3 +78,80 @@ class MLP(nn.Module):
 
     def linear_layers(self) -> list[nn.Linear]:
         return [layer for layer in self.net if isinstance(layer, nn.Linear)]
+
+
+def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """3x3 conv (no bias: BatchNorm follows), BatchNorm, ReLU, 2x2 max-pool: halves height and width."""
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+
+class ConvNet(nn.Module):
+    """Conv-BN-ReLU-pool blocks (28 -> 14 -> 7 -> 3), then a small fully connected head.
+
+    The first block pools at once, so most of the arithmetic runs at 14x14 and below; that is
+    what keeps it fast on a CPU.
+    """
+
+    prefers_channels_last = True  # oneDNN's convolutions run faster on NHWC tensors
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), hidden: int = 128, dropout: float = 0.1,
+                 num_classes: int = 10):
+        super().__init__()
+        if not channels or any(int(width) < 1 for width in channels):
+            raise ValueError(f"channels must be positive, got {list(channels)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.channels, self.dropout = tuple(int(width) for width in channels), dropout
+        layers, width, size = [], 1, 28
+        for next_width in self.channels:
+            layers += _conv_block(width, next_width)
+            width, size = next_width, size // 2
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Flatten()]
+        if hidden:
+            head += [nn.Dropout(dropout), nn.Linear(width * size * size, hidden), nn.ReLU(inplace=True)]
+            width, size = hidden, 1
+        head += [nn.Dropout(dropout), nn.Linear(width * size * size, num_classes)]
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, images):
+        return self.classifier(self.features(images))
+
+    def first_conv(self) -> nn.Conv2d:
+        return self.features[0]
+
+
+@register_model("cnn")
+def cnn(channels: tuple[int, ...] = (32, 64, 128), hidden: int = 128, dropout: float = 0.1) -> ConvNet:
+    """Compact CNN for CPU speed: three conv-BN-ReLU-pool blocks (28->14->7->3) and a 128-unit head."""
+    return ConvNet(channels, hidden, dropout)
+
+
+@register_model("cnn-tiny")
+def cnn_tiny(channels: tuple[int, ...] = (8, 16, 32), hidden: int = 0, dropout: float = 0.0) -> ConvNet:
+    """Under 10,000 parameters: three narrow blocks and a linear classifier on the 3x3x32 features."""
+    return ConvNet(channels, hidden, dropout)
+
+
+@register_model("lenet5")
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al. 1998) as usually reproduced: C1 6@5x5 (padded, as the 32x32 input was),
+    S2 pool, C3 16@5x5, S4 pool, C5 120, F6 84, output 10; tanh and average pooling as in the paper."""
+
+    prefers_channels_last = True
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Tanh(),
+                                        nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, num_classes))
+
+    def forward(self, images):
+        return self.classifier(self.features(images))
+
+    def first_conv(self) -> nn.Conv2d:
+        return self.features[0]

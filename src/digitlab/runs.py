@@ -28,6 +28,8 @@ from .errors import ConfigError, RunError
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def versions() -> dict:
@@ -46,6 +48,7 @@ def atomic_write(path: Path, write) -> None:
         raise RunError(f"cannot write {path}: {error.strerror}") from None
     try:
         write(temp)
+        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give them the usual mode
         os.replace(temp, path)
     except OSError as error:
         raise RunError(f"cannot write {path}: {error.strerror or error}") from None
@@ -147,6 +150,15 @@ class Run:
         if self.dataset_sha256 and data.sha256 != self.dataset_sha256:
             warnings.warn(f"run was trained on different {self.dataset} files than the ones evaluated now", stacklevel=2)
         return evaluate(self.model, data.splits()[split], data.classes)
+
+
+    def robustness(self, split: str = "test") -> dict[str, float]:
+        """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
+        from .data import load_dataset
+        from .evaluate import robustness
+
+        data = load_dataset(self.dataset, val_size=self.config.val_size, split_seed=self.config.split_seed)
+        return robustness(self.model, data.splits()[split])
 
 
 def evaluate_run(run: Run | str | Path, split: str = "test") -> dict:

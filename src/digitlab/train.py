@@ -13,13 +13,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import fastmlp
+from .augment import AugmentConfig, augment_batch
+from .checkpoint import CHECKPOINT_FILE, BestEpoch, Progress, load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_device
 from .data import BatchLoader, Dataset, Split, load_dataset, to_float
-from .checkpoint import CHECKPOINT_FILE, Progress, load_checkpoint, save_checkpoint
 from .distributed import World, init_from_environment, local_device
 from .errors import ConfigError, DigitlabError, RunError
 from .evaluate import evaluate, predict_logits
 from .models import count_parameters, create_model
+from .recipes import learning_rate
 from .runs import CONFIG_FILE, Run, new_run_folder, read_json, save_config, save_run
 
 EpochCallback = Callable[[dict], None]
@@ -37,18 +39,48 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 def choose_engine(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> str:
     """'fused' when the hand-fused MLP step applies (and engine is auto or fused), else 'autograd'."""
-    fusable = fastmlp.supports(model, optimizer)
+    fusable = fastmlp.supports(model, optimizer) and config.teacher is None
     if config.engine == "fused" and not fusable:
-        raise ConfigError("engine 'fused' needs an MLP without dropout trained with adam or adamw")
+        raise ConfigError("engine 'fused' needs an MLP without dropout or teacher, trained with adam or adamw")
     return "fused" if fusable and config.engine != "autograd" else "autograd"
 
 
-def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, logits_out: torch.Tensor) -> int:
+@dataclasses.dataclass
+class Objective:
+    """Cross-entropy (optionally label-smoothed), blended with distillation from a teacher when one is given.
+
+    Distillation (Hinton et al. 2015): KL divergence between the temperature-softened outputs of
+    teacher and student, scaled by T^2 so its gradients keep their size as T changes.
+    """
+
+    label_smoothing: float = 0.0
+    teacher: nn.Module | None = None
+    temperature: float = 4.0
+    weight: float = 0.5
+
+    def __call__(self, logits: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        if self.teacher is None:
+            return loss
+        with torch.no_grad():
+            soft_targets = F.softmax(self.teacher(inputs) / self.temperature, 1)
+        distill = F.kl_div(F.log_softmax(logits / self.temperature, 1), soft_targets, reduction="batchmean")
+        return (1 - self.weight) * loss + self.weight * self.temperature ** 2 * distill
+
+
+def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, logits_out: torch.Tensor,
+                   on_step=None, objective: Objective = Objective()) -> int:
     """One pass with autograd over `batches`; logits go to successive rows of `logits_out`. Returns rows filled."""
     filled = 0
+    channels_last = getattr(model, "prefers_channels_last", False)
     for images, labels in batches:
-        logits = model(to_float(images))
-        loss = F.cross_entropy(logits, labels)
+        if on_step is not None:
+            on_step()
+        inputs = to_float(images) if images.dtype == torch.uint8 else images
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        logits = model(inputs)
+        loss = objective(logits, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -57,16 +89,23 @@ def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, 
     return filled
 
 
+def augmented(batches, augmentation: AugmentConfig, generator: torch.Generator):
+    """Batches with random transforms applied on their device (parameters drawn from `generator`)."""
+    for images, labels in batches:
+        yield augment_batch(to_float(images), augmentation, generator), labels
+
+
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, config: TrainConfig,
         on_epoch: EpochCallback | None = None, engine: str = "autograd", progress: Progress | None = None,
         generator: torch.Generator | None = None, checkpoint: Callable[[Progress], None] | None = None,
-        world: World = World()) -> list[dict]:
+        world: World = World(), teacher: nn.Module | None = None, best: BestEpoch | None = None) -> list[dict]:
     """Train from `progress` (default: the start) up to config.epochs; return the history of all epochs.
 
     Each record holds the epoch number, the running train loss/accuracy over the epoch, the
-    validation loss/accuracy after it, and its wall-clock seconds (validation included). After
-    each epoch `checkpoint(progress)` runs, if given. Under torchrun (`world`), each rank trains
-    on its shard of every batch and gradients are averaged across ranks.
+    validation loss/accuracy after it, the learning rate at its end and its wall-clock seconds
+    (validation included). After each epoch `checkpoint(progress)` runs, if given. Under torchrun
+    (`world`), each rank trains on its shard of every batch and gradients are averaged across ranks.
+    With config.keep_best the model ends with the weights of its best validation epoch (`best`).
     Denormal floats are flushed to zero meanwhile: Adam's second moments of tiny gradients
     otherwise fall into the slow denormal path and cost several times more.
     """
@@ -75,12 +114,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, co
     generator = generator or torch.Generator().manual_seed(config.seed)
     loader = BatchLoader(dataset.train.to(device), config.batch_size, shuffle=True, generator=generator,
                          shard=world.shard)
-    if engine == "fused":
-        reducer = world.average_ if world.distributed else None
-        step = fastmlp.FusedMLPTrainer(model, optimizer, reducer).train_epoch
-    else:
-        network = DistributedDataParallel(model) if world.distributed else model
-        step = lambda batches, logits: autograd_epoch(network, optimizer, batches, logits)  # noqa: E731
+    schedule = _Schedule(optimizer, config, len(loader), progress.epoch)
+    step = _epoch_runner(model, optimizer, config, engine, world, teacher)
+    augmentation = config.augmentation()
+    best = best or BestEpoch()
     logits = torch.empty(len(loader.labels), len(dataset.classes), device=device)
     flushing = torch.set_flush_denormal(True)
     try:
@@ -88,12 +125,18 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, co
             started = time.perf_counter()
             model.train()
             order = loader.order()
-            filled = step(loader.batches(order), logits)
+            batches = loader.batches(order)
+            if augmentation.active:
+                batches = augmented(batches, augmentation, generator)
+            filled = step(batches, logits, schedule.on_step)
             seen = loader.labels[loader.local_indices(order)]
             record = {"epoch": epoch_number, **_scores("train", logits[:filled], seen, world),
-                      **_scores("val", _val_logits(model, dataset.val), dataset.val.labels)}
+                      **_scores("val", _val_logits(model, dataset.val), dataset.val.labels),
+                      "lr": optimizer.param_groups[0]["lr"]}
             record["seconds"] = time.perf_counter() - started
             progress = Progress(epoch_number, progress.history + [record])
+            if config.keep_best:
+                best.offer(record, model)
             if checkpoint is not None:
                 checkpoint(progress)
             if on_epoch is not None:
@@ -101,7 +144,36 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, co
     finally:
         if flushing:
             torch.set_flush_denormal(False)
+    if config.keep_best:
+        best.restore(model)
     return progress.history
+
+
+class _Schedule:
+    """Sets the learning rate before every step, from the global step count (so resuming needs no state)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int, done_epochs: int):
+        self.optimizer, self.config = optimizer, config
+        self.total = config.epochs * steps_per_epoch
+        self.step = done_epochs * steps_per_epoch
+        self.on_step = None if config.schedule == "constant" and not config.warmup else self._advance
+
+    def _advance(self) -> None:
+        rate = learning_rate(self.step, self.total, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+        self.step += 1
+
+
+def _epoch_runner(model, optimizer, config: TrainConfig, engine: str, world: World, teacher):
+    """A function (batches, logits_out, on_step) -> rows filled, for the chosen engine."""
+    if engine == "fused":
+        reducer = world.average_ if world.distributed else None
+        trainer = fastmlp.FusedMLPTrainer(model, optimizer, reducer, label_smoothing=config.label_smoothing)
+        return trainer.train_epoch
+    network = DistributedDataParallel(model) if world.distributed else model
+    objective = Objective(config.label_smoothing, teacher, config.distill_temperature, config.distill_weight)
+    return lambda batches, logits, on_step: autograd_epoch(network, optimizer, batches, logits, on_step, objective)
 
 
 def _val_logits(model: nn.Module, val: Split) -> torch.Tensor | None:
@@ -137,8 +209,11 @@ def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
     if dataset is None:
         dataset = load_dataset(config.dataset, val_size=config.val_size, split_seed=config.split_seed)
     dataset = _limit_training_images(dataset, config.train_size)
+    teacher = _load_teacher(config.teacher, device)
     torch.manual_seed(config.seed)
-    model = create_model(config.model, **config.model_kwargs).to(device)
+    model = create_model(config.model, **config.model_arguments()).to(device)
+    if getattr(model, "prefers_channels_last", False):
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress()
@@ -148,17 +223,30 @@ def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
     elif save and world.is_main:
         folder = new_run_folder(config)
         save_config(folder, config, dataset)
+    writer = folder if world.is_main else None
+    best = BestEpoch(writer, progress.history, model)
     checkpoint = None
-    if folder is not None and world.is_main:
-        checkpoint = lambda done: save_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, generator, done)  # noqa: E731
+    if writer is not None:
+        checkpoint = lambda done: save_checkpoint(writer / CHECKPOINT_FILE, model, optimizer, generator, done)  # noqa: E731
     engine = choose_engine(config, model, optimizer)
     try:
-        history = fit(model, optimizer, dataset, config, on_epoch, engine, progress, generator, checkpoint, world)
+        history = fit(model, optimizer, dataset, config, on_epoch, engine, progress, generator, checkpoint, world,
+                      teacher, best)
     except KeyboardInterrupt:
         raise Interrupted(folder) from None
-    run = _finish(model, config, dataset, history, engine, device, folder if world.is_main else None)
+    run = _finish(model, config, dataset, history, engine, device, writer, best)
     world.barrier()
     return run
+
+
+def _load_teacher(path: str | None, device: torch.device) -> nn.Module | None:
+    if path is None:
+        return None
+    from .runs import load_run
+    teacher = load_run(path, device).model.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
 
 
 def _limit_training_images(dataset: Dataset, count: int) -> Dataset:
@@ -191,14 +279,15 @@ class Interrupted(DigitlabError):
         super().__init__(f"interrupted; the checkpoint of the last complete epoch is kept{where}")
 
 
-def _finish(model, config, dataset, history, engine, device, folder) -> Run:
+def _finish(model, config, dataset, history, engine, device, folder, best: BestEpoch) -> Run:
     test = evaluate(model, dataset.test, dataset.classes)
-    final = history[-1] if history else {}
+    final = history[best.epoch - 1] if config.keep_best and best.epoch else (history[-1] if history else {})
     metrics = {
         "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),
-        "train_seconds": sum(record["seconds"] for record in history), "parameters": count_parameters(model),
-        "engine": engine, "device": str(device), "history": history, "test": test,
+        "epoch": final.get("epoch"), "train_seconds": sum(record["seconds"] for record in history),
+        "parameters": count_parameters(model), "engine": engine, "device": str(device),
+        "history": history, "test": test,
     }
     run = Run(path=folder, model=model, config=config, metrics=metrics, dataset=dataset.name,
               dataset_sha256=dataset.sha256, classes=dataset.classes)

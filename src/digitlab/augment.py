@@ -1,0 +1,105 @@
+"""Batched augmentation on the device: random affine maps and elastic distortion, one call per batch.
+
+Every function takes float images (B, C, H, W) and a torch.Generator, draws per-sample parameters,
+and resamples the whole batch with one `grid_sample`. Digits are never flipped: rotations stay
+within ±90°, scales are positive and shear stays within ±45°, so every map keeps its orientation
+(positive determinant).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random transforms; all zero (scale 0) means the identity."""
+
+    rotate: float = 0.0  # degrees, uniform in ±rotate
+    translate: float = 0.0  # pixels, uniform in ±translate on each axis
+    scale: float = 0.0  # relative, uniform in 1 ± scale
+    shear: float = 0.0  # degrees, uniform in ±shear
+    elastic_alpha: float = 0.0  # pixels: strength of the elastic displacement (0 = off)
+    elastic_sigma: float = 4.0  # pixels: smoothness of the elastic field (Gaussian sigma)
+
+    def __post_init__(self):
+        from .errors import ConfigError
+        if not (0 <= self.rotate <= 90 and 0 <= self.shear < 45 and 0 <= self.scale < 1
+                and self.translate >= 0 and self.elastic_alpha >= 0 and self.elastic_sigma > 0):
+            raise ConfigError(f"augmentation out of range: {self} (rotate 0..90, shear 0..45, scale 0..1, "
+                              "translate, elastic alpha >= 0, sigma > 0)")
+
+    @property
+    def active(self) -> bool:
+        return any((self.rotate, self.translate, self.scale, self.shear, self.elastic_alpha))
+
+
+# The preset `--augment` turns on: mild, as handwriting varies (cf. Simard et al. 2003).
+PRESET = AugmentConfig(rotate=10.0, translate=2.0, scale=0.1, shear=10.0, elastic_alpha=0.0)
+
+
+def random_affine_matrices(count: int, config: AugmentConfig, size: int, generator: torch.Generator,
+                           device: torch.device | str = "cpu") -> torch.Tensor:
+    """(count, 2, 3) matrices for `F.affine_grid`, mapping output to input coordinates in [-1, 1]."""
+    def uniform(limit: float) -> torch.Tensor:
+        return (torch.rand(count, generator=generator) * 2 - 1) * limit
+
+    angle = torch.deg2rad(uniform(config.rotate))
+    shear = torch.deg2rad(uniform(config.shear))
+    scale = 1 + uniform(config.scale)
+    shift = torch.stack([uniform(config.translate), uniform(config.translate)], 1) * (2 / size)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # rotation @ shear(x by y) @ scale: the forward map of the image; affine_grid wants its inverse
+    forward = torch.stack([torch.stack([cos, cos * torch.tan(shear) - sin], 1),
+                           torch.stack([sin, sin * torch.tan(shear) + cos], 1)], 1) * scale.view(-1, 1, 1)
+    inverse = torch.linalg.inv(forward)
+    offset = -(inverse @ shift.unsqueeze(2))
+    return torch.cat([inverse, offset], 2).to(device)
+
+
+def elastic_field(count: int, size: int, alpha: float, sigma: float, generator: torch.Generator,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """Smoothed random displacements (count, size, size, 2) in grid units (Simard et al. 2003).
+
+    Uniform noise in [-1, 1] per pixel and axis, blurred by a Gaussian of `sigma` pixels,
+    normalised to unit peak and scaled to `alpha` pixels.
+    """
+    noise = torch.rand(count * 2, 1, size, size, generator=generator) * 2 - 1
+    radius = max(1, int(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    smooth = F.conv2d(noise, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    smooth = smooth / smooth.abs().amax(dim=(2, 3), keepdim=True).clamp(min=1e-8)
+    return (smooth.view(count, 2, size, size).permute(0, 2, 3, 1) * (alpha * 2 / size)).to(device)
+
+
+def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random affine (and elastic, if alpha > 0) resampling of float images (B, C, H, W); background 0."""
+    if not config.active:
+        return images
+    count, _, height, width = images.shape
+    theta = random_affine_matrices(count, config, width, generator, images.device).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if config.elastic_alpha:
+        grid = grid + elastic_field(count, height, config.elastic_alpha, config.elastic_sigma, generator,
+                                    images.device).to(images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def transform_batch(images: torch.Tensor, rotate: float = 0.0, shift: tuple[float, float] = (0.0, 0.0),
+                    scale: float = 1.0) -> torch.Tensor:
+    """One fixed transform for the whole batch (degrees, pixels (x, y), factor), for robustness tests."""
+    count, _, _, width = images.shape
+    angle = math.radians(rotate)
+    forward = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) * scale
+    inverse = torch.linalg.inv(forward)
+    offset = -(inverse @ (torch.tensor(shift) * (2 / width)).view(2, 1))
+    theta = torch.cat([inverse, offset], 1).expand(count, 2, 3).to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,98 @@
+"""Recipes: schedules as pure functions, presets recorded in the config, label smoothing, best epoch, distillation."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import digitlab
+from digitlab import TrainConfig
+from digitlab.errors import ConfigError
+from digitlab.fastmlp import FusedMLPTrainer
+from digitlab.data import to_float
+from digitlab.evaluate import accuracy
+from digitlab.recipes import RECIPES, apply_recipe, learning_rate
+from digitlab.train import Objective, build_optimizer
+
+from test_cli import run_cli
+
+
+def test_schedules_follow_their_definitions():
+    total = 1000
+    onecycle = TrainConfig(lr=1e-2, schedule="onecycle", warmup=0.25)
+    rates = [learning_rate(step, total, onecycle) for step in range(total)]
+    assert rates[0] == pytest.approx(1e-2 / 25, rel=0.02)
+    assert max(rates) == pytest.approx(1e-2) and rates.index(max(rates)) == 250
+    assert rates[-1] < 1e-2 / 25 and all(a >= b for a, b in zip(rates[250:], rates[251:]))
+    cosine = TrainConfig(lr=1.0, schedule="cosine")
+    assert learning_rate(500, total, cosine) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert learning_rate(123, total, TrainConfig(lr=3e-3)) == 3e-3
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("model", digitlab.list_models())
+def test_every_model_has_every_recipe(recipe, model):
+    config = apply_recipe(TrainConfig(model=model), recipe)
+    assert config.recipe == recipe and config.model == model
+
+
+def test_recipe_values_land_in_config_json_and_flags_win(tmp_path, mnist):
+    result = run_cli("train", "--recipe", "fast", "--epochs", "1", "--train-size", "5000", "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert (saved["recipe"], saved["schedule"], saved["batch_size"], saved["epochs"]) == ("fast", "onecycle", 256, 1)
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        apply_recipe(TrainConfig(), "slow")
+
+
+def test_fused_label_smoothing_matches_autograd():
+    torch.manual_seed(1)
+    reference = digitlab.create_model("mlp")
+    model = digitlab.create_model("mlp")
+    model.load_state_dict(reference.state_dict())
+    images, labels = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (32,))
+    F.cross_entropy(reference(to_float(images)), labels, label_smoothing=0.1).backward()
+    optimizer = build_optimizer(model, TrainConfig())
+    optimizer.param_groups[0]["lr"] = 0.0
+    FusedMLPTrainer(model, optimizer, label_smoothing=0.1).train_epoch([(images, labels)], torch.empty(32, 10))
+    for expected, parameter in zip(reference.parameters(), model.parameters()):
+        torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_distillation_loss_is_the_blend_it_claims():
+    logits, teacher_logits = torch.randn(8, 10), torch.randn(8, 10)
+    labels = torch.randint(0, 10, (8,))
+    teacher = lambda inputs: teacher_logits  # noqa: E731
+    objective = Objective(teacher=teacher, temperature=2.0, weight=0.3)
+    p_teacher = F.softmax(teacher_logits / 2, 1)
+    kl = (p_teacher * (p_teacher.log() - F.log_softmax(logits / 2, 1))).sum(1).mean()
+    expected = 0.7 * F.cross_entropy(logits, labels) + 0.3 * 4 * kl
+    torch.testing.assert_close(objective(logits, None, labels), expected)
+
+
+def test_keep_best_ends_on_the_best_validation_epoch(mnist, tmp_path):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(4000), mnist.val.take(1000), mnist.test.take(2000))
+    run = digitlab.train(TrainConfig(epochs=4, lr=0.05, keep_best=True, out=str(tmp_path / "r")), dataset=small)
+    history = run.metrics["history"]
+    best = max(history, key=lambda record: record["val_accuracy"])
+    assert run.metrics["epoch"] == best["epoch"] and run.metrics["val_accuracy"] == best["val_accuracy"]
+    assert accuracy(run.model, small.val) == pytest.approx(best["val_accuracy"])
+    assert (tmp_path / "r" / "best.safetensors").exists()
+
+
+def test_a_student_learns_from_a_teacher_run(mnist, seed_run):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(5000), mnist.val.take(500), mnist.test.take(2000))
+    # weight 1: the labels play no part, so whatever the student learns comes from the teacher
+    config = TrainConfig(epochs=1, lr=5e-3, teacher=str(seed_run.path), distill_weight=1.0)
+    run = digitlab.train(config, dataset=small, save=False)
+    assert run.metrics["engine"] == "autograd" and run.metrics["test_accuracy"] > 0.75
+
+
+@pytest.mark.parametrize("model", ["cnn", "cnn-tiny", "lenet5"])
+def test_convolutional_models_learn_with_augmentation(model, mnist):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(3000), mnist.val.take(500), mnist.test.take(1000))
+    config = apply_recipe(TrainConfig(model=model), "fast").replace(epochs=1, augment_rotate=10, augment_translate=2)
+    run = digitlab.train(config, dataset=small, save=False)
+    assert run.metrics["test_accuracy"] > 0.6
