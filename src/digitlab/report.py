@@ -151,9 +151,10 @@ def confused_pairs_table(confusion: torch.Tensor, classes: tuple[str, ...]) -> s
 
 
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1600px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
-.summary { color: #555; } figure { margin: 1em 0; } img { max-width: 100%; height: auto; }
+.summary { color: #555; } figure { margin: 0; }
+.figures { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; } img { max-width: 100%; height: auto; }
 table { border-collapse: collapse; margin: 1em 0; } th, td { padding: 0.25em 0.8em; text-align: right; }
 th:first-child, td:first-child { text-align: left; } thead th { border-bottom: 2px solid #999; }
 tbody tr:nth-child(even) { background: #f4f4f4; } tfoot td { border-top: 1px solid #999; font-weight: bold; }
@@ -170,7 +171,7 @@ def render_html(run: Run, metrics: dict, ece: float, sections: list[Section], si
                f"{metrics['count']:,} test images")
     body = [f"<h1>digitlab report: {html.escape(name)}</h1>", f"<p class=\"summary\">{summary}</p>"]
     for section in sections:
-        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        body.append(f"<h2>{html.escape(section.title)}</h2>\n<div class=\"figures\">")
         for file, figure in section.figures.items():
             if figure is None:
                 body.append(f"<p class=\"note\">{html.escape(section.note)}.</p>")
@@ -179,7 +180,7 @@ def render_html(run: Run, metrics: dict, ece: float, sections: list[Section], si
             title = figure.get_suptitle() or file
             body.append(f"<figure><img src=\"{html.escape(file)}\" width=\"{width}\" height=\"{height}\" "
                         f"alt=\"{html.escape(title)}\"></figure>")
-        body.append(section.html)
+        body.append(f"{section.html}</div>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>digitlab report: {html.escape(name)}</title><link rel=\"icon\" href=\"data:,\">"
             f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
