@@ -47,7 +47,7 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Mosaic:
     """Geometry of a tile figure, in inches: square tiles of `cell`, the gaps between them, the margins."""
 
@@ -76,7 +76,8 @@ def tile_figure(tiles: np.ndarray, columns: int, title: str, titles: list[str] |
     for position in range(count):
         row, column = divmod(position, columns)
         canvas[row * step_y:row * step_y + height, column * step_x:column * step_x + width] = tiles[position]
-    size = (geometry.left + canvas.shape[1] * scale + geometry.right, geometry.top + canvas.shape[0] * scale + geometry.bottom)
+    size = (geometry.left + canvas.shape[1] * scale + geometry.right,
+            geometry.top + canvas.shape[0] * scale + geometry.bottom)
     figure = Figure(figsize=size, dpi=DPI)
     figure.suptitle(title, y=1 - 0.12 / size[1], va="top")
     axes = figure.add_axes((geometry.left / size[0], geometry.bottom / size[1],
@@ -111,6 +112,7 @@ def frame(axes, color: str | None, width: float = 3.0) -> None:
             spine.set_linewidth(width)
 
 
+@styled
 def note_figure(title: str, message: str) -> Figure:
     """A small figure that says why there is nothing to draw (e.g. no confidently wrong digits)."""
     figure = new_figure(7.5, 1.6)
@@ -129,8 +131,10 @@ def digit_grid(images: torch.Tensor, titles: list[str], title: str, colors: list
     if count == 0:
         return note_figure(title, "nothing to show")
     tiles = np.stack([pixels(image) for image in images[:count]])
+    lines = max(title.count("\n") + 1 for title in titles)  # each line of the tile titles needs 0.15 inch
+    geometry = Mosaic(gap_y=0.15 + 0.15 * lines, top=0.5 + 0.15 * lines)
     figure, _, _ = tile_figure(tiles, min(columns, count), title, titles, colors or ["#bbbbbb"] * count,
-                               3.0 if colors else 0.8, cmap="gray_r", vmin=0, vmax=1)
+                               3.0 if colors else 0.8, geometry, cmap="gray_r", vmin=0, vmax=1)
     return figure
 
 
@@ -202,7 +206,9 @@ def prediction_grid(images: torch.Tensor, labels: torch.Tensor, probabilities: t
     confidence, predicted = probabilities[index].max(1)
     titles, colors = [], []
     for true, guess, conf in zip(labels[index].tolist(), predicted.tolist(), confidence.tolist()):
-        titles.append(f"true {classes[true]} · pred {classes[guess]}\n{conf:.1%} sure")
+        short = len(classes[true]) + len(classes[guess]) <= 8  # fits one line under a tile
+        names = f"true {classes[true]}{' · ' if short else chr(10)}pred {classes[guess]}"
+        titles.append(f"{names}\n{conf:.1%} sure")
         colors.append(RIGHT if true == guess else WRONG)
     return digit_grid(images[index], titles, title, colors)
 
@@ -257,9 +263,8 @@ def confusion_matrix(confusion: torch.Tensor, classes: tuple[str, ...]) -> Figur
         elif count:
             axes.text(column, row, f"{count}", ha="center", va="center", fontsize=8,
                       color="white" if count > 0.6 * peak else "black")
-    ticks = np.arange(len(classes))
-    axes.set_xticks(ticks, classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right"
-                    if max(map(len, classes)) > 2 else "center")
+    ticks, long_names = np.arange(len(classes)), max(map(len, classes)) > 2
+    axes.set_xticks(ticks, classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     axes.set_yticks(ticks, classes)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
@@ -306,7 +311,8 @@ def confused_pairs(images, labels, probabilities, classes, top: int = 5, example
     if not pairs:
         return note_figure("Most-confused pairs", "every digit is classified correctly")
     confidence = probabilities.max(1).values
-    tiles = np.full((len(pairs) * examples, 28, 28), np.nan)
+    height, width = images.shape[-2:]
+    tiles = np.full((len(pairs) * examples, height, width), np.nan)
     titles, colors = [""] * len(tiles), [None] * len(tiles)
     for row, (true, guess, count) in enumerate(pairs):
         index = ((labels == true) & (predicted == guess)).nonzero().squeeze(1)[:examples]
@@ -314,13 +320,14 @@ def confused_pairs(images, labels, probabilities, classes, top: int = 5, example
             position = row * examples + column
             tiles[position] = pixels(images[chosen])
             titles[position], colors[position] = f"{confidence[chosen].item():.1%} sure", WRONG
-    geometry = Mosaic(cell=1.1, gap_x=0.15, gap_y=0.35, top=0.65, left=1.0)
+    label_chars = max(len(classes[true]) + len(classes[guess]) + 3 for true, guess, _ in pairs)
+    geometry = Mosaic(cell=1.1, gap_x=0.15, gap_y=0.35, top=0.65, left=max(1.0, 0.3 + 0.09 * label_chars))
     figure, axes, _ = tile_figure(tiles, examples, f"The {len(pairs)} most-confused pairs (true → predicted)", titles,
                                   colors, 2.0, geometry, title_size=8, cmap="gray_r", vmin=0, vmax=1)
-    step_y = 28 + round(geometry.gap_y / (geometry.cell / 28))
+    step_y = height + round(geometry.gap_y / (geometry.cell / height))  # as tile_figure lays the rows out
     for row, (true, guess, count) in enumerate(pairs):
-        axes.text(-6, row * step_y + 13.5, f"{classes[true]} → {classes[guess]}\n{count}×", ha="right", va="center",
-                  fontsize=11, fontweight="bold")
+        axes.text(-6, row * step_y + height / 2 - 0.5, f"{classes[true]} → {classes[guess]}\n{count}×", ha="right",
+                  va="center", fontsize=11, fontweight="bold")
     return figure
 
 
