@@ -27,7 +27,7 @@ data: install
 	$(BIN)/digitlab data fetch
 
 train: data
-	$(BIN)/digitlab train
+	$(BIN)/digitlab train --report
 
 test: dev data
 	$(BIN)/python -m pytest -q

@@ -142,6 +142,14 @@ def cmd_train(args) -> int:
     metrics = run.metrics
     print(f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy'] or 0:.2%}) — "
           f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f} s of training ({metrics['engine']})")
+    if args.report:
+        from .errors import RunError
+        from .report import write_report
+
+        try:
+            print(f"report written to {write_report(run)}")
+        except DigitlabError as error:
+            raise RunError(f"run saved to {run.path}, but its report failed: {error}") from None
     print(f"run saved to {run.path}")
     return 0
 
@@ -167,6 +175,13 @@ def cmd_evaluate(args) -> int:
         print(f"\naccuracy on transformed {args.split} images")
         for name, value in metrics["robustness"].items():
             print(f"{name:>14} {value:8.2%}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.run, digit=args.digit, seed=args.seed, out=args.out))
     return 0
 
 
@@ -214,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and save a run folder")
     _add_train_arguments(train)
+    train.add_argument("--report", action="store_true", help="write the run's visual report (RUN/report) after training")
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="report a run's accuracy, per-class scores and confusion matrix")
@@ -223,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--robustness", action="store_true",
                           help="also report accuracy on the split rotated ±15°/±30°, shifted ±3 px, scaled 0.8")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    report = commands.add_parser("report", help="write RUN/report/index.html: pictures of the data, training, "
+                                                "predictions, calibration and the model's insides")
+    report.add_argument("run", help="run folder")
+    report.add_argument("--digit", type=int, default=7, help="class index whose training examples are shown")
+    report.add_argument("--seed", type=int, default=0, help="seed of the random sample of test digits")
+    report.add_argument("--out", metavar="DIR", help="report folder (default RUN/report)")
+    report.set_defaults(handler=cmd_report)
 
     data = commands.add_parser("data", help="fetch datasets and describe them")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

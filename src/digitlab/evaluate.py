@@ -93,3 +93,52 @@ def robustness(model: nn.Module, split: Split, batch_size: int = 2000) -> dict[s
     finally:
         model.train(was_training)
     return results
+
+def calibration(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict:
+    """Expected calibration error and the reliability bins of the top-class confidence.
+
+    `probabilities` (N, C) rows sum to one. The confidence of a prediction is its max probability;
+    it falls in one of `bins` equal-width bins (lower, upper] over [0, 1]. The ECE is the
+    count-weighted mean over bins of |accuracy - mean confidence|. Each bin is reported as
+    {lower, upper, count, confidence, accuracy}; the last two are None for an empty bin.
+    """
+    confidence, predicted = probabilities.double().max(1)
+    correct = (predicted == labels.to(predicted.device)).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    which = torch.bucketize(confidence.cpu(), edges[1:-1])  # boundaries[i-1] < x <= boundaries[i]
+    count = torch.bincount(which, minlength=bins).double()
+    confidence_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, confidence.cpu())
+    correct_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, correct.cpu())
+    gap = (correct_sum - confidence_sum).abs()  # n_b * |acc_b - conf_b|
+    total = max(int(labels.shape[0]), 1)
+    rows = [{"lower": lower, "upper": upper, "count": int(n),
+             "confidence": conf / n if n else None, "accuracy": hits / n if n else None}
+            for lower, upper, n, conf, hits in zip(edges[:-1].tolist(), edges[1:].tolist(), count.tolist(),
+                                                  confidence_sum.tolist(), correct_sum.tolist())]
+    return {"ece": gap.sum().item() / total, "bins": rows}
+
+
+def confident_mistakes(probabilities: torch.Tensor, labels: torch.Tensor, threshold: float = 0.8) -> torch.Tensor:
+    """Indices of wrong predictions whose max probability exceeds `threshold`, most confident first."""
+    confidence, predicted = probabilities.max(1)
+    index = ((predicted != labels) & (confidence > threshold)).nonzero().squeeze(1)
+    return index[torch.argsort(confidence[index], descending=True, stable=True)]
+
+
+def uncertain_predictions(probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Indices (in order) of predictions whose max probability is below `threshold`."""
+    return (probabilities.max(1).values < threshold).nonzero().squeeze(1)
+
+
+def misclassified(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Indices (in order) of wrong predictions."""
+    return (probabilities.argmax(1) != labels).nonzero().squeeze(1)
+
+
+def most_confused_pairs(confusion: torch.Tensor, top: int = 5) -> list[tuple[int, int, int]]:
+    """The `top` off-diagonal (true, predicted, count) cells of a confusion matrix, largest count first."""
+    off_diagonal = confusion.clone().fill_diagonal_(0).flatten()
+    order = torch.argsort(off_diagonal, descending=True, stable=True)[:top]
+    classes = confusion.shape[0]
+    return [(int(cell) // classes, int(cell) % classes, int(off_diagonal[cell])) for cell in order
+            if off_diagonal[cell] > 0]

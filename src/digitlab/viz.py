@@ -1,0 +1,339 @@
+"""Figures of data, training and predictions: each function takes tensors and returns a matplotlib Figure.
+
+Figures are built with `matplotlib.figure.Figure`, never pyplot, so no backend or global figure
+state is involved; save one with `figure.savefig(path)`. Images are uint8 (N, 1, 28, 28) or float
+in [0, 1]; probabilities are softmax outputs (N, C). The pictures of a model's insides (`first_layer`,
+`activations`) live in `digitlab.modelviz`, which dispatches on the model type; they are
+re-exported here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from .evaluate import (calibration, confident_mistakes, confusion_matrix as count_confusion, misclassified,
+                       most_confused_pairs, uncertain_predictions)
+
+DPI = 100
+RIGHT, WRONG = "#2e9e44", "#d62728"  # frame colours of correct and wrong predictions
+TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
+STYLE = {
+    "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10,
+    "figure.titlesize": 13, "figure.titleweight": "bold", "axes.spines.top": False,
+    "axes.spines.right": False, "legend.frameon": False, "image.interpolation": "nearest",
+    "figure.facecolor": "white", "axes.facecolor": "white",
+}
+
+
+def styled(draw):
+    """Run a figure function under the house style (fonts, spines, colours) without touching global rcParams."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """Geometry of a tile figure, in inches: square tiles of `cell`, the gaps between them, the margins."""
+
+    cell: float = 1.2
+    gap_x: float = 0.3
+    gap_y: float = 0.45  # room for each tile's title
+    top: float = 0.8
+    left: float = 0.15
+    right: float = 0.15
+    bottom: float = 0.15
+
+
+def tile_figure(tiles: np.ndarray, columns: int, title: str, titles: list[str] | None = None,
+                colors: list[str | None] | None = None, frame_width: float = 3.0, geometry: Mosaic = Mosaic(),
+                title_size: float = 9, **imshow):
+    """Tiles (K, H, W) in a grid on ONE axes, each with an optional title above and a coloured frame.
+
+    NaN tiles stay empty. Returns (figure, axes, image). One image with text and rectangles on it
+    draws many times faster than an axes per tile, which costs tens of milliseconds each.
+    """
+    count, height, width = tiles.shape
+    rows = math.ceil(count / columns)
+    scale = geometry.cell / height  # inches per pixel
+    step_x, step_y = width + round(geometry.gap_x / scale), height + round(geometry.gap_y / scale)
+    canvas = np.full((rows * step_y - (step_y - height), columns * step_x - (step_x - width)), np.nan)
+    for position in range(count):
+        row, column = divmod(position, columns)
+        canvas[row * step_y:row * step_y + height, column * step_x:column * step_x + width] = tiles[position]
+    size = (geometry.left + canvas.shape[1] * scale + geometry.right,
+            geometry.top + canvas.shape[0] * scale + geometry.bottom)
+    figure = Figure(figsize=size, dpi=DPI)
+    figure.suptitle(title, y=1 - 0.12 / size[1], va="top")
+    axes = figure.add_axes((geometry.left / size[0], geometry.bottom / size[1],
+                            canvas.shape[1] * scale / size[0], canvas.shape[0] * scale / size[1]))
+    image = axes.imshow(np.ma.masked_invalid(canvas), **imshow)
+    axes.axis("off")
+    for position in range(count):
+        row, column = divmod(position, columns)
+        x, y = column * step_x - 0.5, row * step_y - 0.5
+        if titles and titles[position]:
+            axes.text(x + width / 2, y - 1, titles[position], ha="center", va="bottom", fontsize=title_size)
+        if colors and colors[position]:
+            axes.add_patch(Rectangle((x, y), width, height, fill=False, edgecolor=colors[position],
+                                     linewidth=frame_width, clip_on=False))
+    return figure, axes, image
+
+
+def pixels(image: torch.Tensor) -> np.ndarray:
+    """One image (1, H, W) or (H, W), uint8 or float, as a float (H, W) array in [0, 1]."""
+    image = image.detach().cpu().reshape(image.shape[-2:])
+    return (image.float() / 255 if image.dtype == torch.uint8 else image.float()).numpy()
+
+
+def frame(axes, color: str | None, width: float = 3.0) -> None:
+    """Hide ticks; draw a coloured frame around the axes, or none when color is None."""
+    axes.set_xticks([])
+    axes.set_yticks([])
+    for spine in axes.spines.values():
+        spine.set_visible(color is not None)
+        if color is not None:
+            spine.set_color(color)
+            spine.set_linewidth(width)
+
+
+@styled
+def note_figure(title: str, message: str) -> Figure:
+    """A small figure that says why there is nothing to draw (e.g. no confidently wrong digits)."""
+    figure = new_figure(7.5, 1.6)
+    figure.suptitle(title)
+    axes = figure.add_subplot()
+    axes.axis("off")
+    axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, color="#555555", transform=axes.transAxes)
+    return figure
+
+
+@styled
+def digit_grid(images: torch.Tensor, titles: list[str], title: str, colors: list[str | None] | None = None,
+               columns: int = 5) -> Figure:
+    """Images in a grid, each with its title and optional frame colour, under a figure title."""
+    count = len(titles)
+    if count == 0:
+        return note_figure(title, "nothing to show")
+    tiles = np.stack([pixels(image) for image in images[:count]])
+    lines = max(title.count("\n") + 1 for title in titles)  # each line of the tile titles needs 0.15 inch
+    geometry = Mosaic(gap_y=0.15 + 0.15 * lines, top=0.5 + 0.15 * lines)
+    figure, _, _ = tile_figure(tiles, min(columns, count), title, titles, colors or ["#bbbbbb"] * count,
+                               3.0 if colors else 0.8, geometry, cmap="gray_r", vmin=0, vmax=1)
+    return figure
+
+
+def training_digits(images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...], count: int = 25) -> Figure:
+    """The first `count` training digits with their labels."""
+    count = min(count, len(labels))
+    return digit_grid(images[:count], [f"label {classes[int(label)]}" for label in labels[:count]],
+                      f"The first {count} training digits")
+
+
+def digit_examples(images: torch.Tensor, labels: torch.Tensor, digit: int, classes: tuple[str, ...],
+                   count: int = 16) -> Figure:
+    """The first `count` examples of class `digit`, in a 4-column grid."""
+    index = (labels == digit).nonzero().squeeze(1)[:count]
+    return digit_grid(images[index], [f"#{int(i)}" for i in index],
+                      f"{len(index)} training examples of {classes[digit]}", columns=4)
+
+
+@styled
+def class_distribution(labels_by_split: dict[str, torch.Tensor], classes: tuple[str, ...]) -> Figure:
+    """Share of each class within each split, as grouped bars (so splits of different sizes compare)."""
+    figure = new_figure(9, 4)
+    figure.suptitle("Class distribution per split")
+    axes = figure.add_subplot()
+    width = 0.8 / max(len(labels_by_split), 1)
+    positions = np.arange(len(classes))
+    for number, (name, labels) in enumerate(labels_by_split.items()):
+        counts = torch.bincount(labels.cpu(), minlength=len(classes)).double()
+        share = (counts / counts.sum().clamp(min=1)).numpy()
+        axes.bar(positions + (number - (len(labels_by_split) - 1) / 2) * width, share, width,
+                 label=f"{name} ({len(labels):,} images)")
+    axes.set_xticks(positions, classes, rotation=30 if max(map(len, classes)) > 2 else 0)
+    axes.set_xlabel("class")
+    axes.set_ylabel("share of the split")
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.set_ylim(0, axes.get_ylim()[1] * 1.15)
+    axes.legend(loc="upper center", ncols=len(labels_by_split))
+    return figure
+
+
+@styled
+def training_curves(history: list[dict]) -> Figure:
+    """Loss and accuracy per epoch, training and validation on the same axes (validation only if present)."""
+    figure = new_figure(10, 4)
+    figure.suptitle("Training curves")
+    epochs = [record["epoch"] for record in history]
+    for axes, metric, label in zip(figure.subplots(1, 2), ("loss", "accuracy"), ("cross-entropy loss", "accuracy")):
+        for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
+            values = [record.get(f"{split}_{metric}") for record in history]
+            if all(value is not None for value in values):
+                axes.plot(epochs, values, marker="o", markersize=4, color=color,
+                          label="training" if split == "train" else "validation")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.set_title(label.capitalize())
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend()
+        if metric == "accuracy":
+            axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+    return figure
+
+
+def prediction_grid(images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor,
+                    index: torch.Tensor, classes: tuple[str, ...], title: str, empty: str = "none") -> Figure:
+    """The digits at `index`, each titled true / predicted / confidence and framed green (right) or red (wrong)."""
+    if len(index) == 0:
+        return note_figure(title, empty)
+    confidence, predicted = probabilities[index].max(1)
+    titles, colors = [], []
+    for true, guess, conf in zip(labels[index].tolist(), predicted.tolist(), confidence.tolist()):
+        short = len(classes[true]) + len(classes[guess]) <= 8  # fits one line under a tile
+        names = f"true {classes[true]}{' · ' if short else chr(10)}pred {classes[guess]}"
+        titles.append(f"{names}\n{conf:.1%} sure")
+        colors.append(RIGHT if true == guess else WRONG)
+    return digit_grid(images[index], titles, title, colors)
+
+
+def confidently_wrong(images, labels, probabilities, classes, threshold: float = 0.8, count: int = 25) -> Figure:
+    """Wrong predictions made with max probability above `threshold`, most confident first."""
+    index = confident_mistakes(probabilities, labels, threshold)
+    return prediction_grid(images, labels, probabilities, index[:count], classes,
+                           f"Confidently wrong (> {threshold:.0%} sure): {min(count, len(index))} of {len(index)}",
+                           f"no test digit is wrong with more than {threshold:.0%} confidence")
+
+
+def uncertain(images, labels, probabilities, classes, threshold: float = 0.5, count: int = 25) -> Figure:
+    """Predictions whose max probability is below `threshold`, in test-set order."""
+    index = uncertain_predictions(probabilities, threshold)
+    return prediction_grid(images, labels, probabilities, index[:count], classes,
+                           f"Uncertain (< {threshold:.0%} sure): {min(count, len(index))} of {len(index)}",
+                           f"no test digit is predicted with less than {threshold:.0%} confidence")
+
+
+def misclassified_overview(images, labels, probabilities, classes, count: int = 25) -> Figure:
+    """The first `count` misclassified digits of the set, in order."""
+    index = misclassified(probabilities, labels)
+    return prediction_grid(images, labels, probabilities, index[:count], classes,
+                           f"The first {min(count, len(index))} of {len(index)} misclassified digits",
+                           "every digit is classified correctly")
+
+
+def random_sample(images, labels, probabilities, classes, count: int = 25, seed: int = 0) -> Figure:
+    """`count` digits drawn without replacement with a generator seeded by `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(labels), generator=generator)[:count].to(labels.device)
+    return prediction_grid(images, labels, probabilities, index, classes,
+                           f"A random sample of {len(index)} digits (seed {seed})")
+
+
+@styled
+def confusion_matrix(confusion: torch.Tensor, classes: tuple[str, ...]) -> Figure:
+    """Counts (rows true, columns predicted); errors shaded red, the diagonal drawn apart in green."""
+    counts = confusion.detach().cpu().numpy()
+    diagonal = np.eye(len(classes), dtype=bool)
+    figure = new_figure(7.2, 6)
+    figure.suptitle("Confusion matrix")
+    axes = figure.add_subplot()
+    errors = axes.imshow(np.ma.masked_where(diagonal, counts), cmap="Reds", vmin=0,
+                         vmax=max(int(counts[~diagonal].max(initial=0)), 1))
+    axes.imshow(np.ma.masked_where(~diagonal, np.ones_like(counts)), cmap="Greens", vmin=0, vmax=1.6)
+    peak = counts[~diagonal].max(initial=0)
+    for (row, column), count in np.ndenumerate(counts):
+        if row == column:
+            axes.text(column, row, f"{count}", ha="center", va="center", color="white", fontweight="bold", fontsize=9)
+        elif count:
+            axes.text(column, row, f"{count}", ha="center", va="center", fontsize=8,
+                      color="white" if count > 0.6 * peak else "black")
+    ticks, long_names = np.arange(len(classes)), max(map(len, classes)) > 2
+    axes.set_xticks(ticks, classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    axes.set_yticks(ticks, classes)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.spines[:].set_visible(False)
+    figure.colorbar(errors, ax=axes, shrink=0.8, label="misclassified digits (off-diagonal)")
+    return figure
+
+
+@styled
+def reliability_diagram(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> Figure:
+    """Accuracy against mean confidence per confidence bin, the gap to the diagonal, and how full each bin is."""
+    result = calibration(probabilities, labels, bins)
+    rows = result["bins"]
+    lower = np.array([row["lower"] for row in rows])
+    width = 1.0 / bins
+    filled = np.array([row["count"] > 0 for row in rows])
+    accuracy = np.array([row["accuracy"] or 0.0 for row in rows])
+    confidence = np.array([row["confidence"] or 0.0 for row in rows])
+    figure = new_figure(6.5, 7)
+    figure.suptitle(f"Reliability diagram — ECE {result['ece']:.2%} ({bins} bins)")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.bar(lower[filled], accuracy[filled], width, align="edge", color=TRAIN_COLOR, edgecolor="white",
+            label="accuracy in the bin")
+    top.bar(lower[filled], (confidence - accuracy)[filled], width, bottom=accuracy[filled], align="edge",
+            color=WRONG, alpha=0.35, edgecolor=WRONG, hatch="//", label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], linestyle="--", color="#444444", label="perfect calibration")
+    top.set_ylabel("accuracy")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.legend(loc="upper left")
+    bottom.bar(lower, [row["count"] for row in rows], width, align="edge", color="#7f7f7f", edgecolor="white")
+    bottom.set_yscale("symlog")
+    bottom.set_xlabel("confidence (max probability)")
+    bottom.set_ylabel("digits")
+    return figure
+
+
+@styled
+def confused_pairs(images, labels, probabilities, classes, top: int = 5, examples: int = 8) -> Figure:
+    """The `top` most frequent (true, predicted) mistakes, one row each, with up to `examples` digits."""
+    predicted = probabilities.argmax(1)
+    confusion = count_confusion(predicted.cpu(), labels.cpu(), len(classes))
+    pairs = most_confused_pairs(confusion, top)
+    if not pairs:
+        return note_figure("Most-confused pairs", "every digit is classified correctly")
+    confidence = probabilities.max(1).values
+    height, width = images.shape[-2:]
+    tiles = np.full((len(pairs) * examples, height, width), np.nan)
+    titles, colors = [""] * len(tiles), [None] * len(tiles)
+    for row, (true, guess, count) in enumerate(pairs):
+        index = ((labels == true) & (predicted == guess)).nonzero().squeeze(1)[:examples]
+        for column, chosen in enumerate(index.tolist()):
+            position = row * examples + column
+            tiles[position] = pixels(images[chosen])
+            titles[position], colors[position] = f"{confidence[chosen].item():.1%} sure", WRONG
+    label_chars = max(len(classes[true]) + len(classes[guess]) + 3 for true, guess, _ in pairs)
+    geometry = Mosaic(cell=1.1, gap_x=0.15, gap_y=0.35, top=0.65, left=max(1.0, 0.3 + 0.09 * label_chars))
+    figure, axes, _ = tile_figure(tiles, examples, f"The {len(pairs)} most-confused pairs (true → predicted)", titles,
+                                  colors, 2.0, geometry, title_size=8, cmap="gray_r", vmin=0, vmax=1)
+    step_y = height + round(geometry.gap_y / (geometry.cell / height))  # as tile_figure lays the rows out
+    for row, (true, guess, count) in enumerate(pairs):
+        axes.text(-6, row * step_y + height / 2 - 0.5, f"{classes[true]} → {classes[guess]}\n{count}×", ha="right",
+                  va="center", fontsize=11, fontweight="bold")
+    return figure
+
+
+def __getattr__(name: str):
+    """`viz.first_layer` and `viz.activations` come from modelviz, loaded on first use (it imports this module)."""
+    if name in ("first_layer", "activations"):
+        from . import modelviz
+        return getattr(modelviz, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
