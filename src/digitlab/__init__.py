@@ -13,7 +13,7 @@ from .train import fit, train
 from .runs import evaluate_run as evaluate  # noqa: E402
 
 __all__ = [
-    "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split", "TrainConfig",
-    "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
+    "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
+    "TrainConfig", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
     "load_run", "read_idx", "register_model", "train",
 ]

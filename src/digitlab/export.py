@@ -38,6 +38,8 @@ def export_model(run: Run | str | Path, format: str = "onnx", out: str | Path | 
     """
     if format not in EXPORT_FILES:
         raise ExportError(f"unknown export format {format!r} (known: {', '.join(EXPORT_FILES)})")
+    if verify_count < 1:
+        raise ExportError(f"verification needs at least 1 test digit, got {verify_count}")
     source = None if isinstance(run, Run) else Path(run)
     run = run if isinstance(run, Run) else load_run(run)
     out = Path(out) if out else _default_folder(run, source) / EXPORT_FILES[format]

@@ -111,10 +111,13 @@ def _pil_channels(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _array_channels(np.asarray(image))
     has_alpha = "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        pixels = np.asarray(image.convert("LA"), dtype=np.float32)
-        return pixels[..., 0], pixels[..., 1] / 255
-    return np.asarray(image.convert("L"), dtype=np.float32), None
+    try:
+        if has_alpha:
+            pixels = np.asarray(image.convert("LA"), dtype=np.float32)
+            return pixels[..., 0], pixels[..., 1] / 255
+        return np.asarray(image.convert("L"), dtype=np.float32), None
+    except (ValueError, OSError) as error:
+        raise ImageError(f"cannot convert {image.mode} pixels to grayscale ({error})") from None
 
 
 def _array_channels(array) -> tuple[np.ndarray, np.ndarray | None]:
