@@ -58,7 +58,8 @@ def test_json_gives_probabilities_that_sum_to_one_in_input_order(seed_run, scans
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-9)
         assert entry["confidence"] == max(probabilities) and entry["label"] == str(int(np.argmax(probabilities)))
         ranked = [item["probability"] for item in entry["top_k"]]
-        assert len(ranked) == 3 and ranked == sorted(ranked, reverse=True) and entry["top_k"][0]["label"] == entry["label"]
+        assert len(ranked) == 3 and ranked == sorted(ranked, reverse=True)
+        assert entry["top_k"][0]["label"] == entry["label"]
 
 
 @pytest.fixture

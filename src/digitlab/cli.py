@@ -217,15 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="run folder (or its model.safetensors)")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of them")
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per input (in order)")
-    predict.add_argument("--top-k", type=int, default=1, metavar="K", help="also show the K most likely classes")
+    predict.add_argument("--top-k", type=int, default=1, metavar="K",
+                         help="also show the K most likely classes (default 1)")
     predict.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw per file")
-    predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass")
+    predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default 512)")
     predict.set_defaults(handler=cmd_predict)
 
     export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
     export.add_argument("run", help="run folder (or its model.safetensors)")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format")
-    export.add_argument("--out", metavar="FILE", help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format (default onnx)")
+    export.add_argument("--out", metavar="FILE",
+                        help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)")
     export.set_defaults(handler=cmd_export)
 
     models = commands.add_parser("models", help="list the registered models")

@@ -27,8 +27,8 @@ WORKING_SIDE = 1024  # larger images are box-averaged down to about this before 
 MIN_CONTRAST = 24.0  # gray levels (of 255) between background and ink below which an image is blank
 NOISE_SIGMAS = 4.0  # background noise (robust std) multiples treated as noise, not ink
 FAINT_INK = 0.05  # fraction of the ink's reach below which pixels count as background
-BBOX_INK = 0.25  # the crop is the box of pixels above this fraction of the stroke level (MNIST's box holds at 64/255)
-FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM")  # what Image.open may try (phone JPEGs open as MPO)
+BBOX_INK = 0.25  # the crop is the box of pixels above this fraction of the stroke level (see _crop_to_ink)
+FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM")  # openers Image.open may try (phone JPEGs: MPO)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".gif", ".tif", ".tiff",
                             ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
 
@@ -84,7 +84,8 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image is too large to decode safely (decompression-bomb guard)", str(path)) from None
     except UnidentifiedImageError:
-        raise ImageError("not an image file digitlab can read (PNG, JPEG, BMP, GIF, TIFF, WebP or PNM)", str(path)) from None
+        raise ImageError("not an image file digitlab can read (PNG, JPEG, BMP, GIF, TIFF, WebP or PNM)",
+                         str(path)) from None
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - image decoders raise many types on malformed files
