@@ -15,7 +15,7 @@ def test_the_seed_mlp_reaches_93_percent_after_one_epoch(seed_run):
 
 def test_run_folder_holds_config_metrics_and_a_self_describing_model(seed_run):
     folder = seed_run.path
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.safetensors", "config.json", "metrics.json", "model.safetensors"]
     metrics = json.loads((folder / "metrics.json").read_text())
     for key in ("test_accuracy", "val_accuracy", "train_seconds", "parameters", "history"):
         assert key in metrics
@@ -72,5 +72,5 @@ def test_bad_settings_are_config_errors(change, message):
 
 
 def test_training_into_a_finished_run_folder_is_refused(seed_run, mnist):
-    with pytest.raises(digitlab.RunError, match="already holds a trained run"):
+    with pytest.raises(digitlab.RunError, match="already holds a run"):
         digitlab.train(TrainConfig(epochs=1, out=str(seed_run.path)), dataset=mnist)

@@ -7,7 +7,7 @@ from .data import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
 from .runs import Run, load_model, load_run
-from .train import fit, train
+from .train import fit, resume, train
 
 # Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` names.
 from .runs import evaluate_run as evaluate  # noqa: E402
@@ -15,5 +15,5 @@ from .runs import evaluate_run as evaluate  # noqa: E402
 __all__ = [
     "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
     "TrainConfig", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
-    "load_run", "read_idx", "register_model", "train",
+    "load_run", "read_idx", "register_model", "resume", "train",
 ]

@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
-from .errors import DigitlabError
+from .errors import ConfigError, DigitlabError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,10 +39,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, help=f"weight decay (default {defaults.weight_decay})")
     parser.add_argument("--seed", type=int, help=f"seed for initialisation and batch order (default {defaults.seed})")
     parser.add_argument("--val-size", type=int, help=f"validation images carved from train (default {defaults.val_size})")
+    parser.add_argument("--train-size", type=int, help="train on the first N training images only (default all)")
     parser.add_argument("--device", choices=DEVICES, help=f"device (default {defaults.device})")
     parser.add_argument("--engine", choices=ENGINES, help=f"training engine (default {defaults.engine})")
     parser.add_argument("--threads", type=int, help="torch threads, 0 = torch's default (default 0)")
     parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<timestamp>)")
+    parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete epoch "
+                        "(its saved config; only --epochs may change)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -51,13 +55,15 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+_TRAIN_FIELDS = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed",
+                 "val_size", "train_size", "device", "engine", "threads", "out")
+
+
 def _config_from_args(args):
     from .config import TrainConfig
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    changes = {name: getattr(args, name) for name in
-               ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed",
-                "val_size", "device", "engine", "threads", "out") if getattr(args, name) is not None}
+    changes = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
     if args.model and args.model != config.model:
         changes["model_kwargs"] = {}
     if args.hidden is not None:
@@ -65,9 +71,9 @@ def _config_from_args(args):
     return config.replace(**changes)
 
 
-def _progress(total_epochs: int):
+def _progress(total_epochs: int | None):
     """A tqdm bar over epochs on a terminal; nothing when stderr is not one."""
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty() or os.environ.get("RANK", "0") != "0":
         return None, lambda: None
     from tqdm import tqdm
 
@@ -81,14 +87,28 @@ def _progress(total_epochs: int):
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .distributed import shutdown as shutdown_distributed
+    from .train import resume, train
 
-    config = _config_from_args(args)
-    on_epoch, close = _progress(config.epochs)
-    try:
-        run = train(config, on_epoch=on_epoch)
-    finally:
-        close()
+    if args.resume:
+        changed = [name for name in _TRAIN_FIELDS + ("config", "hidden") if name != "epochs" and getattr(args, name) is not None]
+        if changed:
+            raise ConfigError(f"--resume continues the run's saved config; drop --{changed[0].replace('_', '-')}")
+        on_epoch, close = _progress(args.epochs)
+        try:
+            run = resume(args.resume, epochs=args.epochs, on_epoch=on_epoch)
+        finally:
+            close()
+    else:
+        config = _config_from_args(args)
+        on_epoch, close = _progress(config.epochs)
+        try:
+            run = train(config, on_epoch=on_epoch)
+        finally:
+            close()
+    shutdown_distributed()
+    if run.path is None:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
     metrics = run.metrics
     print(f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy'] or 0:.2%}) — "
           f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f} s of training ({metrics['engine']})")
@@ -235,13 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"digitlab: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         return args.handler(args)
     except DigitlabError as error:
         print(f"digitlab: error: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)
     except KeyboardInterrupt:
         print("digitlab: interrupted", file=sys.stderr)
         return 130

@@ -30,6 +30,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 24  # model initialisation and batch order
     val_size: int = 5000  # images carved from the training set for model selection
+    train_size: int = 0  # train on the first N training images only (0 = all), for quick experiments
     split_seed: int = 0  # which images form the validation split (kept fixed across runs)
     device: str = "auto"  # auto | cpu | cuda
     engine: str = "auto"  # auto picks the hand-fused MLP step when it applies, else autograd
@@ -47,6 +48,7 @@ class TrainConfig:
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"weight decay must not be negative, got {self.weight_decay}"),
             (self.val_size >= 0, f"validation size must not be negative, got {self.val_size}"),
+            (self.train_size >= 0, f"train size must not be negative, got {self.train_size}"),
             (self.threads >= 0, f"threads must not be negative, got {self.threads}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})"),
             (self.engine in ENGINES, f"unknown engine {self.engine!r} (known: {', '.join(ENGINES)})"),

@@ -216,10 +216,11 @@ class BatchLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False,
-                 generator: torch.Generator | None = None, drop_last: bool = False):
+                 generator: torch.Generator | None = None, drop_last: bool = False, shard=None):
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
         self.images, self.labels = split.images, split.labels
+        self.shard = shard  # index -> this process's part of it, when training is distributed
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -239,9 +240,17 @@ class BatchLoader:
 
     def batches(self, order: torch.Tensor):
         """Yield (uint8 images (B, 1, 28, 28), labels (B,)) following `order`."""
+        for index in self._batch_indices(order):
+            yield self.images.index_select(0, index), self.labels.index_select(0, index)
+
+    def local_indices(self, order: torch.Tensor) -> torch.Tensor:
+        """The examples this process sees in an epoch of `order`, in the order it sees them."""
+        return torch.cat(list(self._batch_indices(order))) if self.shard else order
+
+    def _batch_indices(self, order: torch.Tensor):
         for start in range(0, order.shape[0], self.batch_size):
             index = order[start:start + self.batch_size]
-            yield self.images.index_select(0, index), self.labels.index_select(0, index)
+            yield self.shard(index) if self.shard else index
 
     def __iter__(self):
         return self.batches(self.order())

@@ -40,10 +40,11 @@ def _flatten_into_views(tensors: list[torch.Tensor], flat: torch.Tensor) -> list
 class FusedMLPTrainer:
     """Trains an MLP in place; the optimizer's state stays a normal Adam state (views into flat buffers)."""
 
-    def __init__(self, model: MLP, optimizer: torch.optim.Optimizer):
+    def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, reduce_gradients=None):
         if not supports(model, optimizer):
             raise ValueError("the fused step needs an MLP without dropout and one Adam/AdamW parameter group")
         self.model, self.optimizer = model, optimizer
+        self.reduce_gradients = reduce_gradients  # e.g. the mean over processes, in place
         self.params = list(model.parameters())
         self.flat_params = torch.cat([p.detach().reshape(-1) for p in self.params])
         for parameter, view in zip(self.params, _flatten_into_views(self.params, self.flat_params)):
@@ -75,11 +76,12 @@ class FusedMLPTrainer:
         for parameter, avg, sq in zip(self.params, avg_views, sq_views):
             state[parameter] = {"step": self.step, "exp_avg": avg, "exp_avg_sq": sq}
 
-    def train_epoch(self, batches, logits_out: torch.Tensor, on_step=None) -> None:
+    def train_epoch(self, batches, logits_out: torch.Tensor, on_step=None) -> int:
         """One pass over `batches` of (uint8 images (B, 1, 28, 28), labels (B,)).
 
         The logits of each batch go to the next rows of `logits_out` (N, C), for the epoch's
         running metrics; `on_step()` runs before each step, e.g. to set the learning rate.
+        Returns the number of rows filled.
         """
         one_hot = torch.eye(logits_out.shape[1], dtype=logits_out.dtype, device=logits_out.device)
         start = 0
@@ -89,6 +91,7 @@ class FusedMLPTrainer:
             end = start + labels.shape[0]
             self._step(images.flatten(1).float(), one_hot.index_select(0, labels), logits_out[start:end])
             start = end
+        return start
 
     def _step(self, pixels: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor) -> None:
         # pixels: (B, 784) floats in 0..255; the 1/255 of to_float is folded into the first layer's
@@ -110,6 +113,8 @@ class FusedMLPTrainer:
             torch.sum(grad, 0, out=self.bias_grads[layer])
             if layer:
                 grad = _threshold_backward(torch.mm(grad, self.weights[layer]), activations[layer], 0)
+        if self.reduce_gradients is not None:
+            self.reduce_gradients(self.flat_grads)
         self._adam_update()
 
     def _adam_update(self) -> None:

@@ -33,7 +33,7 @@ MODEL_FORMAT = "digitlab-model/1"
 def versions() -> dict:
     from . import __version__
     return {"digitlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
 
 
 def atomic_write(path: Path, write) -> None:
@@ -48,7 +48,9 @@ def atomic_write(path: Path, write) -> None:
         write(temp)
         os.replace(temp, path)
     except OSError as error:
-        raise RunError(f"cannot write {path}: {error.strerror}") from None
+        raise RunError(f"cannot write {path}: {error.strerror or error}") from None
+    except SafetensorError as error:  # safetensors reports its I/O failures (a full disk, say) this way
+        raise RunError(f"cannot write {path}: {error}") from None
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
@@ -162,8 +164,8 @@ def new_run_folder(config: TrainConfig) -> Path:
     """Create the run folder: config.out, or runs/<model>-<timestamp> (suffixed if taken)."""
     if config.out:
         folder = Path(config.out)
-        if (folder / MODEL_FILE).exists():
-            raise RunError(f"{folder} already holds a trained run; choose another --out")
+        if (folder / MODEL_FILE).exists() or (folder / CONFIG_FILE).exists():
+            raise RunError(f"{folder} already holds a run; choose another --out, or continue it with --resume")
     else:
         base = Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder, suffix = base, 1
@@ -179,9 +181,19 @@ def new_run_folder(config: TrainConfig) -> Path:
     return folder
 
 
+def save_config(folder: Path, config: TrainConfig, dataset) -> None:
+    """Write config.json: the resolved config, software versions and the dataset's checksums."""
+    write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "versions": versions(),
+                                      "dataset": _dataset_record(dataset.name, dataset.sha256, dataset.classes)})
+
+
+def _dataset_record(name: str, sha256: dict, classes) -> dict:
+    return {"name": name, "sha256": sha256, "classes": list(classes)}
+
+
 def save_run(run: Run) -> None:
     """Write config.json, metrics.json and model.safetensors into run.path."""
-    dataset = {"name": run.dataset, "sha256": run.dataset_sha256, "classes": list(run.classes)}
+    dataset = _dataset_record(run.dataset, run.dataset_sha256, run.classes)
     write_json(run.path / CONFIG_FILE, {"config": run.config.to_dict(), "versions": versions(), "dataset": dataset})
     write_json(run.path / METRICS_FILE, run.metrics)
     save_model(run.model, run.path / MODEL_FILE, dataset=dataset, config=run.config.to_dict())

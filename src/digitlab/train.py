@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import fastmlp
 from .config import TrainConfig, resolve_device
 from .data import BatchLoader, Dataset, Split, load_dataset, to_float
-from .errors import ConfigError
+from .checkpoint import CHECKPOINT_FILE, Progress, load_checkpoint, save_checkpoint
+from .distributed import World, init_from_environment, local_device
+from .errors import ConfigError, DigitlabError, RunError
 from .evaluate import evaluate, predict_logits
 from .models import count_parameters, create_model
-from .runs import Run, new_run_folder, save_run
+from .runs import CONFIG_FILE, Run, new_run_folder, read_json, save_config, save_run
 
 EpochCallback = Callable[[dict], None]
 
@@ -38,97 +43,165 @@ def choose_engine(config: TrainConfig, model: nn.Module, optimizer: torch.optim.
     return "fused" if fusable and config.engine != "autograd" else "autograd"
 
 
-def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, logits_out: torch.Tensor) -> None:
-    """One pass with autograd over `batches`; the logits of each go to the next rows of `logits_out`."""
-    start = 0
+def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, logits_out: torch.Tensor) -> int:
+    """One pass with autograd over `batches`; logits go to successive rows of `logits_out`. Returns rows filled."""
+    filled = 0
     for images, labels in batches:
         logits = model(to_float(images))
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        logits_out[start:start + labels.shape[0]] = logits.detach()
-        start += labels.shape[0]
+        logits_out[filled:filled + labels.shape[0]] = logits.detach()
+        filled += labels.shape[0]
+    return filled
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, config: TrainConfig,
-        on_epoch: EpochCallback | None = None, engine: str = "autograd") -> list[dict]:
-    """Train for config.epochs and return one record per epoch.
+        on_epoch: EpochCallback | None = None, engine: str = "autograd", progress: Progress | None = None,
+        generator: torch.Generator | None = None, checkpoint: Callable[[Progress], None] | None = None,
+        world: World = World()) -> list[dict]:
+    """Train from `progress` (default: the start) up to config.epochs; return the history of all epochs.
 
     Each record holds the epoch number, the running train loss/accuracy over the epoch, the
-    validation loss/accuracy after it, and its wall-clock seconds (validation included).
+    validation loss/accuracy after it, and its wall-clock seconds (validation included). After
+    each epoch `checkpoint(progress)` runs, if given. Under torchrun (`world`), each rank trains
+    on its shard of every batch and gradients are averaged across ranks.
     Denormal floats are flushed to zero meanwhile: Adam's second moments of tiny gradients
     otherwise fall into the slow denormal path and cost several times more.
     """
     device = next(model.parameters()).device
-    loader = BatchLoader(dataset.train.to(device), config.batch_size, shuffle=True,
-                         generator=torch.Generator().manual_seed(config.seed))
-    fused = fastmlp.FusedMLPTrainer(model, optimizer) if engine == "fused" else None
+    progress = progress or Progress()
+    generator = generator or torch.Generator().manual_seed(config.seed)
+    loader = BatchLoader(dataset.train.to(device), config.batch_size, shuffle=True, generator=generator,
+                         shard=world.shard)
+    if engine == "fused":
+        reducer = world.average_ if world.distributed else None
+        step = fastmlp.FusedMLPTrainer(model, optimizer, reducer).train_epoch
+    else:
+        network = DistributedDataParallel(model) if world.distributed else model
+        step = lambda batches, logits: autograd_epoch(network, optimizer, batches, logits)  # noqa: E731
     logits = torch.empty(len(loader.labels), len(dataset.classes), device=device)
-    history = []
     flushing = torch.set_flush_denormal(True)
     try:
-        for epoch_number in range(1, config.epochs + 1):
+        for epoch_number in range(progress.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             model.train()
             order = loader.order()
-            if fused is not None:
-                fused.train_epoch(loader.batches(order), logits)
-            else:
-                autograd_epoch(model, optimizer, loader.batches(order), logits)
-            record = {"epoch": epoch_number, **_scores("train", logits, loader.labels[order]),
+            filled = step(loader.batches(order), logits)
+            seen = loader.labels[loader.local_indices(order)]
+            record = {"epoch": epoch_number, **_scores("train", logits[:filled], seen, world),
                       **_scores("val", _val_logits(model, dataset.val), dataset.val.labels)}
             record["seconds"] = time.perf_counter() - started
-            history.append(record)
+            progress = Progress(epoch_number, progress.history + [record])
+            if checkpoint is not None:
+                checkpoint(progress)
             if on_epoch is not None:
                 on_epoch(record)
     finally:
         if flushing:
             torch.set_flush_denormal(False)
-    return history
+    return progress.history
 
 
 def _val_logits(model: nn.Module, val: Split) -> torch.Tensor | None:
     return predict_logits(model, val.images) if len(val) else None
 
 
-def _scores(prefix: str, logits: torch.Tensor | None, labels: torch.Tensor) -> dict:
+def _scores(prefix: str, logits: torch.Tensor | None, labels: torch.Tensor, world: World = World()) -> dict:
+    """Mean loss and accuracy, summed over ranks when training is distributed."""
     if logits is None:
         return {f"{prefix}_loss": None, f"{prefix}_accuracy": None}
     labels = labels.to(logits.device)
-    return {f"{prefix}_loss": F.cross_entropy(logits, labels).item(),
-            f"{prefix}_accuracy": (logits.argmax(1) == labels).double().mean().item()}
+    totals = torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
+                          (logits.argmax(1) == labels).sum().float(),
+                          torch.tensor(float(labels.shape[0]), device=logits.device)]).double()
+    loss_sum, correct, count = world.sum_(totals).tolist()
+    return {f"{prefix}_loss": loss_sum / count, f"{prefix}_accuracy": correct / count}
 
 
 def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
-          on_epoch: EpochCallback | None = None, save: bool = True) -> Run:
+          on_epoch: EpochCallback | None = None, save: bool = True, resume_from: str | Path | None = None) -> Run:
     """Build the configured model, fit it, evaluate it once on the test set and save the run folder.
 
-    Returns the Run (model, resolved config, metrics, folder). With save=False nothing is written.
+    The folder gets config.json at the start and a checkpoint after every epoch, so a run that
+    dies can continue with `resume`. Returns the Run (model, resolved config, metrics, folder).
+    With save=False nothing is written. Ctrl-C raises Interrupted, naming the resume command.
     """
     config = config or TrainConfig()
     device = resolve_device(config.device)
+    world = init_from_environment(device)
+    device = local_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
     if dataset is None:
         dataset = load_dataset(config.dataset, val_size=config.val_size, split_seed=config.split_seed)
+    dataset = _limit_training_images(dataset, config.train_size)
     torch.manual_seed(config.seed)
     model = create_model(config.model, **config.model_kwargs).to(device)
     optimizer = build_optimizer(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    progress = Progress()
+    folder = Path(resume_from) if resume_from else None
+    if folder is not None:
+        progress = load_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, generator)
+    elif save and world.is_main:
+        folder = new_run_folder(config)
+        save_config(folder, config, dataset)
+    checkpoint = None
+    if folder is not None and world.is_main:
+        checkpoint = lambda done: save_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, generator, done)  # noqa: E731
     engine = choose_engine(config, model, optimizer)
-    folder = new_run_folder(config) if save else None
-    started = time.perf_counter()
-    history = fit(model, optimizer, dataset, config, on_epoch, engine)
-    train_seconds = time.perf_counter() - started
+    try:
+        history = fit(model, optimizer, dataset, config, on_epoch, engine, progress, generator, checkpoint, world)
+    except KeyboardInterrupt:
+        raise Interrupted(folder) from None
+    run = _finish(model, config, dataset, history, engine, device, folder if world.is_main else None)
+    world.barrier()
+    return run
+
+
+def _limit_training_images(dataset: Dataset, count: int) -> Dataset:
+    if not count:
+        return dataset
+    if count > len(dataset.train):
+        raise ConfigError(f"train size {count} exceeds the {len(dataset.train):,} training images")
+    return dataclasses.replace(dataset, train=dataset.train.take(count))
+
+
+def resume(folder: str | Path, epochs: int | None = None, on_epoch: EpochCallback | None = None,
+           dataset: Dataset | None = None) -> Run:
+    """Continue the run in `folder` from its last complete epoch (to `epochs` in all, if given)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunError(f"no run folder at {folder}")
+    config = TrainConfig.from_dict(read_json(folder / CONFIG_FILE).get("config", {}))
+    if epochs is not None:
+        config = config.replace(epochs=epochs)
+    return train(config, dataset, on_epoch, save=True, resume_from=folder)
+
+
+class Interrupted(DigitlabError):
+    """Training stopped by Ctrl-C; the last complete epoch's checkpoint is on disk."""
+
+    exit_code = 130
+
+    def __init__(self, folder: Path | None):
+        where = f"; resume with: digitlab train --resume {folder}" if folder else ""
+        super().__init__(f"interrupted; the checkpoint of the last complete epoch is kept{where}")
+
+
+def _finish(model, config, dataset, history, engine, device, folder) -> Run:
     test = evaluate(model, dataset.test, dataset.classes)
+    final = history[-1] if history else {}
     metrics = {
         "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-        "val_accuracy": history[-1]["val_accuracy"], "val_loss": history[-1]["val_loss"],
-        "train_seconds": train_seconds, "parameters": count_parameters(model),
+        "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),
+        "train_seconds": sum(record["seconds"] for record in history), "parameters": count_parameters(model),
         "engine": engine, "device": str(device), "history": history, "test": test,
     }
     run = Run(path=folder, model=model, config=config, metrics=metrics, dataset=dataset.name,
               dataset_sha256=dataset.sha256, classes=dataset.classes)
-    if save:
+    if folder is not None:
         save_run(run)
     return run

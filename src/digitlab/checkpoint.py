@@ -1,0 +1,101 @@
+"""Per-epoch checkpoints: everything needed to continue a run exactly where it stopped.
+
+One file, RUN/checkpoint.safetensors, written atomically after every epoch. Its tensors are the
+model weights, the optimizer state and the RNG states (torch's global generator and the batch-order
+generator, as uint8 tensors); its metadata (JSON strings) holds the epoch, the history, the
+optimizer's hyperparameters and the Python and NumPy RNG states. Nothing is pickled, so loading a
+checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import RunError
+from .runs import atomic_write, check_state
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CHECKPOINT_FORMAT = "digitlab-checkpoint/1"
+
+
+@dataclass
+class Progress:
+    """Where a run stands: completed epochs and their records."""
+
+    epoch: int = 0
+    history: list = field(default_factory=list)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator, progress: Progress, scheduler=None) -> None:
+    """Atomically write the checkpoint of a run after `progress.epoch` complete epochs."""
+    tensors = {f"model.{name}": tensor.detach().cpu().contiguous().clone()
+               for name, tensor in model.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    for index, values in optimizer_state["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.batches"] = generator.get_state()
+    numpy_state = np.random.get_state()
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": json.dumps(progress.epoch),
+        "history": json.dumps(progress.history),
+        "param_groups": json.dumps(optimizer_state["param_groups"]),
+        "scheduler": json.dumps(scheduler.state_dict() if scheduler is not None else None),
+        "rng_python": json.dumps(random.getstate()),
+        "rng_numpy": json.dumps([numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]),
+    }
+    atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator, scheduler=None) -> Progress:
+    """Restore model, optimizer, scheduler and every RNG from `path`; return the progress it records."""
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing: the run has no complete epoch to resume from") from None
+    except (SafetensorError, OSError, ValueError) as error:
+        raise RunError(f"{path} is truncated or corrupt ({error})") from None
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path} is not a digitlab checkpoint")
+    try:
+        _restore(tensors, metadata, model, optimizer, generator, scheduler, path)
+        return Progress(json.loads(metadata["epoch"]), json.loads(metadata["history"]))
+    except (KeyError, ValueError, TypeError, RuntimeError) as error:
+        raise RunError(f"{path} does not fit this run ({error})") from None
+
+
+def _restore(tensors, metadata, model, optimizer, generator, scheduler, path) -> None:
+    weights = {name[len("model."):]: tensor for name, tensor in tensors.items() if name.startswith("model.")}
+    check_state(model.state_dict(), weights, path)
+    model.load_state_dict(weights)
+    state: dict[int, dict] = {}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = tensor
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+    scheduler_state = json.loads(metadata.get("scheduler", "null"))
+    if scheduler is not None and scheduler_state is not None:
+        scheduler.load_state_dict(scheduler_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.batches"])
+    version, internal, gauss = json.loads(metadata["rng_python"])
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = json.loads(metadata["rng_numpy"])
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))

@@ -1,0 +1,58 @@
+"""Hostile input: random and mutated bytes may only give data or the project's own errors."""
+
+import gzip
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from digitlab.data import read_idx
+from digitlab.errors import DataError
+
+from conftest import idx_bytes
+
+VALID = idx_bytes(np.arange(2 * 5 * 5, dtype=np.uint8).reshape(2, 5, 5))
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def read_or_refuse(path):
+    try:
+        return read_idx(path)
+    except DataError as error:
+        assert "\n" not in str(error)
+        return None
+
+
+@FUZZ
+@given(payload=st.binary(max_size=300), compressed=st.booleans())
+def test_random_bytes_give_data_or_a_data_error(tmp_path, payload, compressed):
+    path = tmp_path / ("x.gz" if compressed else "x")
+    path.write_bytes(gzip.compress(payload) if compressed and payload[:1] != b"\x1f" else payload)
+    result = read_or_refuse(path)
+    assert result is None or isinstance(result, torch.Tensor)
+
+
+@FUZZ
+@given(edits=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=6),
+       cut=st.integers(0, len(VALID) + 8))
+def test_mutated_files_give_data_or_a_data_error(tmp_path, edits, cut):
+    data = bytearray(VALID + bytes(8))[:cut]
+    for position, value in edits:
+        if position < len(data):
+            data[position] = value
+    path = tmp_path / "x"
+    path.write_bytes(bytes(data))
+    result = read_or_refuse(path)
+    if result is not None:
+        assert result.numel() * result.element_size() == len(data) - 4 - 4 * result.dim()
+
+
+@FUZZ
+@given(dims=st.lists(st.integers(1, 2**32 - 1), min_size=1, max_size=4))
+def test_headers_declaring_huge_data_are_refused_before_allocation(tmp_path, dims):
+    header = bytes([0, 0, 0x0D, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    path = tmp_path / "x"
+    path.write_bytes(header + bytes(64))
+    result = read_or_refuse(path)  # a multi-gigabyte claim must not be allocated: the test would run out of memory
+    assert result is None or result.numel() * 4 == 64
