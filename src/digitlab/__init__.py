@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from .config import TrainConfig
 from .data import Dataset, Split, list_datasets, load_dataset, read_idx
-from .errors import ConfigError, DataError, DigitlabError, RunError
+from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
 from .runs import Run, load_model, load_run
 from .train import fit, resume, train
@@ -13,7 +13,7 @@ from .train import fit, resume, train
 from .runs import evaluate_run as evaluate  # noqa: E402
 
 __all__ = [
-    "ConfigError", "DataError", "Dataset", "DigitlabError", "Run", "RunError", "Split", "TrainConfig",
-    "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
+    "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
+    "TrainConfig", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
     "load_run", "read_idx", "register_model", "resume", "train",
 ]

@@ -185,6 +185,43 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .predict import save_preprocessed
+    from .runs import load_run
+
+    results = load_run(args.run).predict(args.paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect")
+    if args.save_preprocessed:
+        save_preprocessed(results, args.save_preprocessed)
+    for result in results:
+        if not result.ok:
+            _log(f"digitlab: error: {result.source}: {result.error}")
+    if args.json:
+        print(json.dumps([result.to_dict() for result in results]))
+    else:
+        _print_predictions([result for result in results if result.ok], args.top_k)
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _print_predictions(results, top_k: int) -> None:
+    if not results:
+        return
+    width = max(len("file"), *(len(result.source) for result in results))
+    extra = f"  top {top_k}" if top_k > 1 else ""
+    print(f"{'file':<{width}}  {'label':>5}  {'confidence':>10}{extra}")
+    for result in results:
+        ranked = "  " + ", ".join(f"{label} {p:.1%}" for label, p in result.top_k) if top_k > 1 else ""
+        print(f"{result.source:<{width}}  {result.label:>5}  {result.confidence:>10.1%}{ranked}")
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+
+    report = export_model(args.run, args.format, out=args.out)
+    print(f"wrote {report['path']} — verified against PyTorch on {report['count']:,} test digits: "
+          f"max |logit difference| {report['max_abs_diff']:.2g}, identical predictions")
+    return 0
+
+
 def cmd_data_fetch(args) -> int:
     from .data import dataset_info
     from .fetch import fetch
@@ -258,6 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "info":
             sub.add_argument("--val-size", type=int, default=5000, help="validation images carved from train")
+
+    predict = commands.add_parser("predict", help="classify image files (photos, scans) with a run's model")
+    predict.add_argument("run", help="run folder (or its model.safetensors)")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of them")
+    predict.add_argument("--json", action="store_true", help="print a JSON list, one object per input (in order)")
+    predict.add_argument("--top-k", type=int, default=1, metavar="K",
+                         help="also show the K most likely classes (default 1)")
+    predict.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw per file")
+    predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default 512)")
+    predict.set_defaults(handler=cmd_predict)
+
+    export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
+    export.add_argument("run", help="run folder (or its model.safetensors)")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format (default onnx)")
+    export.add_argument("--out", metavar="FILE",
+                        help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)")
+    export.set_defaults(handler=cmd_export)
 
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(handler=cmd_models)

@@ -15,3 +15,19 @@ class ConfigError(DigitlabError):
 
 class RunError(DigitlabError):
     """A run folder or checkpoint is missing, incomplete or inconsistent."""
+
+
+class ImageError(DigitlabError):
+    """One input image cannot be used: not an image, truncated, empty, blank or too large.
+
+    `source` names the input (a file path, or "image 3" for an in-memory one); the message reads
+    "SOURCE: PROBLEM" on one line.
+    """
+
+    def __init__(self, problem: str, source: str | None = None):
+        self.problem, self.source = problem, source
+        super().__init__(f"{source}: {problem}" if source else problem)
+
+
+class ExportError(DigitlabError):
+    """A model export failed, could not be verified, or needs packages that are not installed."""

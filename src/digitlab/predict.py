@@ -1,0 +1,147 @@
+"""Classify real pictures of digits: files, folders, PIL images or arrays, in batches.
+
+Every input goes through `preprocess.preprocess_image` (the MNIST procedure), then the model.
+One bad input never stops the others: with errors="collect" it becomes a Prediction whose
+`error` says what is wrong, in its place in the input order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .errors import ConfigError, ImageError, RunError
+from .evaluate import predict_logits
+from .preprocess import image_files, load_image, preprocess_image
+from .runs import atomic_write
+
+
+@dataclass
+class Prediction:
+    """One input's outcome: the class, its probability, all probabilities, or an error message.
+
+    `source` names the input (its file path, or "image N" for the N-th in-memory one); `image` is
+    the uint8 (1, 28, 28) tensor the model saw; `top_k` lists (label, probability), best first.
+    """
+
+    source: str
+    label: str | None = None
+    index: int | None = None
+    confidence: float | None = None
+    probabilities: list[float] | None = None
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    image: torch.Tensor | None = field(default=None, repr=False)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        """The JSON form: {file, label, confidence, probabilities, top_k}, or {file, error}."""
+        if not self.ok:
+            return {"file": self.source, "error": self.error}
+        return {"file": self.source, "label": self.label, "confidence": self.confidence,
+                "probabilities": self.probabilities,
+                "top_k": [{"label": label, "probability": p} for label, p in self.top_k]}
+
+
+def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 1,
+            batch_size: int = 512, errors: str = "raise") -> list[Prediction]:
+    """Preprocess and classify `images`; one Prediction per input, in order.
+
+    `images` is a list (or tuple) whose items are file paths, folders (their image files, by
+    name), PIL images or arrays (see preprocess_image), or one such item alone; a 4-D array or
+    tensor (N, C, H, W) is N images. Files are read with load_image's guards. errors="raise"
+    raises the first ImageError; errors="collect" puts it in that input's Prediction instead.
+    Probabilities are the softmax of the logits in float64, so they sum to 1.
+    """
+    if errors not in ("raise", "collect"):
+        raise ConfigError(f"errors must be 'raise' or 'collect', got {errors!r}")
+    if not 1 <= top_k <= len(classes):
+        raise ConfigError(f"top-k must be between 1 and {len(classes)}, got {top_k}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    results, tensors = [], []
+    for source, item in _inputs(images):
+        try:
+            tensors.append(_prepare(item, source))
+            results.append(Prediction(source))
+        except ImageError as error:
+            if errors == "raise":
+                raise
+            results.append(Prediction(source, error=error.problem))
+    if tensors:
+        batch = torch.stack(tensors)
+        probabilities = torch.cat([predict_logits(model, batch[start:start + batch_size]).double().softmax(1)
+                                   for start in range(0, len(batch), batch_size)])
+        good = [result for result in results if result.ok]
+        for result, image, row in zip(good, batch, probabilities):
+            _fill(result, image, row, classes, top_k)
+    return results
+
+
+def save_preprocessed(predictions: list[Prediction], folder: str | Path) -> list[Path]:
+    """Write the 28×28 image each successful prediction saw as FOLDER/<stem>.png; return the paths.
+
+    The stem is the source file's (or "image N"), with "-2", "-3"... added when two inputs share it.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create {folder}: {error.strerror}") from None
+    written, taken = [], set()
+    for result in filter(lambda result: result.ok, predictions):
+        stem = Path(result.source).stem
+        name, count = stem, 1
+        while name in taken:
+            count += 1
+            name = f"{stem}-{count}"
+        taken.add(name)
+        picture = Image.fromarray(result.image[0].numpy())
+        written.append(folder / f"{name}.png")
+        atomic_write(written[-1], lambda temp, picture=picture: picture.save(temp, format="PNG"))
+    return written
+
+
+def _inputs(images):
+    """Yield (source, item) per input; folders expand to their image files, or to an ImageError if none."""
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+        images = list(images)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    for number, item in enumerate(images):
+        if not isinstance(item, (str, Path)):
+            yield f"image {number}", item
+        elif Path(item).is_dir():
+            inside = image_files(item)
+            yield from ((str(path), path) for path in inside)
+            if not inside:
+                yield str(item), ImageError("folder holds no image files", str(item))
+        else:
+            yield str(item), Path(item)
+
+
+def _prepare(item, source: str) -> torch.Tensor:
+    if isinstance(item, ImageError):
+        raise item
+    try:
+        return preprocess_image(load_image(item) if isinstance(item, Path) else item)
+    except ImageError as error:
+        raise error if error.source else ImageError(error.problem, source) from None
+
+
+def _fill(result: Prediction, image: torch.Tensor, probabilities: torch.Tensor, classes, top_k: int) -> None:
+    values, indices = probabilities.topk(top_k)
+    result.index = int(indices[0])
+    result.label = str(classes[result.index])
+    result.confidence = float(values[0])
+    result.probabilities = probabilities.tolist()
+    result.top_k = [(str(classes[i]), float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+    result.image = image

@@ -1,0 +1,169 @@
+"""Preprocessing: real pictures become MNIST-style 28×28 digits; bad files are one-line ImageErrors."""
+
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from digitlab.errors import ImageError
+from digitlab.preprocess import image_files, load_image, preprocess_file, preprocess_image
+
+from scans import png_bytes, render_scan
+
+
+def centre_of_mass(image: torch.Tensor) -> tuple[float, float]:
+    pixels = image[0].double()
+    index = torch.arange(pixels.shape[0], dtype=torch.double)
+    mass = pixels.sum()
+    return float((pixels.sum(1) * index).sum() / mass), float((pixels.sum(0) * index).sum() / mass)
+
+
+def box_size(image: torch.Tensor, threshold: int = 64) -> tuple[int, int]:
+    rows, cols = torch.nonzero(image[0] > threshold, as_tuple=True)
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+def test_an_mnist_digit_comes_back_nearly_unchanged(mnist):
+    digits = mnist.test.images[:200]
+    out = torch.stack([preprocess_image(digit) for digit in digits])
+    assert out.dtype == torch.uint8 and out.shape == digits.shape
+    assert (out.float() - digits.float()).abs().mean() < 2.0  # gray levels, out of 255
+    assert all(abs(c - 14) <= 0.5 for image in out for c in centre_of_mass(image))
+
+
+def test_a_scan_becomes_the_mnist_digit_it_was_made_from(mnist):
+    rng = np.random.default_rng(1)
+    correlations = []
+    for digit in mnist.test.images[:20]:
+        scan = render_scan(digit[0].numpy(), rng)
+        assert np.median(np.asarray(scan)) > 150  # light paper, dark ink: the opposite of MNIST
+        out = preprocess_image(scan)
+        correlations.append(np.corrcoef(out.flatten().float(), digit.flatten().float())[0, 1])
+    # thin strokes (a "1") can land half a pixel off, which costs correlation but not the shape
+    assert np.median(correlations) > 0.95 and min(correlations) > 0.6
+
+
+def test_the_longer_side_is_fitted_to_20_and_the_mass_centred():
+    canvas = np.full((300, 400), 230, np.uint8)
+    canvas[40:60, 250:390] = 20  # a wide dark bar, off-centre: 140 × 20 px
+    out = preprocess_image(canvas)
+    assert box_size(out) == (3, 20)
+    assert all(abs(c - 14) <= 0.5 for c in centre_of_mass(out))
+
+
+def test_every_input_layout_gives_the_same_digit(mnist):
+    ink = mnist.test.images[3, 0].numpy()
+    paper = 255 - ink  # dark on light
+    rgb = np.stack([paper] * 3, axis=-1)
+    transparent = np.zeros((28, 28, 4), np.uint8)
+    transparent[..., 3] = ink  # black strokes on a transparent background, as a web canvas exports them
+    wide = Image.fromarray(paper.astype(np.uint16) * 257)  # 16-bit grayscale
+    expected = preprocess_image(Image.fromarray(paper))
+    for variant in (paper, paper / 255.0, torch.from_numpy(paper), ink, rgb, rgb.transpose(2, 0, 1),
+                    Image.fromarray(rgb), Image.fromarray(transparent), transparent, wide):
+        assert (preprocess_image(variant).int() - expected.int()).abs().max() <= 1
+    binary = preprocess_image(ink > 127)
+    assert np.corrcoef(binary.flatten().float(), expected.flatten().float())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("picture", [
+    np.full((50, 60), 255, np.uint8),
+    np.zeros((50, 60), np.uint8),
+    np.full((50, 60), 128, np.uint8),
+    np.clip(np.random.default_rng(0).normal(220, 6, (300, 300)), 0, 255).astype(np.uint8),
+    np.zeros((40, 40, 4), np.uint8),
+])
+def test_blank_pictures_are_an_error(picture):
+    with pytest.raises(ImageError, match="no ink found"):
+        preprocess_image(picture)
+
+
+def test_isolated_specks_do_not_move_the_crop(mnist):
+    rng = np.random.default_rng(2)
+    scan = np.asarray(render_scan(mnist.test.images[5, 0].numpy(), rng, side=120)).copy()
+    clean = preprocess_image(scan)
+    specks = scan.copy()
+    specks[2, 2] = specks[-3, -3] = specks[3, -4] = specks[-2, 5] = 0  # dust in the corners, far from the digit
+    assert torch.equal(preprocess_image(specks), clean)
+
+
+def test_bad_arrays_are_an_error():
+    with pytest.raises(ImageError, match="expected an image array"):
+        preprocess_image(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(ImageError, match="NaN"):
+        preprocess_image(np.full((10, 10), np.nan))
+
+
+def write_png_with_declared_size(path, width, height):
+    """A valid tiny PNG whose header claims width × height: what a decompression bomb looks like before decoding."""
+    data = bytearray(png_bytes(Image.new("L", (1, 1))))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path, mnist):
+    good = tmp_path / "seven.png"
+    good.write_bytes(png_bytes(render_scan(mnist.test.images[0, 0].numpy(), np.random.default_rng(3))))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    (tmp_path / "notes.png").write_text("not a picture\n")
+    (tmp_path / "empty.png").write_bytes(b"")
+    return {"good": good, "truncated": truncated, "text": tmp_path / "notes.png", "empty": tmp_path / "empty.png",
+            "bomb": write_png_with_declared_size(tmp_path / "bomb.png", 5_000, 5_000),
+            "pillow_bomb": write_png_with_declared_size(tmp_path / "huge.png", 20_000, 20_000)}
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("text", "not an image file"), ("empty", "empty file"), ("truncated", "truncated or corrupt"),
+    ("bomb", "5000×5000 pixels, more than the 16,777,216 allowed (decompression-bomb guard)"),
+])
+def test_bad_files_are_one_line_errors_naming_the_file(files, name, needle):
+    started = time.perf_counter()
+    with pytest.raises(ImageError) as caught:
+        load_image(files[name])
+    message = str(caught.value)
+    assert message.startswith(f"{files[name]}: ") and needle in message and "\n" not in message
+    assert time.perf_counter() - started < 5  # a bomb is refused from its header, never decoded
+
+
+def test_pillows_own_bomb_check_is_caught_too(files):
+    with pytest.raises(ImageError, match="too large to decode safely"):
+        load_image(files["pillow_bomb"], max_pixels=10**12)
+
+
+def test_missing_folder_and_oversized_files_are_refused(files, tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(tmp_path)
+    with pytest.raises(ImageError, match="more than the 100 allowed"):
+        load_image(files["good"], max_bytes=100)
+
+
+def test_a_blank_file_names_the_file(tmp_path):
+    path = tmp_path / "blank.png"
+    path.write_bytes(png_bytes(Image.new("L", (64, 64), 235)))
+    with pytest.raises(ImageError, match=f"^{path}: no ink found"):
+        preprocess_file(path)
+
+
+def test_jpeg_exif_rotation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    path = tmp_path / "photo.jpg"
+    Image.new("L", (60, 10), 200).save(path, format="JPEG", exif=exif)
+    assert load_image(path).size == (10, 60)
+
+
+def test_a_folder_lists_its_image_files_by_name(tmp_path):
+    for name in ("b.png", "a.JPG", "notes.txt", ".hidden.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.png").mkdir()
+    assert [path.name for path in image_files(tmp_path)] == ["a.JPG", "b.png"]
