@@ -14,51 +14,21 @@ writes benchmarks/results/seed_recipe.json. Goal: digitlab >= 10x faster, accura
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 import digitlab
-from digitlab.data import Split
 
-RESULTS = Path(__file__).parent / "results" / "seed_recipe.json"
-
-
-class NotebookDataset(torch.utils.data.Dataset):
-    """Per-sample PIL conversion, as torchvision.datasets.MNIST with transforms.ToTensor() does."""
-
-    def __init__(self, split: Split):
-        self.images = split.images.squeeze(1).numpy()
-        self.labels = split.labels.tolist()
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        picture = Image.fromarray(self.images[index], mode="L")
-        array = np.array(picture, np.uint8, copy=True)
-        tensor = torch.from_numpy(array).view(picture.size[1], picture.size[0], 1).permute(2, 0, 1).contiguous()
-        return tensor.float().div(255), self.labels[index]
+from common import NotebookDataset, Stopwatch, loader_accuracy, write_result
 
 
-def notebook_accuracy(model: nn.Module, loader) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for images, labels in loader:
-            correct += (model(images).argmax(1) == labels).sum().item()
-            total += labels.shape[0]
-    model.train()
-    return correct / total
-
-
-def run_baseline(data: digitlab.Dataset, epochs: int) -> dict:
+def run_baseline(data: digitlab.Dataset, epochs: int, test_each_epoch: bool = False,
+                 stop_at: float | None = None) -> dict:
+    """The notebook's loop. Timed: training and the validation pass of each epoch. With
+    test_each_epoch, the test set is checked after every epoch too (not timed), and training
+    stops early once test accuracy reaches `stop_at`."""
     torch.manual_seed(24)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
     loss_fn = nn.CrossEntropyLoss()
@@ -66,17 +36,24 @@ def run_baseline(data: digitlab.Dataset, epochs: int) -> dict:
     train_loader = torch.utils.data.DataLoader(NotebookDataset(data.train), batch_size=64, shuffle=True)
     val_loader = torch.utils.data.DataLoader(NotebookDataset(data.val), batch_size=64)
     test_loader = torch.utils.data.DataLoader(NotebookDataset(data.test), batch_size=64)
-    started = time.perf_counter()
+    watch = Stopwatch()
     for epoch in range(epochs):
+        watch.start()
         for images, labels in train_loader:
             loss = loss_fn(model(images), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        val_accuracy = notebook_accuracy(model, val_loader)
-        print(f"  baseline epoch {epoch + 1}: val accuracy {val_accuracy:.4f}", flush=True)
-    seconds = time.perf_counter() - started
-    return {"train_seconds": seconds, "val_accuracy": val_accuracy, "test_accuracy": notebook_accuracy(model, test_loader)}
+        val_accuracy = loader_accuracy(model, val_loader)
+        watch.stop()
+        test_accuracy = loader_accuracy(model, test_loader) if test_each_epoch else None
+        watch.lap(test_accuracy)
+        print(f"  baseline epoch {epoch + 1}: {watch.seconds:.1f} s, val accuracy {val_accuracy:.4f}"
+              + (f", test {test_accuracy:.4f}" if test_each_epoch else ""), flush=True)
+        if stop_at is not None and test_accuracy is not None and test_accuracy >= stop_at:
+            break
+    return {"train_seconds": watch.seconds, "val_accuracy": val_accuracy,
+            "test_accuracy": loader_accuracy(model, test_loader), "epochs": watch.epochs}
 
 
 def run_digitlab(data: digitlab.Dataset, epochs: int) -> dict:
@@ -90,7 +67,7 @@ def run_digitlab(data: digitlab.Dataset, epochs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20, help="epochs for both (default 20)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/seed_recipe.json)")
     args = parser.parse_args()
     data = digitlab.load_dataset("mnist")
     print(f"digitlab, {args.epochs} epochs", flush=True)
@@ -100,19 +77,16 @@ def main() -> None:
     speedup = baseline["train_seconds"] / ours["train_seconds"]
     gap = abs(ours["test_accuracy"] - baseline["test_accuracy"]) * 100
     result = {
-        "benchmark": "seed_recipe", "epochs": args.epochs, "digitlab": ours, "baseline": baseline,
+        "epochs": args.epochs, "digitlab": ours, "baseline": baseline,
         "speedup": speedup, "accuracy_gap_points": gap,
         "goal": {"speedup_at_least": 10.0, "accuracy_gap_at_most_points": 0.5},
         "passed": speedup >= 10.0 and gap <= 0.5,
-        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result("seed_recipe", result, args.out)
     print(f"digitlab {ours['train_seconds']:.1f} s, test {ours['test_accuracy']:.2%}; "
           f"baseline {baseline['train_seconds']:.1f} s, test {baseline['test_accuracy']:.2%}; "
           f"speedup {speedup:.1f}x, gap {gap:.2f} points -> {'PASS' if result['passed'] else 'FAIL'}")
-    print(f"wrote {args.out}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from .errors import ConfigError, DigitlabError
 
@@ -247,6 +248,44 @@ def cmd_data_info(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    from .experiment import augmentation_study
+
+    result = augmentation_study(seeds=args.seeds, models=tuple(args.models), recipe=args.recipe,
+                                epochs=args.epochs, out=args.out, log=_log)
+    from .experiment import markdown_table
+    print(markdown_table(result["summary"]), end="")
+    print(f"results in {args.out}/results.json, results.md and plot.png")
+    return 0
+
+
+def cmd_augment_preview(args) -> int:
+    import torch
+
+    from .augment import augment_batch
+    from .config import TrainConfig
+    from .data import load_dataset, to_float
+    from .recipes import AUGMENT
+    from .runs import atomic_write
+    from .viz import augmentation_preview
+
+    values = {name: getattr(args, name) for name in AUGMENT if getattr(args, name) is not None}
+    config = TrainConfig(**{**AUGMENT, **values}, augment_elastic_alpha=args.augment_elastic_alpha or 0.0)
+    augmentation = config.augmentation()
+    data = load_dataset(args.dataset)
+    index = int((data.train.labels == args.digit).nonzero()[0]) if args.digit is not None else args.index
+    original = to_float(data.train.images[index])
+    draws = augment_batch(original.unsqueeze(0).expand(args.draws, -1, -1, -1), augmentation,
+                          torch.Generator().manual_seed(args.seed))
+    description = (f"±{augmentation.rotate:g}°, ±{augmentation.translate:g} px, scale ±{augmentation.scale:g}, "
+                   f"shear ±{augmentation.shear:g}°" + (f", elastic α {augmentation.elastic_alpha:g}"
+                                                        if augmentation.elastic_alpha else ""))
+    figure = augmentation_preview(original, draws, description)
+    atomic_write(Path(args.out), lambda temp: figure.savefig(temp, format="png"))
+    print(args.out)
+    return 0
+
+
 def cmd_models(args) -> int:
     from .models import count_parameters, create_model, list_models
 
@@ -258,6 +297,8 @@ def cmd_models(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data import list_datasets
+    from .models import list_models
+    from .recipes import list_recipes
 
     parser = _Parser(prog="digitlab", description="Train, evaluate and explain MNIST-like digit classifiers.",
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -312,6 +353,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", metavar="FILE",
                         help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)")
     export.set_defaults(handler=cmd_export)
+
+    experiment = commands.add_parser("experiment", help="studies over many runs: what augmentation buys")
+    experiment.add_argument("study", choices=("augmentation",), help="the study to run")
+    experiment.add_argument("--seeds", type=int, default=3, help="seeds per condition")
+    experiment.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=list_models(), help="models to compare")
+    experiment.add_argument("--recipe", default="fast", choices=list_recipes(), help="recipe of every run")
+    experiment.add_argument("--epochs", type=int, help="epochs of every run (default: the recipe's)")
+    experiment.add_argument("--out", default="experiments/augmentation", help="output folder")
+    experiment.set_defaults(handler=cmd_experiment)
+
+    preview = commands.add_parser("augment-preview", help="draw one digit under 16 random augmentation draws")
+    preview.add_argument("--digit", type=int, help="use the first training image of this class")
+    preview.add_argument("--index", type=int, default=0, help="training image to use (when no --digit)")
+    preview.add_argument("--draws", type=int, default=16, help="number of random draws")
+    preview.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    preview.add_argument("--dataset", choices=list_datasets(), default="mnist")
+    for name, text in (("rotate", "rotation, ± degrees"), ("translate", "shift, ± pixels"), ("scale", "scale, 1 ± F"),
+                       ("shear", "shear, ± degrees"), ("elastic-alpha", "elastic strength in pixels")):
+        preview.add_argument(f"--augment-{name}", type=float, help=f"{text} (default: the --augment preset)")
+    preview.add_argument("--out", default="augment-preview.png", help="PNG to write")
+    preview.set_defaults(handler=cmd_augment_preview)
 
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(handler=cmd_models)

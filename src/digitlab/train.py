@@ -37,6 +37,15 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=decay)
 
 
+def build(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The configured model, initialised from config.seed, on `device`, and its optimizer."""
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, **config.model_arguments()).to(device)
+    if getattr(model, "prefers_channels_last", False):
+        model = model.to(memory_format=torch.channels_last)
+    return model, build_optimizer(model, config)
+
+
 def choose_engine(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> str:
     """'fused' when the hand-fused MLP step applies (and engine is auto or fused), else 'autograd'."""
     fusable = fastmlp.supports(model, optimizer) and config.teacher is None
@@ -210,11 +219,7 @@ def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
         dataset = load_dataset(config.dataset, val_size=config.val_size, split_seed=config.split_seed)
     dataset = _limit_training_images(dataset, config.train_size)
     teacher = _load_teacher(config.teacher, device)
-    torch.manual_seed(config.seed)
-    model = create_model(config.model, **config.model_arguments()).to(device)
-    if getattr(model, "prefers_channels_last", False):
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config)
+    model, optimizer = build(config, device)
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress()
     folder = Path(resume_from) if resume_from else None

@@ -331,6 +331,34 @@ def confused_pairs(images, labels, probabilities, classes, top: int = 5, example
     return figure
 
 
+def augmentation_preview(original: torch.Tensor, draws: torch.Tensor, description: str) -> Figure:
+    """One digit (1, 28, 28) under random augmentation draws (K, 1, 28, 28), the original first."""
+    images = torch.cat([original.unsqueeze(0).float(), draws.float()])
+    titles = ["original"] + [f"draw {number}" for number in range(1, len(draws) + 1)]
+    return digit_grid(images, titles, f"Augmentation: {description}", columns=6)
+
+
+@styled
+def augmentation_study(summary: list[dict]) -> Figure:
+    """Mean ± std test accuracy, clean and under each fixed transform, per (model, augmentation) condition."""
+    names = list(summary[0]["robustness_mean"])
+    figure = new_figure(max(8.0, 1.3 * len(names) + 2), 4.2)
+    figure.suptitle("What augmentation buys: test accuracy, clean and transformed (mean ± std over seeds)")
+    axes = figure.add_subplot()
+    width = 0.8 / len(summary)
+    for number, condition in enumerate(summary):
+        offsets = np.arange(len(names)) + (number - (len(summary) - 1) / 2) * width
+        axes.bar(offsets, [condition["robustness_mean"][name] for name in names], width,
+                 yerr=[condition["robustness_std"][name] for name in names], capsize=2,
+                 label=f"{condition['model']}, {'augmented' if condition['augment'] else 'no augmentation'}")
+    axes.set_xticks(np.arange(len(names)), names, rotation=20)
+    axes.set_ylabel("test accuracy")
+    axes.set_ylim(0, 1)
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.legend(loc="lower left", fontsize=8)
+    return figure
+
+
 def __getattr__(name: str):
     """`viz.first_layer` and `viz.activations` come from modelviz, loaded on first use (it imports this module)."""
     if name in ("first_layer", "activations"):

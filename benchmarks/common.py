@@ -1,0 +1,89 @@
+"""Pieces the benchmarks share: the notebook-style per-sample data path, and time-to-accuracy bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from digitlab.data import Split
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class NotebookDataset(torch.utils.data.Dataset):
+    """Per-sample PIL conversion, as torchvision.datasets.MNIST with transforms.ToTensor() does
+    (and Normalize(mean, std) after it, when given)."""
+
+    def __init__(self, split: Split, normalize: tuple[float, float] | None = None):
+        self.images = split.images.squeeze(1).numpy()
+        self.labels = split.labels.tolist()
+        self.normalize = normalize
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        picture = Image.fromarray(self.images[index], mode="L")
+        array = np.array(picture, np.uint8, copy=True)
+        tensor = torch.from_numpy(array).view(picture.size[1], picture.size[0], 1).permute(2, 0, 1).contiguous()
+        tensor = tensor.float().div(255)
+        if self.normalize is not None:
+            tensor = (tensor - self.normalize[0]) / self.normalize[1]
+        return tensor, self.labels[index]
+
+
+def loader_accuracy(model: torch.nn.Module, loader) -> float:
+    """Accuracy over a DataLoader, in eval mode (restored afterwards)."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for images, labels in loader:
+            correct += (model(images).argmax(1) == labels).sum().item()
+            total += labels.shape[0]
+    model.train()
+    return correct / total
+
+
+class Stopwatch:
+    """Training time that excludes evaluation: `lap(accuracy)` after each epoch records both."""
+
+    def __init__(self):
+        self.seconds, self.epochs, self._started = 0.0, [], None
+
+    def start(self):
+        self._started = time.perf_counter()
+
+    def stop(self):
+        self.seconds += time.perf_counter() - self._started
+
+    def lap(self, accuracy: float, seconds: float | None = None) -> None:
+        self.seconds = self.seconds if seconds is None else self.seconds + seconds
+        self.epochs.append({"epoch": len(self.epochs) + 1, "train_seconds": self.seconds, "test_accuracy": accuracy})
+
+    def time_to(self, target: float) -> float | None:
+        return time_to(self.epochs, target)
+
+
+def time_to(epochs: list[dict], target: float) -> float | None:
+    """Training seconds until test accuracy first reached `target` (epochs as Stopwatch records it), or None."""
+    return next((e["train_seconds"] for e in epochs if e["test_accuracy"] is not None and e["test_accuracy"] >= target),
+                None)
+
+
+def machine() -> dict:
+    return {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__,
+            "processor": platform.processor() or platform.machine()}
+
+
+def write_result(name: str, result: dict, out: Path | None = None) -> Path:
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+                                **result}, indent=2) + "\n")
+    return path
