@@ -56,3 +56,69 @@ def test_headers_declaring_huge_data_are_refused_before_allocation(tmp_path, dim
     path.write_bytes(header + bytes(64))
     result = read_or_refuse(path)  # a multi-gigabyte claim must not be allocated: the test would run out of memory
     assert result is None or result.numel() * 4 == 64
+
+
+# --- image preprocessing --------------------------------------------------------------------------
+
+def _valid_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    picture = Image.new("L", (40, 30), 230)
+    picture.paste(20, (15, 5, 22, 25))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG = _valid_png()
+
+
+def preprocess_or_refuse(path):
+    from digitlab.errors import DigitlabError
+    from digitlab.preprocess import preprocess_file
+
+    try:
+        result = preprocess_file(path)
+    except DigitlabError as error:
+        assert "\n" not in str(error)
+        return None
+    assert result.dtype == torch.uint8 and result.shape == (1, 28, 28)
+    return result
+
+
+@FUZZ
+@given(payload=st.binary(max_size=400))
+def test_random_bytes_as_an_image_give_a_digit_or_an_image_error(tmp_path, payload):
+    path = tmp_path / "x.png"
+    path.write_bytes(payload)
+    preprocess_or_refuse(path)
+
+
+@FUZZ
+@given(edits=st.lists(st.tuples(st.integers(0, len(PNG) - 1), st.integers(0, 255)), max_size=8),
+       cut=st.integers(0, len(PNG)))
+def test_mutated_images_give_a_digit_or_an_image_error(tmp_path, edits, cut):
+    data = bytearray(PNG)[:cut]
+    for position, value in edits:
+        if position < len(data):
+            data[position] = value
+    path = tmp_path / "x.png"
+    path.write_bytes(bytes(data))
+    preprocess_or_refuse(path)
+
+
+@FUZZ
+@given(pixels=st.lists(st.integers(0, 255), min_size=1, max_size=64 * 64), width=st.integers(1, 64))
+def test_arbitrary_pixel_arrays_give_a_digit_or_an_image_error(pixels, width):
+    from digitlab.errors import DigitlabError
+    from digitlab.preprocess import preprocess_image
+
+    height = max(1, len(pixels) // width)
+    array = np.array(pixels[:height * width] + [0] * max(0, height * width - len(pixels)), dtype=np.uint8)
+    try:
+        result = preprocess_image(array.reshape(height, width))
+    except DigitlabError:
+        return
+    assert result.dtype == torch.uint8 and result.shape == (1, 28, 28)
