@@ -91,8 +91,10 @@ def test_a_student_learns_from_a_teacher_run(mnist, seed_run):
 
 
 @pytest.mark.parametrize("model", ["cnn", "cnn-tiny", "lenet5"])
-def test_convolutional_models_learn_with_augmentation(model, mnist):
-    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(3000), mnist.val.take(500), mnist.test.take(1000))
-    config = apply_recipe(TrainConfig(model=model), "fast").replace(epochs=1, augment_rotate=10, augment_translate=2)
-    run = digitlab.train(config, dataset=small, save=False)
+def test_convolutional_models_learn_with_augmentation(model, mnist, tmp_path):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(6000), mnist.val.take(500), mnist.test.take(1000))
+    config = apply_recipe(TrainConfig(model=model), "fast").replace(
+        epochs=2, augment_rotate=10, augment_translate=2, keep_best=True, out=str(tmp_path / "run"))
+    run = digitlab.train(config, dataset=small)
     assert run.metrics["test_accuracy"] > 0.6
+    assert (tmp_path / "run" / "best.safetensors").exists() and digitlab.load_run(tmp_path / "run").model

@@ -132,7 +132,7 @@ class BestEpoch:
         """Keep the model's weights if this epoch beats every earlier one."""
         if not self._note(record):
             return
-        self.state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+        self.state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
         if self.path is not None:
             atomic_write(self.path, lambda temp: save_file(self.state, temp))
 
