@@ -40,7 +40,7 @@ def best_runs(data: digitlab.Dataset, model: str, seeds: int, teacher: str | Non
     for seed in range(1, seeds + 1):
         config = apply_recipe(digitlab.TrainConfig(model=model), "best").replace(
             seed=seed, teacher=teacher, out=str(RUNS / f"{model}-seed{seed}"))
-        run = digitlab.train(config, dataset=data)
+        run = train_or_continue(config, data)
         runs.append({"seed": seed, "run": str(run.path), "test_accuracy": run.metrics["test_accuracy"],
                      "val_accuracy": run.metrics["val_accuracy"], "best_epoch": run.metrics["epoch"],
                      "train_seconds": run.metrics["train_seconds"]})
@@ -52,6 +52,20 @@ def best_runs(data: digitlab.Dataset, model: str, seeds: int, teacher: str | Non
             "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
             "config": apply_recipe(digitlab.TrainConfig(model=model), "best").replace(teacher=teacher).to_dict(),
             "goal": GOALS[model], "passed": mean >= GOALS[model]}
+
+
+def train_or_continue(config: digitlab.TrainConfig, data: digitlab.Dataset) -> digitlab.Run:
+    """Train into config.out; a finished run there is reused and an interrupted one resumed, so
+    re-running the benchmark continues where it stopped. A run of another config is an error."""
+    folder = Path(config.out)
+    if not (folder / "config.json").exists():
+        return digitlab.train(config, dataset=data)
+    saved = digitlab.TrainConfig.from_file(folder / "config.json")
+    if saved != config:
+        raise SystemExit(f"{folder} holds a run of another config; remove it to train this one")
+    if (folder / "metrics.json").exists():
+        return digitlab.load_run(folder)
+    return digitlab.resume(folder, dataset=data)
 
 
 def fast_mlp_time_to(data: digitlab.Dataset, target: float) -> Stopwatch:

@@ -52,11 +52,12 @@ def random_affine_matrices(count: int, config: AugmentConfig, size: int, generat
     shear = torch.deg2rad(uniform(config.shear))
     scale = 1 + uniform(config.scale)
     shift = torch.stack([uniform(config.translate), uniform(config.translate)], 1) * (2 / size)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # rotation @ shear(x by y) @ scale: the forward map of the image; affine_grid wants its inverse
-    forward = torch.stack([torch.stack([cos, cos * torch.tan(shear) - sin], 1),
-                           torch.stack([sin, sin * torch.tan(shear) + cos], 1)], 1) * scale.view(-1, 1, 1)
-    inverse = torch.linalg.inv(forward)
+    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+    # The forward map of the image is scale * rotation @ shear(x by y) = scale * [[a, b], [c, d]]
+    # with a = cos, b = cos tan - sin, c = sin, d = sin tan + cos, whose determinant is 1;
+    # affine_grid wants the inverse, written out (batched linalg.inv costs far more for 2x2).
+    inverse = torch.stack([torch.stack([sin * tan + cos, sin - cos * tan], 1),
+                           torch.stack([-sin, cos], 1)], 1) / scale.view(-1, 1, 1)
     offset = -(inverse @ shift.unsqueeze(2))
     return torch.cat([inverse, offset], 2).to(device)
 
