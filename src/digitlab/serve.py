@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -81,8 +82,9 @@ def create_app(run_or_path: Run | str | Path) -> FastAPI:
     run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path)
     run.model.eval()
     about = model_info(run)
-    app = FastAPI(title="digitlab", version=_version(), summary="Classify pictures of handwritten digits with "
-                  f"a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).")
+    # FastAPIOffline: FastAPI whose /docs and /redoc use bundled Swagger UI and ReDoc files, not a CDN
+    app = FastAPIOffline(title="digitlab", version=_version(), summary="Classify pictures of handwritten digits "
+                         f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).")
     app.state.run, app.state.model_info = run, about
 
     async def http_error(request, error: HTTPException):

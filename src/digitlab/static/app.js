@@ -168,7 +168,7 @@ async function send(request, source) {
 function show(answer, source) {
   labelOut.textContent = answer.label;
   labelOut.classList.remove("empty");
-  confidenceOut.textContent = `${(answer.confidence * 100).toFixed(1)}% sure`;
+  confidenceOut.textContent = `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
   sourceOut.textContent = `from ${source}`;
   answer.probabilities.forEach((p, index) => {
     const bar = bars[index];
@@ -195,10 +195,12 @@ async function loadModelInfo() {
     if (sameCount) classes.forEach((name, index) => { bars[index].querySelector(".name").textContent = name; });
     else buildBars();
     const accuracy = about.test_accuracy == null ? "test accuracy unknown" : `${(about.test_accuracy * 100).toFixed(2)}% test accuracy`;
-    info.replaceChildren();
-    const name = document.createElement("strong");
-    name.textContent = about.model;
-    info.append(name, ` · ${about.parameters.toLocaleString("en-US")} parameters · ${accuracy} · trained on ${about.dataset}`);
+    const facts = [about.model, `${about.parameters.toLocaleString("en-US")} parameters`, accuracy, `trained on ${about.dataset}`];
+    info.replaceChildren(...facts.flatMap((text, index) => {
+      const fact = document.createElement(index === 0 ? "strong" : "span");
+      fact.textContent = text;
+      return index === 0 ? [fact] : ["\u00a0· ", fact]; // a line may break after a dot, never inside a fact
+    }));
     info.title = about.run ? `run ${about.run}` : "";
   } catch (error) {
     info.textContent = `model information unavailable (${error.message})`;
