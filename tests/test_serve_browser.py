@@ -58,9 +58,8 @@ def browser():
             launched.close()
 
 
-def open_demo(browser, url, viewport):
-    """A new page on the demo, with every console error, page error and failed request collected."""
-    page = browser.new_page(viewport=viewport)
+def open_demo(page, url):
+    """Load the demo in `page`, collecting every console error, page error and failed request; returns the list."""
     problems = []
     page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -69,7 +68,7 @@ def open_demo(browser, url, viewport):
         f"HTTP {response.status}: {response.url}"))
     page.goto(url, wait_until="load")
     page.wait_for_function("document.getElementById('model-info').textContent.includes('parameters')")
-    return page, problems
+    return problems
 
 
 def stroke(page, path, release=True):
@@ -114,7 +113,8 @@ def clear_scan_of_a_three(run, mnist, folder):
 
 
 def test_draw_clear_draw_a_one_and_upload(browser, server_url, seed_run, mnist, tmp_path):
-    page, problems = open_demo(browser, server_url, {"width": 960, "height": 680})
+    page = browser.new_page(viewport={"width": 960, "height": 680})
+    problems = open_demo(page, server_url)
     info = page.text_content("#model-info")
     assert "mlp" in info and "25,818 parameters" in info and "% test accuracy" in info
 
@@ -147,11 +147,32 @@ def test_draw_clear_draw_a_one_and_upload(browser, server_url, seed_run, mnist, 
     _keep(tmp_path / "serve.png")
 
 
-def test_phone_viewport_has_no_sideways_scrolling(browser, server_url, tmp_path):
-    page, problems = open_demo(browser, server_url, {"width": 390, "height": 844})
-    stroke(page, SEVEN)
+def touch_stroke(page, path):
+    """Drag one finger along `path` (fractions of the pad), as raw touch events from the browser's input layer."""
+    box = page.locator("#pad").bounding_box()
+    at = lambda x, y: {"x": box["x"] + x * box["width"], "y": box["y"] + y * box["height"]}  # noqa: E731
+    session = page.context.new_cdp_session(page)
+    session.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [at(*path[0])]})
+    for (x0, y0), (x1, y1) in zip(path, path[1:]):
+        for step in range(1, 16):
+            fraction = step / 15
+            point = at(x0 + (x1 - x0) * fraction, y0 + (y1 - y0) * fraction)
+            session.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
+    session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    session.detach()
+
+
+def test_phone_touch_drawing_without_sideways_scrolling(browser, server_url, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    problems = open_demo(page, server_url)
+    touch_stroke(page, VERTICAL)
+    assert settled_result(page)["label"] == "1"
+    page.click("#clear")
+    touch_stroke(page, SEVEN)
     result = settled_result(page)
-    assert len(result["bars"]) == 10
+    assert len(result["bars"]) == 10 and page.evaluate("window.scrollY") == 0  # the finger drew, it did not scroll
     layout = page.evaluate("""() => ({scroll: document.documentElement.scrollWidth, width: window.innerWidth,
         pad: document.getElementById('pad').getBoundingClientRect().width,
         bars: document.getElementById('bars').getBoundingClientRect().right})""")
@@ -159,7 +180,7 @@ def test_phone_viewport_has_no_sideways_scrolling(browser, server_url, tmp_path)
     assert 280 <= layout["pad"] <= 330
     page.screenshot(path=tmp_path / "serve-phone.png", full_page=True)
     assert problems == []
-    page.close()
+    context.close()
     _keep(tmp_path / "serve-phone.png")
 
 

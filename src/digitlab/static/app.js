@@ -15,7 +15,7 @@ const upload = document.getElementById("upload");
 
 let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 let bars = [];
-let stroking = false;
+let stroking = null; // the pointerId drawing now (a second finger is ignored), or null
 let last = null;
 let hasInk = false;
 let showingUpload = false;
@@ -79,11 +79,11 @@ function strokeTo(point) {
 }
 
 function startStroke(event) {
-  if (event.button !== 0) return;
+  if (event.button !== 0 || stroking !== null) return;
   event.preventDefault();
   if (showingUpload) clearPad();
   pad.setPointerCapture(event.pointerId);
-  stroking = true;
+  stroking = event.pointerId;
   pen.strokeStyle = "#fff";
   pen.lineWidth = pad.width / 14; // MNIST strokes are about 1/10 of the digit's height
   pen.lineCap = "round";
@@ -94,16 +94,16 @@ function startStroke(event) {
 }
 
 function moveStroke(event) {
-  if (!stroking) return;
+  if (event.pointerId !== stroking) return;
   event.preventDefault();
   const points = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
   for (const point of points.length ? points : [event]) strokeTo(padPoint(point));
   schedule();
 }
 
-function endStroke() {
-  if (!stroking) return;
-  stroking = false;
+function endStroke(event) {
+  if (event.pointerId !== stroking) return;
+  stroking = null;
   clearTimeout(timer);
   timer = null;
   predictPad();
