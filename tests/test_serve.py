@@ -171,7 +171,8 @@ def test_every_bad_input_is_a_4xx_with_a_one_line_json_error_and_serving_goes_on
 
 def test_wrong_method_and_unknown_path_answer_json(client):
     wrong = client.get("/api/predict")
-    assert wrong.status_code == 405 and wrong.json() == {"error": "Method Not Allowed"} and "POST" in wrong.headers["allow"]
+    assert wrong.status_code == 405 and wrong.json() == {"error": "Method Not Allowed"}
+    assert "POST" in wrong.headers["allow"]
     missing = client.get("/api/nothing")
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
 
@@ -185,6 +186,19 @@ def test_the_model_is_loaded_once(seed_run, scan, monkeypatch):
             assert test_client.post("/api/predict", files={"file": ("7.png", scan[1], "image/png")}).status_code == 200
         assert test_client.get("/api/model").status_code == 200
     assert loads == [seed_run.path]
+
+
+def test_a_bug_is_a_json_500_and_the_server_goes_on(seed_run, scan, monkeypatch):
+    def broken(run, data, source):
+        raise RuntimeError("a bug")
+
+    upload = {"files": {"file": ("seven.png", scan[1], "image/png")}}
+    with TestClient(create_app(seed_run), raise_server_exceptions=False) as test_client:
+        monkeypatch.setattr(digitlab.serve, "classify", broken)
+        response = test_client.post("/api/predict", **upload)
+        assert response.status_code == 500 and response.json() == {"error": "internal error (RuntimeError)"}
+        monkeypatch.undo()
+        assert test_client.post("/api/predict", **upload).json()["label"] == "7"
 
 
 class LiveServer:
@@ -273,7 +287,8 @@ def test_cli_refuses_a_missing_or_corrupt_run_and_a_taken_port(seed_run, tmp_pat
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         assert main(["serve", str(seed_run.path), "--port", str(port)]) == 2
-    assert capsys.readouterr().err == f"digitlab: error: cannot listen on 127.0.0.1:{port}: the port is already in use\n"
+    taken_message = f"digitlab: error: cannot listen on 127.0.0.1:{port}: the port is already in use\n"
+    assert capsys.readouterr().err == taken_message
     assert main(["serve", str(seed_run.path), "--port", "70000"]) == 2
     assert capsys.readouterr().err == "digitlab: error: port must be between 0 and 65535, got 70000\n"
 

@@ -105,7 +105,8 @@ def clear_scan_of_a_three(run, mnist, folder):
     """A scan (dark on light, 160 px) of the first test 3 that the model, through Python, reads as 3 with >95%."""
     path = folder / "three.png"
     for index in np.flatnonzero(mnist.test.labels.numpy() == 3)[:20]:
-        path.write_bytes(png_bytes(render_scan(mnist.test.images[index, 0].numpy(), np.random.default_rng(7), side=160)))
+        scan = render_scan(mnist.test.images[index, 0].numpy(), np.random.default_rng(7), side=160)
+        path.write_bytes(png_bytes(scan))
         expected = run.predict(path)[0]
         if expected.label == "3" and expected.confidence > 0.95:
             return path

@@ -95,8 +95,8 @@ def _decode(file, source: str, max_pixels: int, max_side: int | None = None) -> 
             with Image.open(file, formats=FORMATS) as opened:
                 width, height = opened.size
                 if max_side is not None and max(width, height) > max_side:
-                    raise ImageError(f"image is {width}×{height} pixels, larger than the {max_side}×{max_side} allowed",
-                                     source)
+                    raise ImageError(f"image is {width}×{height} pixels, larger than the "
+                                     f"{max_side}×{max_side} allowed", source)
                 if width * height > max_pixels:
                     raise ImageError(f"image is {width}×{height} pixels, more than the {max_pixels:,} allowed "
                                      "(decompression-bomb guard)", source)

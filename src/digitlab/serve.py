@@ -20,7 +20,6 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -90,14 +89,10 @@ def create_app(run_or_path: Run | str | Path) -> FastAPI:
     async def http_error(request, error: HTTPException):
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
 
-    async def validation_error(request, error: RequestValidationError):
-        return JSONResponse({"error": "; ".join(item.get("msg", "invalid") for item in error.errors())}, 422)
-
     async def server_error(request, error: Exception):
         return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
 
     app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, server_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
