@@ -155,8 +155,11 @@ def main() -> int:
 
     png, label = digit_png()
     body, headers = request_body(png, args.mode)
+    load_before = os.getloadavg()[0]  # other work on the machine skews the figures: keep a note of it
     server, url = start_server(args.run) if args.run else (None, args.url.rstrip("/"))
     try:
+        with urllib.request.urlopen(f"{url}/api/model", timeout=30) as response:
+            about = json.loads(response.read())
         load(url, body, headers, label, WARM_UP, min(args.concurrency, WARM_UP), args.time_cap)
         cpu_before = cpu_seconds(server.pid) if server else None
         result = load(url, body, headers, label, args.requests, args.concurrency, args.time_cap)
@@ -171,7 +174,8 @@ def main() -> int:
         "server_cpu_ms_per_request": (None if cpu_before is None or cpu_after is None
                                       else 1000 * (cpu_after - cpu_before) / result["requests"]),
         "server": "digitlab serve (uvicorn, one process)" if server else args.url,
-        "run": args.run, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "model": {key: about[key] for key in ("run", "model", "parameters", "test_accuracy")},
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_1min_before": load_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -117,10 +117,9 @@ def create_app(run_or_path: Run | str | Path) -> FastAPI:
     async def predict_route(request: Request):
         data, source = await image_bytes(request)
         try:
-            result = await run_in_threadpool(classify, run, data, source)
+            return await run_in_threadpool(answer, run, data, source)
         except ImageError as error:
             raise HTTPException(422, str(error)) from None
-        return prediction_body(result)
 
     return app
 
@@ -144,10 +143,14 @@ def classify(run: Run, data: bytes, source: str) -> Prediction:
         raise ImageError(error.problem, source) from None
 
 
-def prediction_body(result: Prediction) -> dict:
-    """The JSON answer: label, confidence, the probabilities and the 28×28 image the model saw (0-255 rows)."""
+def answer(run: Run, data: bytes, source: str) -> dict:
+    """classify, then the JSON answer: label, confidence, probabilities, and the 28×28 the model saw (0-255 rows).
+
+    Runs in a worker thread, the list-building included, so the event loop only moves bytes.
+    """
+    result = classify(run, data, source)
     return {"label": result.label, "index": result.index, "confidence": result.confidence,
-            "probabilities": result.probabilities, "image": result.image[0].tolist()}
+            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist()}
 
 
 async def image_bytes(request: Request) -> tuple[bytes, str]:
