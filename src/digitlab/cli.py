@@ -223,6 +223,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    serve(args.run, host=args.host, port=args.port, access_log=args.access_log,
+          on_ready=lambda message: print(message, flush=True))
+    return 0
+
+
 def cmd_data_fetch(args) -> int:
     from .data import dataset_info
     from .fetch import fetch
@@ -374,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         preview.add_argument(f"--augment-{name}", type=float, help=f"{text} (default: the --augment preset)")
     preview.add_argument("--out", default="augment-preview.png", help="PNG to write")
     preview.set_defaults(handler=cmd_augment_preview)
+
+    serve = commands.add_parser("serve", help="web demo: draw a digit in the browser and watch the model decide")
+    serve.add_argument("run", help="run folder (or its model.safetensors)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on, 0 = any free port (default 8000)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(handler=cmd_serve)
 
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(handler=cmd_models)

@@ -31,3 +31,7 @@ class ImageError(DigitlabError):
 
 class ExportError(DigitlabError):
     """A model export failed, could not be verified, or needs packages that are not installed."""
+
+
+class ServeError(DigitlabError):
+    """The web demo cannot start: the address is taken, or the host cannot be bound."""

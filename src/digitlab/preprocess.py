@@ -5,11 +5,13 @@ a 28×28 field so that their centre of mass sits at pixel (14, 14). Photos and s
 on light paper, off-centre and of any size. `preprocess_image` bridges the two: grayscale, find
 the background from the border and turn the ink bright, subtract the background and its noise,
 crop to the ink, resize the longer side to 20 px, and centre by centre of mass. `load_image`
-reads a file with guards against non-images, truncated files and decompression bombs.
+reads a file with guards against non-images, truncated files and decompression bombs;
+`decode_image` applies the same guards to bytes in memory (an upload).
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -69,27 +71,48 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = 
         raise ImageError("empty file", str(path))
     if size > max_bytes:
         raise ImageError(f"file is {size:,} bytes, more than the {max_bytes:,} allowed", str(path))
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_image(data: bytes, source: str = "upload", max_pixels: int = MAX_PIXELS,
+                 max_bytes: int = MAX_FILE_BYTES, max_side: int | None = None) -> Image.Image:
+    """load_image for bytes in memory (an upload): the same guards, errors naming `source`.
+
+    `max_side`, when given, also refuses an image wider or taller than that, before decoding.
+    """
+    if not data:
+        raise ImageError("empty file", source)
+    if len(data) > max_bytes:
+        raise ImageError(f"file is {len(data):,} bytes, more than the {max_bytes:,} allowed", source)
+    return _decode(io.BytesIO(data), source, max_pixels, max_side)
+
+
+def _decode(file, source: str, max_pixels: int, max_side: int | None = None) -> Image.Image:
+    """Open, check the declared size, then decode (see load_image); `file` is a path or a binary file object."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=FORMATS) as opened:
+            with Image.open(file, formats=FORMATS) as opened:
                 width, height = opened.size
+                if max_side is not None and max(width, height) > max_side:
+                    raise ImageError(f"image is {width}×{height} pixels, larger than the "
+                                     f"{max_side}×{max_side} allowed", source)
                 if width * height > max_pixels:
                     raise ImageError(f"image is {width}×{height} pixels, more than the {max_pixels:,} allowed "
-                                     "(decompression-bomb guard)", str(path))
+                                     "(decompression-bomb guard)", source)
                 if opened.format in ("JPEG", "MPO"):
                     opened.draft("L", (WORKING_SIDE, WORKING_SIDE))  # let the decoder downscale big photos
                 opened.load()
                 return ImageOps.exif_transpose(opened)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("image is too large to decode safely (decompression-bomb guard)", str(path)) from None
+        raise ImageError("image is too large to decode safely (decompression-bomb guard)", source) from None
     except UnidentifiedImageError:
         raise ImageError("not an image file digitlab can read (PNG, JPEG, BMP, GIF, TIFF, WebP or PNM)",
-                         str(path)) from None
+                         source) from None
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - image decoders raise many types on malformed files
-        raise ImageError(f"truncated or corrupt image ({error})", str(path)) from None
+        raise ImageError(f"truncated or corrupt image ({error})", source) from None
 
 
 def preprocess_file(path: str | Path) -> torch.Tensor:

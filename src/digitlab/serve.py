@@ -1,0 +1,287 @@
+"""The web demo: draw a digit in the browser and watch the model decide, served by FastAPI under uvicorn.
+
+`create_app(run)` loads the model once and returns the app: the page (static/index.html with its
+CSS and script), `POST /api/predict` (an image upload, or JSON with a base64 image), `GET /api/model`,
+`GET /healthz` and the OpenAPI docs at /docs. Uploads go through the same guards and the same
+preprocessing as `digitlab predict` (preprocess.decode_image, predict.predict); decoding and the
+forward pass run in a worker thread so the event loop keeps answering other requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import json
+import math
+import socket
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from .errors import ImageError, ServeError
+from .models import count_parameters
+from .predict import Prediction, predict
+from .preprocess import decode_image
+from .runs import Run, load_run
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # an image file (or the bytes a base64 string decodes to): 2 MiB
+MAX_SIDE = 4096  # an image wider or taller is refused from its header, before its pixels are decoded
+ENVELOPE_BYTES = 64 * 1024  # room for multipart headers, a data-URL prefix and line breaks around the image
+MULTIPART_LIMIT = MAX_UPLOAD_BYTES + ENVELOPE_BYTES
+JSON_LIMIT = 4 * math.ceil(MAX_UPLOAD_BYTES / 3) + ENVELOPE_BYTES  # base64 is 4 characters per 3 bytes
+USAGE = 'send an image file as multipart/form-data (field "file") or JSON {"image": "<base64 PNG>"}'
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ModelInfo(BaseModel):
+    run: str | None = Field(description="run folder name (null for a bare model file)")
+    model: str
+    model_kwargs: dict
+    parameters: int
+    test_accuracy: float | None
+    val_accuracy: float | None
+    epochs: int | None
+    dataset: str
+    classes: list[str]
+    config: dict
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="the most likely class")
+    index: int = Field(description="its position in the class list")
+    confidence: float = Field(description="its probability")
+    probabilities: list[float] = Field(description="softmax over the classes, in class order; sums to 1")
+    image: list[list[int]] = Field(description="the 28×28 image the model saw: rows of gray levels, "
+                                               "0 background, 255 ink")
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+def create_app(run_or_path: Run | str | Path) -> FastAPI:
+    """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors).
+
+    The model is loaded here, once; a missing or corrupt run raises RunError before any server
+    starts. Every error response is JSON {"error": message} with a 4xx status (5xx only for bugs).
+    """
+    run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path)
+    run.model.eval()
+    about = model_info(run)
+    # FastAPIOffline: FastAPI whose /docs and /redoc use bundled Swagger UI and ReDoc files, not a CDN
+    app = FastAPIOffline(title="digitlab", version=_version(), summary="Classify pictures of handwritten digits "
+                         f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).")
+    app.state.run, app.state.model_info = run, about
+
+    async def http_error(request, error: HTTPException):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+    async def server_error(request, error: Exception):
+        return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, server_error)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/healthz", summary="Liveness check", response_model=Health)
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/api/model", summary="The served run's model and metrics", response_model=ModelInfo)
+    async def model():
+        return about
+
+    @app.post("/api/predict", summary="Classify one picture of a digit", response_model=PredictionOut,
+              responses={code: {"model": ErrorOut, "description": text} for code, text in (
+                  (400, "malformed JSON, bad base64 or a form without a file"), (413, "more than 2 MiB"),
+                  (415, "neither JSON nor multipart/form-data"),
+                  (422, "not an image, corrupt, blank, or larger than 4096×4096"))},
+              openapi_extra={"requestBody": _request_body_schema()})
+    async def predict_route(request: Request):
+        data, source = await image_bytes(request)
+        try:
+            return await run_in_threadpool(answer, run, data, source)
+        except ImageError as error:
+            raise HTTPException(422, str(error)) from None
+
+    return app
+
+
+def model_info(run: Run) -> dict:
+    """What GET /api/model returns: the model, its size, its accuracy and how it was trained."""
+    metrics = run.metrics or {}
+    return {"run": run.path.name if run.path else None, "model": run.config.model,
+            "model_kwargs": run.config.model_kwargs, "parameters": count_parameters(run.model),
+            "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
+            "epochs": len(metrics["history"]) if "history" in metrics else None,
+            "dataset": run.dataset, "classes": [str(name) for name in run.classes], "config": run.config.to_dict()}
+
+
+def classify(run: Run, data: bytes, source: str) -> Prediction:
+    """Decode `data` with the upload guards, preprocess it as `digitlab predict` does, and classify it."""
+    image = decode_image(data, source, max_bytes=MAX_UPLOAD_BYTES, max_side=MAX_SIDE)
+    try:
+        return predict(run.model, [image], run.classes)[0]
+    except ImageError as error:
+        raise ImageError(error.problem, source) from None
+
+
+def answer(run: Run, data: bytes, source: str) -> dict:
+    """classify, then the JSON answer: label, confidence, probabilities, and the 28×28 the model saw (0-255 rows).
+
+    Runs in a worker thread, the list-building included, so the event loop only moves bytes.
+    """
+    result = classify(run, data, source)
+    return {"label": result.label, "index": result.index, "confidence": result.confidence,
+            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist()}
+
+
+async def image_bytes(request: Request) -> tuple[bytes, str]:
+    """The image's bytes and a name for messages, from a multipart upload or a JSON base64 string.
+
+    The body is capped while it streams in (Content-Length is checked first), so an oversized
+    upload is refused before it is held in memory, let alone decoded.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/json", "multipart/form-data"):
+        raise HTTPException(415, f"unsupported content type {kind or 'none'!r}: {USAGE}")
+    limit = JSON_LIMIT if kind == "application/json" else MULTIPART_LIMIT
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, _too_large("request", int(declared)))
+    capped = Request(request.scope, _capped_receive(request.receive, limit))
+    try:
+        if kind == "application/json":
+            return _from_json(await capped.body())
+        return await _from_form(capped)
+    except _BodyTooLarge:
+        raise HTTPException(413, _too_large("request", limit, exact=False)) from None
+
+
+def _from_json(body: bytes) -> tuple[bytes, str]:
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HTTPException(400, f"malformed JSON ({error})") from None
+    if not isinstance(value, dict) or not isinstance(value.get("image"), str):
+        raise HTTPException(400, f'expected a JSON object with an "image" string: {USAGE}')
+    text = value["image"]
+    if text.startswith("data:"):  # a data URL, as canvas.toDataURL() makes
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise HTTPException(400, f'"image" is not valid base64 ({error})') from None
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, _too_large("image", len(data)))
+    return data, str(value.get("name") or "image")[:100]
+
+
+async def _from_form(request: Request) -> tuple[bytes, str]:
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(400, f'the form has no file in its "file" field: {USAGE}')
+        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, _too_large("image", MAX_UPLOAD_BYTES, exact=False))
+        return data, Path(upload.filename or "upload").name[:100] or "upload"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _capped_receive(receive, limit: int):
+    """Wrap an ASGI `receive` so that the body raises _BodyTooLarge once it passes `limit` bytes."""
+    seen = 0
+
+    async def capped():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge()
+        return message
+    return capped
+
+
+def _too_large(what: str, size: int, exact: bool = True) -> str:
+    amount = f"{size:,} bytes" if exact else f"more than {size:,} bytes"
+    return f"{what} is {amount}; images are limited to {MAX_UPLOAD_BYTES:,} bytes (2 MiB)"
+
+
+def serve(run: Run | str | Path, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False,
+          on_ready=print) -> None:
+    """Load the run, listen on host:port (0 = any free port) and serve the demo until Ctrl-C.
+
+    The socket is bound before uvicorn starts, so a taken port or an unknown host is a ServeError
+    (one line) rather than a log full of tracebacks. `on_ready(message)` receives the URL line.
+    """
+    if not 0 <= port <= 65535:
+        raise ServeError(f"port must be between 0 and 65535, got {port}")
+    app = create_app(run)
+    listener = _listen(host, port)
+    bound_port = listener.getsockname()[1]
+    about = app.state.model_info
+    shown = f"[{host}]" if ":" in host else host
+    on_ready(f"serving {about['run'] or about['model']} ({about['model']}, {about['parameters']:,} parameters) "
+             f"on http://{shown}:{bound_port} — Ctrl-C to stop")
+    config = uvicorn.Config(app, access_log=access_log, log_level="info" if access_log else "warning",
+                            timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal stop
+        pass
+    finally:
+        listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ServeError(f"cannot listen on {host}:{port}: unknown host ({error.strerror})") from None
+    listener = socket.socket(family, kind, protocol)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart without waiting
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        problem = "the port is already in use" if error.errno == errno.EADDRINUSE else error.strerror or str(error)
+        raise ServeError(f"cannot listen on {host}:{port}: {problem}") from None
+    return listener
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _request_body_schema() -> dict:
+    """The two accepted request bodies, for the OpenAPI docs (the route reads the body itself)."""
+    return {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "image file, at most 2 MiB"}}}},
+        "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "description": "base64 image (PNG, JPEG, ...), or a data: URL"},
+            "name": {"type": "string", "description": "optional name used in error messages"}}}}}}

@@ -1,0 +1,223 @@
+"use strict";
+// The drawing pad is white ink on black, like MNIST itself; the server's preprocessing crops,
+// scales and centres it exactly as it does for photos (`digitlab predict`).
+
+const DEBOUNCE_MS = 150;
+const pad = document.getElementById("pad");
+const pen = pad.getContext("2d");
+const seen = document.getElementById("seen").getContext("2d");
+const labelOut = document.getElementById("label");
+const confidenceOut = document.getElementById("confidence");
+const sourceOut = document.getElementById("source");
+const statusOut = document.getElementById("status");
+const barsBox = document.getElementById("bars");
+const upload = document.getElementById("upload");
+
+let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+let bars = [];
+let stroking = null; // the pointerId drawing now (a second finger is ignored), or null
+let last = null;
+let hasInk = false;
+let showingUpload = false;
+let timer = null;
+let latest = 0; // number of the newest request; older answers are dropped
+
+function buildBars() {
+  barsBox.replaceChildren();
+  bars = classes.map((name) => {
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.innerHTML = '<span class="value"></span><span class="track"><span class="fill"></span></span><span class="name"></span>';
+    bar.querySelector(".name").textContent = name;
+    barsBox.append(bar);
+    return bar;
+  });
+}
+
+function resetResult(message) {
+  labelOut.textContent = "?";
+  labelOut.classList.add("empty");
+  confidenceOut.textContent = message;
+  sourceOut.textContent = "";
+  for (const bar of bars) {
+    bar.classList.remove("top");
+    bar.querySelector(".fill").style.height = "0%";
+    bar.querySelector(".value").textContent = "";
+  }
+  seen.clearRect(0, 0, 28, 28);
+}
+
+function clearPad() {
+  pen.fillStyle = "#000";
+  pen.fillRect(0, 0, pad.width, pad.height);
+  hasInk = false;
+  showingUpload = false;
+  clearTimeout(timer);
+  timer = null;
+  latest += 1;
+  setStatus("");
+  resetResult("draw a digit");
+}
+
+function setStatus(text, isError = false) {
+  statusOut.textContent = text;
+  statusOut.classList.toggle("error", isError);
+}
+
+function padPoint(event) {
+  const box = pad.getBoundingClientRect();
+  return { x: (event.clientX - box.left) * (pad.width / box.width), y: (event.clientY - box.top) * (pad.height / box.height) };
+}
+
+function strokeTo(point) {
+  pen.beginPath();
+  pen.moveTo(last.x, last.y);
+  pen.lineTo(point.x, point.y);
+  pen.stroke();
+  last = point;
+  hasInk = true;
+}
+
+function startStroke(event) {
+  if (event.button !== 0 || stroking !== null) return;
+  event.preventDefault();
+  if (showingUpload) clearPad();
+  pad.setPointerCapture(event.pointerId);
+  stroking = event.pointerId;
+  pen.strokeStyle = "#fff";
+  pen.lineWidth = pad.width / 14; // MNIST strokes are about 1/10 of the digit's height
+  pen.lineCap = "round";
+  pen.lineJoin = "round";
+  last = padPoint(event);
+  strokeTo({ x: last.x + 0.01, y: last.y }); // a dot for a tap
+  schedule();
+}
+
+function moveStroke(event) {
+  if (event.pointerId !== stroking) return;
+  event.preventDefault();
+  const points = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const point of points.length ? points : [event]) strokeTo(padPoint(point));
+  schedule();
+}
+
+function endStroke(event) {
+  if (event.pointerId !== stroking) return;
+  stroking = null;
+  clearTimeout(timer);
+  timer = null;
+  predictPad();
+}
+
+// Ask at most every DEBOUNCE_MS while the pen moves, and once more when it lifts.
+function schedule() {
+  if (timer === null) timer = setTimeout(() => { timer = null; predictPad(); }, DEBOUNCE_MS);
+}
+
+function predictPad() {
+  if (!hasInk) return;
+  const body = JSON.stringify({ image: pad.toDataURL("image/png"), name: "drawing" });
+  send(() => fetch("api/predict", { method: "POST", headers: { "Content-Type": "application/json" }, body }), "your drawing");
+}
+
+function predictFile(file) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  send(() => fetch("api/predict", { method: "POST", body: form }), file.name);
+  showUpload(file);
+}
+
+async function showUpload(file) {
+  clearTimeout(timer);
+  timer = null;
+  hasInk = false;
+  showingUpload = true;
+  pen.fillStyle = "#000";
+  pen.fillRect(0, 0, pad.width, pad.height);
+  try {
+    const picture = await createImageBitmap(file);
+    const scale = Math.min(pad.width / picture.width, pad.height / picture.height);
+    const width = picture.width * scale, height = picture.height * scale;
+    pen.drawImage(picture, (pad.width - width) / 2, (pad.height - height) / 2, width, height);
+  } catch {
+    // a format the browser cannot draw (TIFF, say): the server may still read it
+  }
+}
+
+async function send(request, source) {
+  const number = ++latest;
+  setStatus("thinking…");
+  let answer, response;
+  try {
+    response = await request();
+    answer = await response.json();
+  } catch (error) {
+    if (number === latest) setStatus(`The server did not answer (${error.message}).`, true);
+    return;
+  }
+  if (number !== latest) return;
+  if (!response.ok) {
+    resetResult("no prediction");
+    setStatus(answer.error || `HTTP ${response.status}`, true);
+    return;
+  }
+  show(answer, source);
+  setStatus("");
+}
+
+function show(answer, source) {
+  labelOut.textContent = answer.label;
+  labelOut.classList.remove("empty");
+  confidenceOut.textContent = `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
+  sourceOut.textContent = `from ${source}`;
+  answer.probabilities.forEach((p, index) => {
+    const bar = bars[index];
+    bar.classList.toggle("top", index === answer.index);
+    bar.querySelector(".fill").style.height = `${(p * 100).toFixed(1)}%`;
+    bar.querySelector(".value").textContent = `${Math.round(p * 100)}%`;
+    bar.title = `${classes[index]}: ${(p * 100).toFixed(2)}%`;
+  });
+  const pixels = seen.createImageData(28, 28);
+  answer.image.flat().forEach((level, index) => {
+    pixels.data.set([level, level, level, 255], index * 4);
+  });
+  seen.putImageData(pixels, 0, 0);
+}
+
+async function loadModelInfo() {
+  const info = document.getElementById("model-info");
+  try {
+    const response = await fetch("api/model");
+    const about = await response.json();
+    if (!response.ok) throw new Error(about.error || `HTTP ${response.status}`);
+    const sameCount = about.classes.length === classes.length;
+    classes = about.classes;
+    if (sameCount) classes.forEach((name, index) => { bars[index].querySelector(".name").textContent = name; });
+    else buildBars();
+    const accuracy = about.test_accuracy == null ? "test accuracy unknown" : `${(about.test_accuracy * 100).toFixed(2)}% test accuracy`;
+    const facts = [about.model, `${about.parameters.toLocaleString("en-US")} parameters`, accuracy, `trained on ${about.dataset}`];
+    info.replaceChildren(...facts.flatMap((text, index) => {
+      const fact = document.createElement(index === 0 ? "strong" : "span");
+      fact.textContent = text;
+      return index === 0 ? [fact] : ["\u00a0· ", fact]; // a line may break after a dot, never inside a fact
+    }));
+    info.title = about.run ? `run ${about.run}` : "";
+  } catch (error) {
+    info.textContent = `model information unavailable (${error.message})`;
+  }
+}
+
+pad.addEventListener("pointerdown", startStroke);
+pad.addEventListener("pointermove", moveStroke);
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+pad.addEventListener("lostpointercapture", endStroke);
+document.getElementById("clear").addEventListener("click", clearPad);
+upload.addEventListener("change", () => {
+  if (upload.files.length) predictFile(upload.files[0]);
+  upload.value = "";
+});
+
+buildBars();
+clearPad();
+loadModelInfo();

@@ -1,0 +1,207 @@
+"""The web demo in a real browser: `digitlab serve` in a subprocess, headless Debian chromium driven by Playwright.
+
+Screenshots go to the test's tmp folder; set DIGITLAB_SCREENSHOTS=docs/images to regenerate the
+README's pictures (serve.png, serve-phone.png) on purpose.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scans import png_bytes, render_scan
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                                                                "(.ci/run installs it with apt)")
+
+SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.42, 0.82)]  # a stroke path as fractions of the pad: a 7
+VERTICAL = [(0.5, 0.15), (0.5, 0.85)]  # a 1
+
+
+@pytest.fixture(scope="module")
+def server_url(seed_run):
+    """`digitlab serve RUN --port 0` on 127.0.0.1, for the whole module; yields its URL once /healthz answers."""
+    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", str(seed_run.path), "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert match, line + server.stderr.read()
+        with urllib.request.urlopen(f"{match[0]}/healthz", timeout=10) as response:
+            assert response.status == 200
+        yield match[0]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def open_demo(page, url):
+    """Load the demo in `page`, collecting every console error, page error and failed request; returns the list."""
+    problems = []
+    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
+    page.on("response", lambda response: response.status >= 400 and problems.append(
+        f"HTTP {response.status}: {response.url}"))
+    page.goto(url, wait_until="load")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('parameters')")
+    return problems
+
+
+def stroke(page, path, release=True):
+    """Drag the mouse along `path` (fractions of the pad) with the button held."""
+    box = page.locator("#pad").bounding_box()
+    at = lambda x, y: (box["x"] + x * box["width"], box["y"] + y * box["height"])  # noqa: E731
+    page.mouse.move(*at(*path[0]))
+    page.mouse.down()
+    for point in path[1:]:
+        page.mouse.move(*at(*point), steps=15)
+    if release:
+        page.mouse.up()
+
+
+def settled_result(page):
+    """Wait for the answer to the latest request, then read the label, the bars and the 28×28 preview."""
+    page.wait_for_function("!document.getElementById('label').classList.contains('empty') && "
+                           "document.getElementById('status').textContent === ''")
+    time.sleep(0.3)  # a request sent on pointer-up may still be on its way; let it land
+    page.wait_for_function("document.getElementById('status').textContent === ''")
+    return page.evaluate("""() => ({
+        label: document.getElementById('label').textContent,
+        confidence: document.getElementById('confidence').textContent,
+        source: document.getElementById('source').textContent,
+        bars: Array.from(document.querySelectorAll('#bars .bar')).map(bar => ({
+            name: bar.querySelector('.name').textContent, top: bar.classList.contains('top'),
+            height: parseFloat(bar.querySelector('.fill').style.height)})),
+        seenMax: Math.max(...document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data
+            .filter((_, index) => index % 4 === 0)),
+    })""")
+
+
+def clear_scan_of_a_three(run, mnist, folder):
+    """A scan (dark on light, 160 px) of the first test 3 that the model, through Python, reads as 3 with >95%."""
+    path = folder / "three.png"
+    for index in np.flatnonzero(mnist.test.labels.numpy() == 3)[:20]:
+        scan = render_scan(mnist.test.images[index, 0].numpy(), np.random.default_rng(7), side=160)
+        path.write_bytes(png_bytes(scan))
+        expected = run.predict(path)[0]
+        if expected.label == "3" and expected.confidence > 0.95:
+            return path
+    pytest.fail("none of the first 20 test 3s is read as a 3 with >95% confidence")
+
+
+def test_draw_clear_draw_a_one_and_upload(browser, server_url, seed_run, mnist, tmp_path):
+    page = browser.new_page(viewport={"width": 960, "height": 680})
+    problems = open_demo(page, server_url)
+    info = page.text_content("#model-info")
+    assert "mlp" in info and "25,818 parameters" in info and "% test accuracy" in info
+
+    stroke(page, SEVEN, release=False)  # live: an answer arrives while the button is still down
+    page.wait_for_function("!document.getElementById('label').classList.contains('empty')")
+    page.mouse.up()
+    drawn = settled_result(page)
+    assert drawn["label"] in "0123456789" and drawn["confidence"].endswith("% sure") and drawn["seenMax"] > 200
+    assert [bar["name"] for bar in drawn["bars"]] == list("0123456789")
+    assert sum(bar["height"] for bar in drawn["bars"]) == pytest.approx(100, abs=0.6)
+    assert [bar["name"] for bar in drawn["bars"] if bar["top"]] == [drawn["label"]]
+    page.screenshot(path=tmp_path / "serve.png", full_page=True)
+
+    page.click("#clear")
+    assert page.text_content("#label") == "?" and page.text_content("#confidence") == "draw a digit"
+    assert all(float(height or 0) == 0 for height in page.eval_on_selector_all(
+        "#bars .fill", "fills => fills.map(fill => parseFloat(fill.style.height))"))
+
+    stroke(page, VERTICAL)
+    one = settled_result(page)
+    assert one["label"] == "1" and [bar["name"] for bar in one["bars"] if bar["top"]] == ["1"]
+    assert one["source"] == "from your drawing"
+
+    scan = clear_scan_of_a_three(seed_run, mnist, tmp_path)
+    page.set_input_files("#upload", str(scan))
+    uploaded = settled_result(page)
+    assert uploaded["label"] == "3" and uploaded["source"] == "from three.png"
+    assert problems == []
+    page.close()
+    _keep(tmp_path / "serve.png")
+
+
+def touch_stroke(page, path):
+    """Drag one finger along `path` (fractions of the pad), as raw touch events from the browser's input layer."""
+    box = page.locator("#pad").bounding_box()
+    at = lambda x, y: {"x": box["x"] + x * box["width"], "y": box["y"] + y * box["height"]}  # noqa: E731
+    session = page.context.new_cdp_session(page)
+    session.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [at(*path[0])]})
+    for (x0, y0), (x1, y1) in zip(path, path[1:]):
+        for step in range(1, 16):
+            fraction = step / 15
+            point = at(x0 + (x1 - x0) * fraction, y0 + (y1 - y0) * fraction)
+            session.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
+    session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    session.detach()
+
+
+def test_phone_touch_drawing_without_sideways_scrolling(browser, server_url, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    problems = open_demo(page, server_url)
+    touch_stroke(page, VERTICAL)
+    assert settled_result(page)["label"] == "1"
+    page.click("#clear")
+    touch_stroke(page, SEVEN)
+    result = settled_result(page)
+    assert len(result["bars"]) == 10 and page.evaluate("window.scrollY") == 0  # the finger drew, it did not scroll
+    layout = page.evaluate("""() => ({scroll: document.documentElement.scrollWidth, width: window.innerWidth,
+        pad: document.getElementById('pad').getBoundingClientRect().width,
+        bars: document.getElementById('bars').getBoundingClientRect().right})""")
+    assert layout["scroll"] <= layout["width"] and layout["bars"] <= layout["width"]
+    assert 280 <= layout["pad"] <= 330
+    page.screenshot(path=tmp_path / "serve-phone.png", full_page=True)
+    assert problems == []
+    context.close()
+    _keep(tmp_path / "serve-phone.png")
+
+
+def test_api_docs_render_without_a_network(browser, server_url):
+    """/docs is Swagger UI from files the app serves itself (no CDN), listing the three routes."""
+    page = browser.new_page()
+    problems = []
+    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
+    page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
+    page.on("request", lambda request: request.url.startswith(server_url) or request.url.startswith("data:") or
+            problems.append(f"outside request: {request.url}"))
+    page.goto(f"{server_url}/docs", wait_until="load")
+    page.wait_for_selector(".opblock-summary-path")
+    paths = page.eval_on_selector_all(".opblock-summary-path", "paths => paths.map(path => path.textContent)")
+    assert sorted(paths) == ["/api/model", "/api/predict", "/healthz"]
+    assert problems == []
+    page.close()
+
+
+def _keep(screenshot: Path) -> None:
+    folder = os.environ.get("DIGITLAB_SCREENSHOTS")
+    if folder:
+        shutil.copyfile(screenshot, Path(folder) / screenshot.name)
