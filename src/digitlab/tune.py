@@ -4,21 +4,19 @@ Every trial trains with `digitlab.train(..., save=False, test=False)`, so the te
 looked at, and reports the validation accuracy after each epoch to the pruner. The study lives in
 an Optuna storage (default: SQLite in the study folder), so running the same command again
 resumes it, and any number of processes, on one machine or several (PostgreSQL), can work on it.
-`trials` counts finished trials (complete or pruned) of the whole study, not of one worker: each
-worker starts a trial only while finished plus running trials are below it.
+`trials` counts finished trials (complete or pruned) of the whole study, not of one worker: a
+worker starts a trial only while finished plus running trials are below it, then waits until the
+running ones finish, so every worker ends with the same complete study.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,33 +24,16 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, DigitlabError, RunError
 from .recipes import RECIPES, apply_recipe
-from .runs import atomic_write, write_json
 from .train import Interrupted, train
+from .tuneoutput import TuneResult, best_trial, trial_record, write_outputs, write_tables
 from .tunespace import Param, build_space, check_space, config_for, read_space_file
 
 PRUNERS = ("median", "hyperband", "none")
-BEST_FILE, TRIALS_FILE = "best.json", "trials.csv"
-FIGURES = ("history.png", "importances.png", "parallel.png", "curves.png")
 HEARTBEAT_SECONDS = 20  # a worker that dies has its running trial failed after the grace period
 GRACE_SECONDS = 120
+WAIT_SECONDS = 1.0  # how often a worker waiting for others' last trials looks again
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial, in trials.csv
 TrialCallback = Callable[[dict], None]
-
-
-@dataclass
-class TuneResult:
-    """What a tuning call leaves: the study's best trial, its full config, and the files written."""
-
-    study: str
-    folder: Path
-    finished: int  # finished trials of the whole study (complete or pruned)
-    pruned: int
-    new: int  # trials this call ran
-    best_value: float | None
-    best_trial: int | None
-    best_params: dict = field(default_factory=dict)
-    best_config: TrainConfig | None = None
-    files: list[Path] = field(default_factory=list)
 
 
 def base_config(model: str = "mlp") -> TrainConfig:
@@ -75,13 +56,13 @@ def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = Non
     model's search space ({name: spec} or a TOML/JSON file). `timeout` stops starting trials after
     that many seconds; `n_jobs` runs trials in that many threads of this process (they share the
     cores; for more, start more processes on the same storage). `pruner` is "median", "hyperband",
-    "none" or an Optuna pruner. Outputs go to `out` (default tunes/<study>): best.json, trials.csv
-    and the figures. `on_trial` gets `trial_record(...)` of every trial this process finishes,
+    "none" or an Optuna pruner. `dataset`, if given, must be split as `base` says (val_size,
+    split_seed). Outputs go to `out` (default tunes/<study>): best.json, trials.csv and the figures. `on_trial` gets `trial_record(...)` of every trial this process finishes,
     with the running best.
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # digitlab prints its own line per trial
     # heartbeats and stale-trial cleanup are flagged experimental; their warning would be noise on every run
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     base = base or base_config(model)
@@ -95,16 +76,15 @@ def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = Non
     url = storage or f"sqlite:///{folder / 'study.db'}"
     the_study = open_study(url, name, base.model, make_pruner(pruner, params, base), seed)
     dataset = dataset or load_dataset(base.dataset, val_size=base.val_size, split_seed=base.split_seed)
-    objective = Objective(params, base, dataset)
-    before = len(_trials(the_study, "finished"))
-    report = _Reporter(the_study, folder, on_trial)
+    objective = Objective(params, base, dataset, trials)
+    report = _Reporter(folder, on_trial)
     try:
         _run_workers(the_study, objective, trials, timeout, n_jobs, report)
     except _storage_errors() as error:
         raise RunError(f"storage {_safe_url(url)} failed: {_first_line(error)}") from None
     except (KeyboardInterrupt, Interrupted):
         raise TuneInterrupted() from None
-    return write_outputs(the_study, folder, new=len(_trials(the_study, "finished")) - before)
+    return write_outputs(the_study, folder, new=len(report.finished))
 
 
 class TuneInterrupted(DigitlabError):
@@ -141,14 +121,22 @@ def _make_folder(folder: Path) -> None:
 
 
 class Objective:
-    """One trial: draw the parameters, train on the training split, return the final validation accuracy."""
+    """One trial: draw the parameters, train on the training split, return the final validation accuracy.
 
-    def __init__(self, space: dict[str, Param], base: TrainConfig, dataset: Dataset):
-        self.space, self.base, self.dataset = space, base, dataset
+    A trial that finds the budget of `trials` already claimed by earlier-numbered ones (two workers
+    started their last trials at the same instant) trains nothing: it ends as a failed trial marked
+    "surplus", which no output counts.
+    """
+
+    def __init__(self, space: dict[str, Param], base: TrainConfig, dataset: Dataset, trials: int):
+        self.space, self.base, self.dataset, self.trials = space, base, dataset, trials
 
     def __call__(self, trial) -> float:
         import optuna
 
+        if _claimed_before(trial.study, trial.number) >= self.trials:
+            trial.set_user_attr("surplus", True)
+            raise _Surplus()
         config = config_for({name: param.suggest(trial) for name, param in self.space.items()}, self.base)
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("worker", WORKER)
@@ -160,6 +148,18 @@ class Objective:
 
         run = train(config, dataset=self.dataset, on_epoch=on_epoch, save=False, test=False)
         return run.metrics["val_accuracy"]
+
+
+class _Surplus(Exception):
+    """Raised by a trial started after the study's budget was already claimed."""
+
+
+def _claimed_before(study, number: int) -> int:
+    """Finished trials, plus running trials numbered below `number` (every trial, if `number` is None)."""
+    from optuna.trial import TrialState
+
+    return sum(1 for trial in _trials(study, "claimed")
+               if trial.state != TrialState.RUNNING or number is None or trial.number < number)
 
 
 def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = None):
@@ -188,10 +188,20 @@ def open_storage(url: str):
     """An Optuna RDB storage with heartbeats (so a killed worker's trial is failed, not left running)."""
     import optuna
 
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # seconds to wait for a lock
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                                          grace_period=GRACE_SECONDS)
+        for attempt in range(1, 6):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                  grace_period=GRACE_SECONDS)
+            except (IntegrityError, OperationalError) as error:
+                # another worker is creating the same new database's tables: wait, then use them
+                racing = isinstance(error, IntegrityError) or "already exists" in str(error)
+                if not racing or attempt == 5:
+                    raise
+                time.sleep(0.2 * attempt)
     except ImportError as error:
         missing = f" ({error.__cause__})" if error.__cause__ else ""
         hint = "; for PostgreSQL: pip install 'psycopg[binary]'" if url.startswith("postgresql://") else ""
@@ -245,7 +255,11 @@ def _trials(study, which: str) -> list:
 
 
 def _run_workers(study, objective: Objective, trials: int, timeout: float | None, n_jobs: int, report) -> None:
-    """Run trials in `n_jobs` threads until the study holds `trials` finished ones (or time runs out)."""
+    """Run trials in `n_jobs` threads until the study holds `trials` finished ones (or time runs out).
+
+    While the running trials of other workers would fill the budget, a worker waits for them rather
+    than leaving: if one of them fails or its worker dies (its heartbeat stops), it runs another.
+    """
     import optuna
 
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -255,9 +269,12 @@ def _run_workers(study, objective: Objective, trials: int, timeout: float | None
         try:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 optuna.storages.fail_stale_trials(study)
-                if len(_trials(study, "claimed")) >= trials:  # others' running trials will fill the budget
+                if len(_trials(study, "finished")) >= trials:
                     return
-                study.optimize(objective, n_trials=1, callbacks=[report])
+                if _claimed_before(study, None) >= trials:
+                    stop.wait(WAIT_SECONDS)
+                    continue
+                study.optimize(objective, n_trials=1, callbacks=[report], catch=(_Surplus,))
         except BaseException as error:  # noqa: BLE001 - handed to the main thread, which re-raises it
             stop.set()
             errors.append(error)
@@ -278,103 +295,17 @@ def _run_workers(study, objective: Objective, trials: int, timeout: float | None
 class _Reporter:
     """Study callback: after each finished trial, refresh best.json and trials.csv and tell `on_trial`."""
 
-    def __init__(self, study, folder: Path, on_trial: TrialCallback | None):
-        self.study, self.folder, self.on_trial = study, folder, on_trial
+    def __init__(self, folder: Path, on_trial: TrialCallback | None):
+        self.folder, self.on_trial, self.finished = folder, on_trial, []
 
     def __call__(self, study, frozen) -> None:
+        if frozen.user_attrs.get("surplus"):
+            return
+        self.finished.append(frozen.number)
         trials = study.get_trials(deepcopy=False)
         write_tables(study, trials, self.folder)
         if self.on_trial is not None:
             record = trial_record(frozen)
-            best = _best(trials)
+            best = best_trial(trials)
             record["best_value"], record["best_trial"] = (best.value, best.number) if best else (None, None)
             self.on_trial(record)
-
-
-def _best(trials):
-    from optuna.trial import TrialState
-
-    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
-    return max(complete, key=lambda trial: (trial.value, -trial.number)) if complete else None
-
-
-def trial_record(trial) -> dict:
-    """A finished trial as plain data: number, state, value (pruned: the last reported), epochs, params, seconds."""
-    steps = dict(sorted(trial.intermediate_values.items()))
-    value = trial.value if trial.value is not None else (list(steps.values())[-1] if steps else None)
-    seconds = trial.duration.total_seconds() if trial.duration is not None else None
-    return {"number": trial.number, "state": trial.state.name.lower(), "value": value, "epochs": len(steps),
-            "seconds": seconds, "params": dict(trial.params), "curve": steps, "worker": trial.user_attrs.get("worker"),
-            "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None}
-
-
-def write_tables(study, trials: list, folder: Path) -> None:
-    """best.json (the best trial's full config, loadable by TrainConfig.from_file) and trials.csv."""
-    records = [trial_record(trial) for trial in trials]
-    names = sorted({name for record in records for name in record["params"]})
-    table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["number", "state", "val_accuracy", "epochs", "seconds", "started", "worker", *names])
-    for record in records:
-        writer.writerow([record["number"], record["state"], _cell(record["value"]), record["epochs"],
-                         _cell(record["seconds"]), record["started"] or "", record["worker"] or "",
-                         *(_cell(record["params"].get(name)) for name in names)])
-    atomic_write(folder / TRIALS_FILE, lambda temp: Path(temp).write_text(table.getvalue()))
-    best = _best(trials)
-    if best is not None:
-        config = {**best.user_attrs["config"], "out": None}
-        finished = sum(record["state"] in ("complete", "pruned") for record in records)
-        write_json(folder / BEST_FILE, {"config": config, "study": study.study_name, "trial": best.number,
-                                        "val_accuracy": best.value, "params": best.params,
-                                        "finished_trials": finished})
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def write_outputs(study, folder: Path, new: int = 0) -> TuneResult:
-    """Write best.json, trials.csv and the figures for the study as it stands; return its summary."""
-    from . import tuneviz
-
-    trials = study.get_trials(deepcopy=False)
-    write_tables(study, trials, folder)
-    records = [trial_record(trial) for trial in trials]
-    figures = {"history.png": tuneviz.optimization_history(records),
-               "importances.png": tuneviz.param_importances(importances(study)),
-               "parallel.png": tuneviz.parallel_coordinates(records, study_distributions(trials)),
-               "curves.png": tuneviz.learning_curves(records)}
-    for name, figure in figures.items():
-        atomic_write(folder / name, lambda temp, figure=figure: figure.savefig(temp, format="png"))
-    best = _best(trials)
-    files = [folder / name for name in (TRIALS_FILE, *FIGURES)] + ([folder / BEST_FILE] if best else [])
-    finished = [record for record in records if record["state"] in ("complete", "pruned")]
-    return TuneResult(study.study_name, folder, len(finished), sum(r["state"] == "pruned" for r in finished), new,
-                      best.value if best else None, best.number if best else None, dict(best.params) if best else {},
-                      TrainConfig.from_dict({**best.user_attrs["config"], "out": None}) if best else None, files)
-
-
-def importances(study) -> dict[str, float] | str:
-    """Each searched parameter's share of the variation in validation accuracy (PED-ANOVA, Optuna's
-    default, which needs no extra packages), or a sentence saying why it cannot be estimated yet."""
-    import optuna
-
-    complete = _trials(study, "finished")
-    complete = [trial for trial in complete if trial.value is not None]
-    if len(complete) < 3:
-        return f"needs at least 3 complete trials (the study has {len(complete)})"
-    try:
-        return optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-    except (ValueError, RuntimeError) as error:
-        return f"cannot be estimated: {_first_line(error)}"
-
-
-def study_distributions(trials) -> dict:
-    """Parameter name -> Optuna distribution (the last one seen), for scaling the plot axes."""
-    distributions = {}
-    for trial in trials:
-        distributions.update(trial.distributions)
-    return distributions
-
