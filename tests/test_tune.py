@@ -6,9 +6,11 @@ import importlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -53,7 +55,7 @@ def test_a_study_writes_every_output_and_resumes_to_more_trials(tmp_path, mnist,
         assert (folder / name).stat().st_size > 0, name
     lines = [line for line in out.splitlines() if line.startswith("trial ")]
     assert [line.split(":")[0] for line in lines] == ["trial 0", "trial 1", "trial 2", "trial 3"]
-    assert all(re.search(r"(val [\d.]+% after \d epochs|pruned after epoch \d).*\d s \| lr=.* \| best [\d.]+%", line)
+    assert all(re.search(r"(val [\d.]+% after \d epochs?|pruned after epoch \d).*\d s \| lr=.* \| best [\d.]+%", line)
                for line in lines), lines
     rows = read_trials(folder)
     assert [row["number"] for row in rows] == ["0", "1", "2", "3"]
@@ -133,6 +135,27 @@ def test_two_processes_on_one_storage_share_the_trials(tmp_path, mnist):
     assert all("10 finished trials" in out for out, _ in outputs)  # each waited for the other's last trial
     rows = read_trials(tmp_path / "tunes" / "shared")
     assert len(rows) == 10 and len({row["worker"] for row in rows}) == 2
+
+
+def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_resumes(tmp_path, mnist):
+    (tmp_path / "space.json").write_text(json.dumps(QUICK_SPACE))
+    command = [sys.executable, "-m", "digitlab", "tune", "--trials", "500", "--space", "space.json", *SMALL]
+    process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    table = tmp_path / "tunes" / "mlp" / "trials.csv"
+    deadline = time.monotonic() + 120
+    while not (table.exists() and len(read_trials(table.parent)) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err.strip().splitlines() == [
+        "digitlab: error: interrupted; finished trials are kept in the study: run the same command to resume it"]
+    kept = [row for row in read_trials(table.parent) if row["state"] in ("complete", "pruned")]
+    assert 2 <= len(kept) < 500
+    resumed = subprocess.run([*command[:5], str(len(kept) + 1), *command[6:]], cwd=tmp_path, capture_output=True,
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(kept) + 1} finished trials" in resumed.stdout and "1 new" in resumed.stdout
 
 
 def test_threads_in_one_process_share_the_budget(tmp_path, mnist):
@@ -235,3 +258,26 @@ def test_a_study_name_belongs_to_one_model(tmp_path, mnist):
     tune("mlp", 1, base=small_base(), space=QUICK_SPACE, study="mine", out=tmp_path / "s", dataset=mnist)
     with pytest.raises(ConfigError, match="study 'mine' tunes model 'mlp', not 'lenet5'"):
         tune("lenet5", 1, base=small_base("lenet5"), study="mine", out=tmp_path / "s", dataset=mnist)
+
+
+def test_figures_draw_from_plain_records_and_say_when_there_is_nothing_to_draw():
+    from matplotlib.figure import Figure
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from digitlab import tuneviz
+
+    distributions = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "batch_size": CategoricalDistribution([64, 128]),
+                     "epochs": IntDistribution(1, 3)}
+    records = [{"number": number, "state": state, "value": value, "params": params, "curve": curve}
+               for number, state, value, params, curve in [
+                   (0, "complete", 0.91, {"lr": 1e-3, "batch_size": 64, "epochs": 2}, {1: 0.85, 2: 0.91}),
+                   (1, "pruned", 0.40, {"lr": 1e-4, "batch_size": 128, "epochs": 3}, {1: 0.40}),
+                   (2, "complete", 0.95, {"lr": 1e-2, "batch_size": 128, "epochs": 3}, {1: 0.9, 2: 0.93, 3: 0.95})]]
+    figures = [tuneviz.optimization_history(records), tuneviz.parallel_coordinates(records, distributions),
+               tuneviz.learning_curves(records), tuneviz.param_importances({"lr": 0.8, "batch_size": 0.2})]
+    assert all(isinstance(figure, Figure) and figure.axes for figure in figures)
+    history_axes = figures[0].axes[0]
+    assert history_axes.lines[0].get_ydata().tolist() == [0.91, 0.95, 0.95]  # the best so far, as a step line
+    empty = [tuneviz.optimization_history(records[1:2]), tuneviz.parallel_coordinates([], distributions),
+             tuneviz.learning_curves([]), tuneviz.param_importances("needs at least 3 complete trials")]
+    assert all(figure.axes[0].texts and not figure.axes[0].lines for figure in empty)

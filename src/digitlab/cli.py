@@ -227,7 +227,7 @@ def cmd_tune(args) -> int:
 
     result = tune(trials=args.trials, base=_tune_base(args), space=args.space, timeout=args.timeout,
                   storage=args.storage, study=args.study, n_jobs=args.n_jobs, pruner=args.pruner, seed=args.seed,
-                  out=args.out, on_trial=_print_trial)
+                  out=args.out, on_trial=_print_trial, log=_log)
     print(f"study {result.study}: {result.finished} finished trials ({result.pruned} pruned, {result.new} new)", end="")
     if result.best_trial is None:
         print("; no complete trial yet")
@@ -261,7 +261,7 @@ def _print_trial(record: dict) -> None:
     if record["state"] == "pruned":
         outcome = f"pruned after epoch {record['epochs']} (val {value})"
     else:
-        outcome = f"val {value} after {record['epochs']} epochs"
+        outcome = f"val {value} after {record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}"
     best = f"best {record['best_value']:.2%} (trial {record['best_trial']})" if record["best_trial"] is not None else "no best yet"
     print(f"trial {record['number']}: {outcome}, {record['seconds']:.1f} s | {params} | {best}", flush=True)
 

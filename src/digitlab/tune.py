@@ -29,8 +29,8 @@ from .tuneoutput import TuneResult, best_trial, trial_record, write_outputs, wri
 from .tunespace import Param, build_space, check_space, config_for, read_space_file
 
 PRUNERS = ("median", "hyperband", "none")
-HEARTBEAT_SECONDS = 20  # a worker that dies has its running trial failed after the grace period
-GRACE_SECONDS = 120
+HEARTBEAT_SECONDS = 10  # a worker that dies has its running trial failed after the grace period
+GRACE_SECONDS = 60
 WAIT_SECONDS = 1.0  # how often a worker waiting for others' last trials looks again
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial, in trials.csv
 TrialCallback = Callable[[dict], None]
@@ -49,7 +49,7 @@ def base_config(model: str = "mlp") -> TrainConfig:
 def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = None, space: dict | str | Path | None = None,
          timeout: float | None = None, storage: str | None = None, study: str | None = None, n_jobs: int = 1,
          pruner="median", seed: int | None = None, out: str | Path | None = None, dataset: Dataset | None = None,
-         on_trial: TrialCallback | None = None) -> TuneResult:
+         on_trial: TrialCallback | None = None, log: Callable[[str], None] | None = None) -> TuneResult:
     """Run (or resume) the study until it holds `trials` finished trials, then write its outputs.
 
     `base` is the config trials start from (default `base_config(model)`); `space` overrides the
@@ -57,8 +57,9 @@ def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = Non
     that many seconds; `n_jobs` runs trials in that many threads of this process (they share the
     cores; for more, start more processes on the same storage). `pruner` is "median", "hyperband",
     "none" or an Optuna pruner. `dataset`, if given, must be split as `base` says (val_size,
-    split_seed). Outputs go to `out` (default tunes/<study>): best.json, trials.csv and the figures. `on_trial` gets `trial_record(...)` of every trial this process finishes,
-    with the running best.
+    split_seed). Outputs go to `out` (default tunes/<study>): best.json, trials.csv and the
+    figures. `on_trial` gets `trial_record(...)` of every trial this process finishes, with the
+    running best; `log` gets a line when this worker waits for other workers' trials.
     """
     import optuna
 
@@ -78,9 +79,11 @@ def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = Non
     dataset = dataset or load_dataset(base.dataset, val_size=base.val_size, split_seed=base.split_seed)
     objective = Objective(params, base, dataset, trials)
     report = _Reporter(folder, on_trial)
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
-        _run_workers(the_study, objective, trials, timeout, n_jobs, report)
-    except _storage_errors() as error:
+        _run_workers(the_study, objective, trials, timeout, n_jobs, report, log)
+    except SQLAlchemyError as error:
         raise RunError(f"storage {_safe_url(url)} failed: {_first_line(error)}") from None
     except (KeyboardInterrupt, Interrupted):
         raise TuneInterrupted() from None
@@ -187,7 +190,6 @@ def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = 
 def open_storage(url: str):
     """An Optuna RDB storage with heartbeats (so a killed worker's trial is failed, not left running)."""
     import optuna
-
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # seconds to wait for a lock
@@ -254,7 +256,8 @@ def _trials(study, which: str) -> list:
     return study.get_trials(deepcopy=False, states=states)
 
 
-def _run_workers(study, objective: Objective, trials: int, timeout: float | None, n_jobs: int, report) -> None:
+def _run_workers(study, objective: Objective, trials: int, timeout: float | None, n_jobs: int, report,
+                 log: Callable[[str], None] | None = None) -> None:
     """Run trials in `n_jobs` threads until the study holds `trials` finished ones (or time runs out).
 
     While the running trials of other workers would fill the budget, a worker waits for them rather
@@ -266,14 +269,22 @@ def _run_workers(study, objective: Objective, trials: int, timeout: float | None
     stop, errors = threading.Event(), []
 
     def work() -> None:
+        waiting = False
         try:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 optuna.storages.fail_stale_trials(study)
-                if len(_trials(study, "finished")) >= trials:
+                finished = len(_trials(study, "finished"))
+                if finished >= trials:
                     return
-                if _claimed_before(study, None) >= trials:
+                claimed = _claimed_before(study, None)
+                if claimed >= trials:
+                    if log is not None and not waiting:
+                        log(f"waiting for the {claimed - finished} running trial(s) of other workers; a dead "
+                            f"worker's trial is given up {GRACE_SECONDS} s after its last heartbeat")
+                    waiting = True
                     stop.wait(WAIT_SECONDS)
                     continue
+                waiting = False
                 study.optimize(objective, n_trials=1, callbacks=[report], catch=(_Surplus,))
         except BaseException as error:  # noqa: BLE001 - handed to the main thread, which re-raises it
             stop.set()
@@ -285,7 +296,8 @@ def _run_workers(study, objective: Objective, trials: int, timeout: float | None
     try:
         work()
         for helper in helpers:
-            helper.join()
+            if not errors:  # after Ctrl-C or an error, do not wait for the other threads' trials
+                helper.join()
     finally:
         stop.set()
     if errors:
