@@ -11,8 +11,10 @@ running ones finish, so every worker ends with the same complete study.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -61,11 +63,8 @@ def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = Non
     figures. `on_trial` gets `trial_record(...)` of every trial this process finishes, with the
     running best; `log` gets a line when this worker waits for other workers' trials.
     """
-    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # digitlab prints its own line per trial
-    # heartbeats and stale-trial cleanup are flagged experimental; their warning would be noise on every run
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     base = base or base_config(model)
     name = _study_name(study or base.model)
     folder = Path(out) if out is not None else Path("tunes") / name
@@ -77,12 +76,11 @@ def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = Non
     url = storage or f"sqlite:///{folder / 'study.db'}"
     the_study = open_study(url, name, base.model, make_pruner(pruner, params, base), seed)
     dataset = dataset or load_dataset(base.dataset, val_size=base.val_size, split_seed=base.split_seed)
-    objective = Objective(params, base, dataset, trials)
     report = _Reporter(folder, on_trial)
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
-        _run_workers(the_study, objective, trials, timeout, n_jobs, report, log)
+        with CtrlC() as guard:
+            objective = Objective(params, base, dataset, trials, guard)
+            _run_workers(the_study, objective, trials, timeout, n_jobs, report, log)
     except SQLAlchemyError as error:
         raise RunError(f"storage {_safe_url(url)} failed: {_first_line(error)}") from None
     except (KeyboardInterrupt, Interrupted):
@@ -131,8 +129,10 @@ class Objective:
     "surplus", which no output counts.
     """
 
-    def __init__(self, space: dict[str, Param], base: TrainConfig, dataset: Dataset, trials: int):
+    def __init__(self, space: dict[str, Param], base: TrainConfig, dataset: Dataset, trials: int,
+                 guard: CtrlC | None = None):
         self.space, self.base, self.dataset, self.trials = space, base, dataset, trials
+        self.guard = guard or CtrlC()
 
     def __call__(self, trial) -> float:
         import optuna
@@ -145,12 +145,69 @@ class Objective:
         trial.set_user_attr("worker", WORKER)
 
         def on_epoch(record: dict) -> None:
-            trial.report(record["val_accuracy"], record["epoch"])
-            if trial.should_prune():
+            with self.guard.storage():
+                trial.report(record["val_accuracy"], record["epoch"])
+                prune = trial.should_prune()
+            if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
 
-        run = train(config, dataset=self.dataset, on_epoch=on_epoch, save=False, test=False)
+        with self.guard.training():
+            run = train(config, dataset=self.dataset, on_epoch=on_epoch, save=False, test=False)
         return run.metrics["val_accuracy"]
+
+
+class CtrlC:
+    """Ctrl-C while tuning, made safe: it stops a trial that is training at once (the trial is recorded
+    as failed), but never cuts a storage call in half; a request that arrives during one takes effect
+    right after it. Other workers stop before their next trial. A second Ctrl-C stops at once.
+    Only the main thread receives signals, so only its trials are interrupted mid-training.
+    """
+
+    def __init__(self):
+        self.stop, self.requested, self._training, self._previous = threading.Event(), False, False, None
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        self.stop.set()
+        signal.signal(signal.SIGINT, self._previous)
+        if self._training:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def training(self):
+        """Mark the main thread as training (interruptible); other threads are left alone."""
+        main = threading.current_thread() is threading.main_thread()
+        self._training = main
+        try:
+            if main and self.requested:
+                raise KeyboardInterrupt
+            yield
+        finally:
+            if main:
+                self._training = False
+
+    @contextlib.contextmanager
+    def storage(self):
+        """Hold off an interruption during a storage call, then deliver it."""
+        main, was = threading.current_thread() is threading.main_thread(), self._training
+        if main:
+            self._training = False
+        try:
+            yield
+        finally:
+            if main:
+                self._training = was
+                if was and self.requested:
+                    raise KeyboardInterrupt
 
 
 class _Surplus(Exception):
@@ -192,6 +249,9 @@ def open_storage(url: str):
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # digitlab prints its own line per trial
+    # heartbeats and stale-trial cleanup are flagged experimental; their warning would be noise on every run
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # seconds to wait for a lock
     try:
         for attempt in range(1, 6):
@@ -266,7 +326,7 @@ def _run_workers(study, objective: Objective, trials: int, timeout: float | None
     import optuna
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    stop, errors = threading.Event(), []
+    stop, errors = objective.guard.stop, []
 
     def work() -> None:
         waiting = False
@@ -296,12 +356,14 @@ def _run_workers(study, objective: Objective, trials: int, timeout: float | None
     try:
         work()
         for helper in helpers:
-            if not errors:  # after Ctrl-C or an error, do not wait for the other threads' trials
+            if not errors and not objective.guard.requested:  # after Ctrl-C or an error, leave the others' trials
                 helper.join()
     finally:
         stop.set()
     if errors:
         raise errors[0]
+    if objective.guard.requested:
+        raise KeyboardInterrupt
 
 
 class _Reporter:

@@ -64,7 +64,7 @@ def _zoom_on(axes, values: list[float]) -> None:
 
 @styled
 def param_importances(importances: dict[str, float] | str) -> Figure:
-    """Horizontal bars of each parameter's importance (shares summing to 1); a note if there is none."""
+    """Horizontal bars of each parameter's importance (summing to 1); a note (the string) if there is none."""
     if isinstance(importances, str) or not importances:
         return note_figure("Parameter importances", importances or "no searched parameters")
     names = list(importances)[::-1]  # most important on top
@@ -75,7 +75,7 @@ def param_importances(importances: dict[str, float] | str) -> Figure:
     axes.barh(names, values, color=VAL_COLOR)
     for position, value in enumerate(values):
         axes.text(value, position, f" {value:.2f}", va="center", fontsize=9)
-    axes.set_xlabel("share of the variation in validation accuracy")
+    axes.set_xlabel("importance: how the top 10% of trials differ from all in this parameter (sums to 1)")
     axes.set_xlim(0, max(values) * 1.15 or 1)
     return figure
 
