@@ -71,7 +71,7 @@ def test_a_study_writes_every_output_and_resumes_to_more_trials(tmp_path, mnist,
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("trial ")] == ["trial 4", "trial 5"]
     assert "6 finished trials" in out and "2 new" in out
     assert [row["number"] for row in read_trials(folder)] == [str(number) for number in range(6)]
-    not_params = {"number", "state", "val_accuracy", "epochs", "seconds", "started", "worker"}
+    not_params = {"number", "state", "val_accuracy", "epochs_run", "seconds", "started", "worker"}
     params = [tuple(value for name, value in row.items() if name not in not_params) for row in read_trials(folder)]
     assert len(set(params)) == 6  # resuming a seeded study does not replay its first draws
 
@@ -99,8 +99,8 @@ def test_an_aggressive_pruner_prunes_trials_early(tmp_path, mnist):
     rows = read_trials(result.folder)
     pruned = [row for row in rows if row["state"] == "pruned"]
     assert result.pruned == len(pruned) >= 1 and result.finished == 6
-    assert any(int(row["epochs"]) < 3 for row in pruned)  # stopped before its last epoch
-    assert all(int(row["epochs"]) == 3 for row in rows if row["state"] == "complete")
+    assert any(int(row["epochs_run"]) < 3 for row in pruned)  # stopped before its last epoch
+    assert all(int(row["epochs_run"]) == 3 for row in rows if row["state"] == "complete")
 
 
 def test_pruners_are_selectable_by_name():

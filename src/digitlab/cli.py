@@ -262,7 +262,9 @@ def _print_trial(record: dict) -> None:
         outcome = f"pruned after epoch {record['epochs']} (val {value})"
     else:
         outcome = f"val {value} after {record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}"
-    best = f"best {record['best_value']:.2%} (trial {record['best_trial']})" if record["best_trial"] is not None else "no best yet"
+    best = "no best yet"
+    if record["best_trial"] is not None:
+        best = f"best {record['best_value']:.2%} (trial {record['best_trial']})"
     print(f"trial {record['number']}: {outcome}, {record['seconds']:.1f} s | {params} | {best}", flush=True)
 
 
@@ -374,24 +376,28 @@ def _add_tune_parser(commands) -> None:
                                             "(resumable, prunable, parallel; the test set is never used)")
     tune.add_argument("--model", choices=list_models(), help="model to tune (default mlp, or the --config's)")
     tune.add_argument("--trials", type=int, default=20, metavar="N",
-                      help="finished trials (complete or pruned) the study should hold in all, over every worker")
+                      help="finished trials (complete or pruned) the study should hold in all, over every worker "
+                           "(default 20)")
     tune.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
     tune.add_argument("--storage", metavar="URL", help="Optuna storage URL, e.g. postgresql://user:pass@host/db "
                       "(default sqlite:///OUT/study.db)")
     tune.add_argument("--study", metavar="NAME", help="study name (default: the model name)")
     tune.add_argument("--n-jobs", type=int, default=1, metavar="K",
-                      help="trials at once in this process (threads share the cores; for more, run more processes)")
+                      help="trials at once in this process (threads share the cores; for more, run more processes; "
+                           "default 1)")
     tune.add_argument("--space", metavar="FILE", help="TOML or JSON file overriding parts of the search space")
-    tune.add_argument("--pruner", choices=PRUNERS, default="median", help="stop unpromising trials early")
+    tune.add_argument("--pruner", choices=PRUNERS, default="median",
+                      help="stop unpromising trials early (default median)")
     tune.add_argument("--seed", type=int, help="seed of the sampler (default random)")
     tune.add_argument("--out", metavar="DIR", help="study folder for best.json, trials.csv and figures "
                       "(default tunes/STUDY)")
     base = tune.add_argument_group("what every trial starts from (default: the model's fast recipe)")
     base.add_argument("--config", metavar="FILE", help="JSON config to start from")
     base.add_argument("--dataset", choices=list_datasets(), help="dataset (default mnist)")
-    base.add_argument("--train-size", type=int, help="train on the first N training images only (default all)")
-    base.add_argument("--val-size", type=int, help="validation images carved from train (default 5000)")
-    base.add_argument("--threads", type=int, help="torch threads per process, 0 = torch's default")
+    base.add_argument("--train-size", type=int, metavar="N", help="train on the first N training images only "
+                      "(default all)")
+    base.add_argument("--val-size", type=int, metavar="N", help="validation images carved from train (default 5000)")
+    base.add_argument("--threads", type=int, metavar="N", help="torch threads per process, 0 = torch's default")
     base.add_argument("--device", choices=DEVICES, help="device (default auto)")
     tune.set_defaults(handler=cmd_tune)
 

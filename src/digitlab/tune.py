@@ -267,7 +267,8 @@ def open_storage(url: str):
     except ImportError as error:
         missing = f" ({error.__cause__})" if error.__cause__ else ""
         hint = "; for PostgreSQL: pip install 'psycopg[binary]'" if url.startswith("postgresql://") else ""
-        raise ConfigError(f"cannot open storage {_safe_url(url)}: its database driver is not installed{missing}{hint}") from None
+        raise ConfigError(f"cannot open storage {_safe_url(url)}: "
+                          f"its database driver is not installed{missing}{hint}") from None
     except _storage_errors() as error:
         hint = " (does its folder exist and is it writable?)" if url.startswith("sqlite") else ""
         raise ConfigError(f"cannot open storage {_safe_url(url)}: {_first_line(error)}{hint}") from None
@@ -279,7 +280,9 @@ def _storage_errors() -> tuple[type[Exception], ...]:
 
 
 def _first_line(error: Exception) -> str:
-    return re.sub(r"^\(\w+(\.\w+)*\)\s*", "", str(error).strip().splitlines()[0]) if str(error).strip() else type(error).__name__
+    """The first line of a database error, without SQLAlchemy's "(module.ErrorClass) " prefix."""
+    text = str(error).strip()
+    return re.sub(r"^\(\w+(\.\w+)*\)\s*", "", text.splitlines()[0]) if text else type(error).__name__
 
 
 def _safe_url(url: str) -> str:

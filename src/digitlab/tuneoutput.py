@@ -63,7 +63,7 @@ def write_tables(study, trials: list, folder: Path) -> None:
     names = sorted({name for record in records for name in record["params"]})
     table = io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["number", "state", "val_accuracy", "epochs", "seconds", "started", "worker", *names])
+    writer.writerow(["number", "state", "val_accuracy", "epochs_run", "seconds", "started", "worker", *names])
     for record in records:
         writer.writerow([record["number"], record["state"], _cell(record["value"]), record["epochs"],
                          _cell(record["seconds"]), record["started"] or "", record["worker"] or "",
