@@ -8,6 +8,7 @@ from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageErr
 from .models import create_model, list_models, register_model
 from .runs import Run, load_model, load_run
 from .train import fit, resume, train
+from .tune import tune
 
 # Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` names.
 from .runs import evaluate_run as evaluate  # noqa: E402
@@ -15,5 +16,5 @@ from .runs import evaluate_run as evaluate  # noqa: E402
 __all__ = [
     "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
     "TrainConfig", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
-    "load_run", "read_idx", "register_model", "resume", "train",
+    "load_run", "read_idx", "register_model", "resume", "train", "tune",
 ]

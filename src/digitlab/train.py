@@ -202,12 +202,15 @@ def _scores(prefix: str, logits: torch.Tensor | None, labels: torch.Tensor, worl
 
 
 def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
-          on_epoch: EpochCallback | None = None, save: bool = True, resume_from: str | Path | None = None) -> Run:
+          on_epoch: EpochCallback | None = None, save: bool = True, resume_from: str | Path | None = None,
+          test: bool = True) -> Run:
     """Build the configured model, fit it, evaluate it once on the test set and save the run folder.
 
     The folder gets config.json at the start and a checkpoint after every epoch, so a run that
     dies can continue with `resume`. Returns the Run (model, resolved config, metrics, folder).
-    With save=False nothing is written. Ctrl-C raises Interrupted, naming the resume command.
+    With save=False nothing is written; with test=False the test set is never looked at (model
+    selection, e.g. tuning) and the metrics hold no test figures. Ctrl-C raises Interrupted,
+    naming the resume command.
     """
     config = config or TrainConfig()
     device = resolve_device(config.device)
@@ -239,7 +242,7 @@ def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
                       teacher, best)
     except KeyboardInterrupt:
         raise Interrupted(folder) from None
-    run = _finish(model, config, dataset, history, engine, device, writer, best)
+    run = _finish(model, config, dataset, history, engine, device, writer, best, test)
     world.barrier()
     return run
 
@@ -284,15 +287,15 @@ class Interrupted(DigitlabError):
         super().__init__(f"interrupted; the checkpoint of the last complete epoch is kept{where}")
 
 
-def _finish(model, config, dataset, history, engine, device, folder, best: BestEpoch) -> Run:
-    test = evaluate(model, dataset.test, dataset.classes)
+def _finish(model, config, dataset, history, engine, device, folder, best: BestEpoch, test: bool = True) -> Run:
+    scores = evaluate(model, dataset.test, dataset.classes) if test else None
     final = history[best.epoch - 1] if config.keep_best and best.epoch else (history[-1] if history else {})
     metrics = {
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "test_accuracy": scores and scores["accuracy"], "test_loss": scores and scores["loss"],
         "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),
         "epoch": final.get("epoch"), "train_seconds": sum(record["seconds"] for record in history),
         "parameters": count_parameters(model), "engine": engine, "device": str(device),
-        "history": history, "test": test,
+        "history": history, "test": scores,
     }
     run = Run(path=folder, model=model, config=config, metrics=metrics, dataset=dataset.name,
               dataset_sha256=dataset.sha256, classes=dataset.classes)

@@ -1,0 +1,388 @@
+"""Hyperparameter tuning with Optuna: a study that maximises validation accuracy, resumable and shared.
+
+Every trial trains with `digitlab.train(..., save=False, test=False)`, so the test set is never
+looked at, and reports the validation accuracy after each epoch to the pruner. The study lives in
+an Optuna storage (default: SQLite in the study folder), so running the same command again
+resumes it, and any number of processes, on one machine or several (PostgreSQL), can work on it.
+`trials` counts finished trials (complete or pruned) of the whole study, not of one worker: a
+worker starts a trial only while finished plus running trials are below it, then waits until the
+running ones finish, so every worker ends with the same complete study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from .config import TrainConfig
+from .data import Dataset, load_dataset
+from .errors import ConfigError, DigitlabError, RunError
+from .recipes import RECIPES, apply_recipe
+from .train import Interrupted, train
+from .tuneoutput import TuneResult, best_trial, trial_record, write_outputs, write_tables
+from .tunespace import Param, build_space, check_space, config_for, read_space_file
+
+PRUNERS = ("median", "hyperband", "none")
+HEARTBEAT_SECONDS = 10  # a worker that dies has its running trial failed after the grace period
+GRACE_SECONDS = 60
+WAIT_SECONDS = 1.0  # how often a worker waiting for others' last trials looks again
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial, in trials.csv
+TrialCallback = Callable[[dict], None]
+
+
+def base_config(model: str = "mlp") -> TrainConfig:
+    """Where trials start: the model's 'fast' recipe (short, one-cycle runs) when it has one.
+
+    The search space overrides what it searches; the recipe decides the rest (optimizer, warm-up),
+    and its short schedules keep a trial to seconds.
+    """
+    config = TrainConfig(model=model)
+    return apply_recipe(config, "fast") if model in RECIPES["fast"] else config
+
+
+def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = None, space: dict | str | Path | None = None,
+         timeout: float | None = None, storage: str | None = None, study: str | None = None, n_jobs: int = 1,
+         pruner="median", seed: int | None = None, out: str | Path | None = None, dataset: Dataset | None = None,
+         on_trial: TrialCallback | None = None, log: Callable[[str], None] | None = None) -> TuneResult:
+    """Run (or resume) the study until it holds `trials` finished trials, then write its outputs.
+
+    `base` is the config trials start from (default `base_config(model)`); `space` overrides the
+    model's search space ({name: spec} or a TOML/JSON file). `timeout` stops starting trials after
+    that many seconds; `n_jobs` runs trials in that many threads of this process (they share the
+    cores; for more, start more processes on the same storage). `pruner` is "median", "hyperband",
+    "none" or an Optuna pruner. `dataset`, if given, must be split as `base` says (val_size,
+    split_seed). Outputs go to `out` (default tunes/<study>): best.json, trials.csv and the
+    figures. `on_trial` gets `trial_record(...)` of every trial this process finishes, with the
+    running best; `log` gets a line when this worker waits for other workers' trials.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    base = base or base_config(model)
+    name = _study_name(study or base.model)
+    folder = Path(out) if out is not None else Path("tunes") / name
+    _check_settings(trials, timeout, n_jobs, base)
+    overrides = read_space_file(space) if isinstance(space, (str, Path)) else space
+    params = build_space(base.model, overrides)
+    check_space(params, base)
+    _make_folder(folder)
+    url = storage or f"sqlite:///{folder / 'study.db'}"
+    the_study = open_study(url, name, base.model, make_pruner(pruner, params, base), seed)
+    dataset = dataset or load_dataset(base.dataset, val_size=base.val_size, split_seed=base.split_seed)
+    report = _Reporter(folder, on_trial)
+    try:
+        with CtrlC() as guard:
+            objective = Objective(params, base, dataset, trials, guard)
+            _run_workers(the_study, objective, trials, timeout, n_jobs, report, log)
+    except SQLAlchemyError as error:
+        raise RunError(f"storage {_safe_url(url)} failed: {_first_line(error)}") from None
+    except (KeyboardInterrupt, Interrupted):
+        raise TuneInterrupted() from None
+    return write_outputs(the_study, folder, new=len(report.finished))
+
+
+class TuneInterrupted(DigitlabError):
+    """Tuning stopped by Ctrl-C: finished trials stay in the study and the same command resumes it."""
+
+    exit_code = 130
+
+    def __init__(self):
+        super().__init__("interrupted; finished trials are kept in the study: run the same command to resume it")
+
+
+def _check_settings(trials: int, timeout: float | None, n_jobs: int, base: TrainConfig) -> None:
+    if trials < 1:
+        raise ConfigError(f"trials must be at least 1, got {trials}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"timeout must be positive, got {timeout}")
+    if n_jobs < 1:
+        raise ConfigError(f"n-jobs must be at least 1, got {n_jobs}")
+    if base.val_size <= 0:
+        raise ConfigError("tuning needs a validation split (val_size > 0): the test set is never used")
+
+
+def _study_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"study name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+    return name
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create study folder {folder}: {error.strerror}") from None
+
+
+class Objective:
+    """One trial: draw the parameters, train on the training split, return the final validation accuracy.
+
+    A trial that finds the budget of `trials` already claimed by earlier-numbered ones (two workers
+    started their last trials at the same instant) trains nothing: it ends as a failed trial marked
+    "surplus", which no output counts.
+    """
+
+    def __init__(self, space: dict[str, Param], base: TrainConfig, dataset: Dataset, trials: int,
+                 guard: CtrlC | None = None):
+        self.space, self.base, self.dataset, self.trials = space, base, dataset, trials
+        self.guard = guard or CtrlC()
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        if _claimed_before(trial.study, trial.number) >= self.trials:
+            trial.set_user_attr("surplus", True)
+            raise _Surplus()
+        config = config_for({name: param.suggest(trial) for name, param in self.space.items()}, self.base)
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("worker", WORKER)
+
+        def on_epoch(record: dict) -> None:
+            with self.guard.storage():
+                trial.report(record["val_accuracy"], record["epoch"])
+                prune = trial.should_prune()
+            if prune:
+                raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
+
+        with self.guard.training():
+            run = train(config, dataset=self.dataset, on_epoch=on_epoch, save=False, test=False)
+        return run.metrics["val_accuracy"]
+
+
+class CtrlC:
+    """Ctrl-C while tuning, made safe: it stops a trial that is training at once (the trial is recorded
+    as failed), but never cuts a storage call in half; a request that arrives during one takes effect
+    right after it. Other workers stop before their next trial. A second Ctrl-C stops at once.
+    Only the main thread receives signals, so only its trials are interrupted mid-training.
+    """
+
+    def __init__(self):
+        self.stop, self.requested, self._training, self._previous = threading.Event(), False, False, None
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        self.stop.set()
+        signal.signal(signal.SIGINT, self._previous)
+        if self._training:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def training(self):
+        """Mark the main thread as training (interruptible); other threads are left alone."""
+        main = threading.current_thread() is threading.main_thread()
+        self._training = main
+        try:
+            if main and self.requested:
+                raise KeyboardInterrupt
+            yield
+        finally:
+            if main:
+                self._training = False
+
+    @contextlib.contextmanager
+    def storage(self):
+        """Hold off an interruption during a storage call, then deliver it."""
+        main, was = threading.current_thread() is threading.main_thread(), self._training
+        if main:
+            self._training = False
+        try:
+            yield
+        finally:
+            if main:
+                self._training = was
+                if was and self.requested:
+                    raise KeyboardInterrupt
+
+
+class _Surplus(Exception):
+    """Raised by a trial started after the study's budget was already claimed."""
+
+
+def _claimed_before(study, number: int) -> int:
+    """Finished trials, plus running trials numbered below `number` (every trial, if `number` is None)."""
+    from optuna.trial import TrialState
+
+    return sum(1 for trial in _trials(study, "claimed")
+               if trial.state != TrialState.RUNNING or number is None or trial.number < number)
+
+
+def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = None):
+    """Create the study in the storage at `url`, or load it if it exists; one-line ConfigError if unreachable."""
+    import optuna
+
+    storage = open_storage(url)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                    pruner=pruner)
+        # seed + trials so far: a resumed seeded study must not replay its first random draws;
+        # constant_liar: concurrent workers see running trials as bad, so they do not propose the same point
+        study.sampler = optuna.samplers.TPESampler(seed=None if seed is None else seed + len(study.trials),
+                                                   constant_liar=True)
+        tuned = study.user_attrs.get("model")
+        if tuned is None:
+            study.set_user_attr("model", model)
+    except _storage_errors() as error:
+        raise ConfigError(f"cannot open study {name!r} in {_safe_url(url)}: {_first_line(error)}") from None
+    if tuned not in (None, model):
+        raise ConfigError(f"study {name!r} tunes model {tuned!r}, not {model!r}; choose another --study")
+    return study
+
+
+def open_storage(url: str):
+    """An Optuna RDB storage with heartbeats (so a killed worker's trial is failed, not left running)."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # digitlab prints its own line per trial
+    # heartbeats and stale-trial cleanup are flagged experimental; their warning would be noise on every run
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # seconds to wait for a lock
+    try:
+        for attempt in range(1, 6):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                  grace_period=GRACE_SECONDS)
+            except (IntegrityError, OperationalError) as error:
+                # another worker is creating the same new database's tables: wait, then use them
+                racing = isinstance(error, IntegrityError) or "already exists" in str(error)
+                if not racing or attempt == 5:
+                    raise
+                time.sleep(0.2 * attempt)
+    except ImportError as error:
+        missing = f" ({error.__cause__})" if error.__cause__ else ""
+        hint = "; for PostgreSQL: pip install 'psycopg[binary]'" if url.startswith("postgresql://") else ""
+        raise ConfigError(f"cannot open storage {_safe_url(url)}: "
+                          f"its database driver is not installed{missing}{hint}") from None
+    except _storage_errors() as error:
+        hint = " (does its folder exist and is it writable?)" if url.startswith("sqlite") else ""
+        raise ConfigError(f"cannot open storage {_safe_url(url)}: {_first_line(error)}{hint}") from None
+
+
+def _storage_errors() -> tuple[type[Exception], ...]:
+    from sqlalchemy.exc import SQLAlchemyError
+    return (SQLAlchemyError, ValueError, KeyError)
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's "(module.ErrorClass) " prefix."""
+    text = str(error).strip()
+    return re.sub(r"^\(\w+(\.\w+)*\)\s*", "", text.splitlines()[0]) if text else type(error).__name__
+
+
+def _safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages and best.json."""
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy can parse: there is no password to find in it either
+        return url
+
+
+def make_pruner(pruner, space: dict[str, Param], base: TrainConfig):
+    """An Optuna pruner from its name; an Optuna pruner object passes through."""
+    import optuna
+
+    if not isinstance(pruner, str):
+        return pruner
+    if pruner == "median":  # after 5 complete trials: below the median of earlier trials at the same epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=5)
+    if pruner == "hyperband":
+        epochs = space.get("epochs")
+        longest = base.epochs if epochs is None else max(epochs.candidates())
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(int(longest), 1), reduction_factor=3)
+    if pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"unknown pruner {pruner!r} (known: {', '.join(PRUNERS)})")
+
+
+def _trials(study, which: str) -> list:
+    from optuna.trial import TrialState
+
+    states = {"finished": (TrialState.COMPLETE, TrialState.PRUNED),
+              "claimed": (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)}[which]
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def _run_workers(study, objective: Objective, trials: int, timeout: float | None, n_jobs: int, report,
+                 log: Callable[[str], None] | None = None) -> None:
+    """Run trials in `n_jobs` threads until the study holds `trials` finished ones (or time runs out).
+
+    While the running trials of other workers would fill the budget, a worker waits for them rather
+    than leaving: if one of them fails or its worker dies (its heartbeat stops), it runs another.
+    """
+    import optuna
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stop, errors = objective.guard.stop, []
+
+    def work() -> None:
+        waiting = False
+        try:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                optuna.storages.fail_stale_trials(study)
+                finished = len(_trials(study, "finished"))
+                if finished >= trials:
+                    return
+                claimed = _claimed_before(study, None)
+                if claimed >= trials:
+                    if log is not None and not waiting:
+                        log(f"waiting for the {claimed - finished} running trial(s) of other workers; a dead "
+                            f"worker's trial is given up {GRACE_SECONDS} s after its last heartbeat")
+                    waiting = True
+                    stop.wait(WAIT_SECONDS)
+                    continue
+                waiting = False
+                study.optimize(objective, n_trials=1, callbacks=[report], catch=(_Surplus,))
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which re-raises it
+            stop.set()
+            errors.append(error)
+
+    helpers = [threading.Thread(target=work, daemon=True) for _ in range(n_jobs - 1)]
+    for helper in helpers:
+        helper.start()
+    try:
+        work()
+        for helper in helpers:
+            if not errors and not objective.guard.requested:  # after Ctrl-C or an error, leave the others' trials
+                helper.join()
+    finally:
+        stop.set()
+    if errors:
+        raise errors[0]
+    if objective.guard.requested:
+        raise KeyboardInterrupt
+
+
+class _Reporter:
+    """Study callback: after each finished trial, refresh best.json and trials.csv and tell `on_trial`."""
+
+    def __init__(self, folder: Path, on_trial: TrialCallback | None):
+        self.folder, self.on_trial, self.finished = folder, on_trial, []
+
+    def __call__(self, study, frozen) -> None:
+        if frozen.user_attrs.get("surplus"):
+            return
+        self.finished.append(frozen.number)
+        trials = study.get_trials(deepcopy=False)
+        write_tables(study, trials, self.folder)
+        if self.on_trial is not None:
+            record = trial_record(frozen)
+            best = best_trial(trials)
+            record["best_value"], record["best_trial"] = (best.value, best.number) if best else (None, None)
+            self.on_trial(record)
