@@ -17,7 +17,7 @@ def _batches(count, batch_size, seed=0):
 
 
 def _pair(hidden, optimizer="adam", weight_decay=0.0):
-    config = TrainConfig(optimizer=optimizer, weight_decay=weight_decay, lr=1e-2)
+    config = TrainConfig(optimizer=optimizer, weight_decay=weight_decay, lr=1e-3)
     models = []
     for _ in range(2):
         torch.manual_seed(3)
