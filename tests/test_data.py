@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import digitlab
 from digitlab.data import BatchLoader, DatasetInfo, Split, dataset_info, load_dataset, read_idx, register_dataset, stratified_split
 from digitlab.errors import DataError
 from digitlab.fetch import data_root, fetch, sha256_of

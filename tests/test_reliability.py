@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import digitlab
 from digitlab import TrainConfig
-from digitlab.checkpoint import CHECKPOINT_FILE, Progress, load_checkpoint
+from digitlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from digitlab.errors import RunError
 from digitlab.runs import MODEL_FORMAT, load_model
 

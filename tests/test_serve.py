@@ -293,15 +293,23 @@ def test_cli_refuses_a_missing_or_corrupt_run_and_a_taken_port(seed_run, tmp_pat
     assert capsys.readouterr().err == "digitlab: error: port must be between 0 and 65535, got 70000\n"
 
 
+def start_server(run_path) -> tuple[subprocess.Popen, str]:
+    """`digitlab serve RUN --port 0` in a subprocess; returns it and the URL it printed."""
+    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", str(run_path), "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = server.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if not match:
+        server.kill()
+        raise AssertionError(line + server.stderr.read())
+    return server, match[0]
+
+
 def test_cli_serves_until_ctrl_c(seed_run):
     """`digitlab serve RUN --port 0` prints its URL, answers, and stops cleanly (exit 0) on SIGINT."""
-    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", str(seed_run.path), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server, url = start_server(seed_run.path)
     try:
-        line = server.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        assert match, line + server.stderr.read()
-        connection = http.client.HTTPConnection("127.0.0.1", int(match[1]), timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=10)
         connection.request("GET", "/api/model")
         assert json.loads(connection.getresponse().read())["run"] == seed_run.path.name
         connection.close()

@@ -5,10 +5,7 @@ README's pictures (serve.png, serve-phone.png) on purpose.
 """
 
 import os
-import re
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +14,7 @@ import numpy as np
 import pytest
 
 from scans import png_bytes, render_scan
+from test_serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -32,15 +30,11 @@ VERTICAL = [(0.5, 0.15), (0.5, 0.85)]  # a 1
 @pytest.fixture(scope="module")
 def server_url(seed_run):
     """`digitlab serve RUN --port 0` on 127.0.0.1, for the whole module; yields its URL once /healthz answers."""
-    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", str(seed_run.path), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server, url = start_server(seed_run.path)
     try:
-        line = server.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert match, line + server.stderr.read()
-        with urllib.request.urlopen(f"{match[0]}/healthz", timeout=10) as response:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=10) as response:
             assert response.status == 200
-        yield match[0]
+        yield url
     finally:
         server.terminate()
         server.wait(10)

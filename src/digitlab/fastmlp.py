@@ -11,7 +11,6 @@ against autograd: same gradients, same trajectory. Autograd stays the general pa
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .models import MLP
