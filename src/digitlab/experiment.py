@@ -26,7 +26,7 @@ def augmentation_study(seeds: int = 3, models: tuple[str, ...] = ("mlp", "cnn"),
     Each run uses `recipe` for its model (and `epochs`, if given) and differs only in the
     augmentation preset (`digitlab.recipes.AUGMENT`). Runs are saved under OUT/runs/.
     """
-    from . import train as training  # the package's `train` is the function; this is the module
+    from .train import train
     from .viz import augmentation_study as plot
 
     out = Path(out)
@@ -39,7 +39,7 @@ def augmentation_study(seeds: int = 3, models: tuple[str, ...] = ("mlp", "cnn"),
             for seed in range(1, seeds + 1):
                 name = f"{model}-{'aug' if augment else 'plain'}-seed{seed}"
                 config = base.replace(seed=seed, out=str(out / "runs" / name), **(AUGMENT if augment else {}))
-                run = training.train(config, dataset=dataset)
+                run = train(config, dataset=dataset)
                 scores = robustness(run.model, dataset.test)
                 runs.append({"model": model, "augment": augment, "seed": seed, "run": str(run.path),
                              "test_accuracy": run.metrics["test_accuracy"], "robustness": scores,
