@@ -355,7 +355,7 @@ def augmentation_study(summary: list[dict]) -> Figure:
     axes.set_ylabel("test accuracy")
     axes.set_ylim(0, 1)
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
-    axes.legend(loc="lower left", fontsize=8)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(summary), fontsize=9)
     return figure
 
 
