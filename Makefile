@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned: a range alone would pull a CUDA build
+	@# torch first, pinned: a range alone would pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
