@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .data import load_dataset, to_float
+from .data import to_float
 from .errors import ExportError
 from .runs import Run, atomic_write, load_run
 
@@ -44,8 +44,7 @@ def export_model(run: Run | str | Path, format: str = "onnx", out: str | Path | 
     run = run if isinstance(run, Run) else load_run(run)
     out = Path(out) if out else _default_folder(run, source) / EXPORT_FILES[format]
     model = copy.deepcopy(run.model).float().cpu().eval()
-    images = to_float(load_dataset(run.dataset, val_size=run.config.val_size,
-                                   split_seed=run.config.split_seed).test.images[:verify_count])
+    images = to_float(run.data("exported on").test.images[:verify_count])
     with torch.no_grad():
         expected = model(images)
     metadata = contract(run)

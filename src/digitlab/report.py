@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from . import viz
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .errors import ConfigError, RunError
 from .evaluate import calibration, classification_metrics, most_confused_pairs, predict_logits
 from .runs import METRICS_FILE, Run, atomic_write, load_run, read_json, write_json
@@ -50,9 +49,7 @@ def write_report(run: Run | str | Path, digit: int = 7, seed: int = 0, out: str 
     folder = Path(out) if out is not None else run.path / REPORT_FOLDER
     if not 0 <= digit < len(run.classes):
         raise ConfigError(f"digit must be a class index from 0 to {len(run.classes) - 1}, got {digit}")
-    data = load_dataset(run.dataset, val_size=run.config.val_size, split_seed=run.config.split_seed)
-    if run.dataset_sha256 and data.sha256 != run.dataset_sha256:
-        warnings.warn(f"run was trained on different {run.dataset} files than the ones reported on now", stacklevel=2)
+    data = run.data("reported on")
     logits = predict_logits(run.model, data.test.images)
     probabilities = logits.softmax(1)
     metrics = classification_metrics(logits, data.test.labels, data.classes)

@@ -141,31 +141,27 @@ class Run:
     dataset_sha256: dict = field(default_factory=dict)
     classes: tuple = tuple("0123456789")
 
-    def evaluate(self, split: str = "test") -> dict:
-        """Metrics on a split of the dataset the run was trained on (warns if its files differ)."""
+    def data(self, purpose: str = "evaluated"):
+        """The run's dataset with its validation split; warns if its files differ from training's."""
         from .data import load_dataset
-        from .evaluate import evaluate
 
         data = load_dataset(self.dataset, val_size=self.config.val_size, split_seed=self.config.split_seed)
         if self.dataset_sha256 and data.sha256 != self.dataset_sha256:
-            warnings.warn(f"run was trained on different {self.dataset} files than the ones evaluated now", stacklevel=2)
+            warnings.warn(f"run was trained on different {self.dataset} files than the ones {purpose} now", stacklevel=3)
+        return data
+
+    def evaluate(self, split: str = "test") -> dict:
+        """Metrics on a split of the dataset the run was trained on (warns if its files differ)."""
+        from .evaluate import evaluate
+
+        data = self.data()
         return evaluate(self.model, data.splits()[split], data.classes)
-
-    def predict(self, images, top_k: int = 1, batch_size: int = 512, errors: str = "raise") -> list:
-        """Classify pictures of digits (file paths, folders, PIL images, arrays): see digitlab.predict.predict."""
-        from .predict import predict
-
-        return predict(self.model, images, self.classes, top_k=top_k, batch_size=batch_size, errors=errors)
-
 
     def robustness(self, split: str = "test") -> dict[str, float]:
         """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
-        from .data import load_dataset
         from .evaluate import robustness
 
-        data = load_dataset(self.dataset, val_size=self.config.val_size, split_seed=self.config.split_seed)
-        return robustness(self.model, data.splits()[split])
-
+        return robustness(self.model, self.data().splits()[split])
 
 def evaluate_run(run: Run | str | Path, split: str = "test") -> dict:
     """Load the run if given a path, then return its metrics on `split` (default test)."""
