@@ -157,6 +157,12 @@ class Run:
         data = self.data()
         return evaluate(self.model, data.splits()[split], data.classes)
 
+    def predict(self, images, top_k: int = 1, batch_size: int = 512, errors: str = "raise") -> list:
+        """Classify pictures of digits (file paths, folders, PIL images, arrays): see digitlab.predict.predict."""
+        from .predict import predict
+
+        return predict(self.model, images, self.classes, top_k=top_k, batch_size=batch_size, errors=errors)
+
     def robustness(self, split: str = "test") -> dict[str, float]:
         """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
         from .evaluate import robustness
