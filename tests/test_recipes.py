@@ -47,6 +47,17 @@ def test_recipe_values_land_in_config_json_and_flags_win(tmp_path, mnist):
         apply_recipe(TrainConfig(), "slow")
 
 
+def test_recipes_command_lists_what_each_preset_sets():
+    result = run_cli("recipes", "best")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(RECIPES["best"]) and all(line.startswith("best ") for line in lines)
+    cnn_line = next(line for line in lines if line.split()[1] == "cnn")
+    assert f"epochs={RECIPES['best']['cnn']['epochs']}" in cnn_line.split()
+    refused = run_cli("recipes", "slow")
+    assert refused.returncode == 2 and "invalid choice" in refused.stderr
+
+
 def test_fused_label_smoothing_matches_autograd():
     torch.manual_seed(1)
     reference = digitlab.create_model("mlp")

@@ -348,6 +348,17 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_recipes(args) -> int:
+    from .recipes import RECIPES, recipe_settings
+
+    for name in [args.name] if args.name else sorted(RECIPES):
+        for model in sorted(RECIPES[name]):
+            settings = recipe_settings(name, model)
+            print(f"{name:5} {model:9} " + " ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                                                   for key, value in settings.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data import list_datasets
@@ -439,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(handler=cmd_models)
+    recipes = commands.add_parser("recipes", help="show what each --recipe sets, per model")
+    recipes.add_argument("name", nargs="?", choices=list_recipes(), help="only this recipe")
+    recipes.set_defaults(handler=cmd_recipes)
     return parser
 
 

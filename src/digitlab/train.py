@@ -71,6 +71,8 @@ class Objective:
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         if self.teacher is None:
             return loss
+        if getattr(self.teacher, "prefers_channels_last", False):
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             soft_targets = F.softmax(self.teacher(inputs) / self.temperature, 1)
         distill = F.kl_div(F.log_softmax(logits / self.temperature, 1), soft_targets, reduction="batchmean")
@@ -252,6 +254,8 @@ def _load_teacher(path: str | None, device: torch.device) -> nn.Module | None:
         return None
     from .runs import load_run
     teacher = load_run(path, device).model.eval()
+    if getattr(teacher, "prefers_channels_last", False):
+        teacher = teacher.to(memory_format=torch.channels_last)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher
