@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from digitlab.data import Split
+from digitlab.runs import atomic_write
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -84,6 +85,7 @@ def machine() -> dict:
 def write_result(name: str, result: dict, out: Path | None = None) -> Path:
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
-                                **result}, indent=2) + "\n")
+    text = json.dumps({"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **result},
+                      indent=2) + "\n"
+    atomic_write(path, lambda temp: Path(temp).write_text(text))
     return path
