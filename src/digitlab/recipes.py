@@ -29,8 +29,8 @@ RECIPES: dict[str, dict[str, dict]] = {
     "best": {
         "mlp": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 5e-3, "epochs": 40, "weight_decay": 1e-4,
                 "keep_best": True},
-        "cnn": {**_ONE_CYCLE, **AUGMENT, "augment_elastic_alpha": 2.0, "batch_size": 128, "lr": 4e-3, "epochs": 30,
-                "weight_decay": 5e-4, "label_smoothing": 0.1, "keep_best": True},
+        "cnn": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 4e-3, "epochs": 20, "weight_decay": 5e-4,
+                "label_smoothing": 0.1, "keep_best": True},
         "cnn-tiny": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 1e-2, "epochs": 30, "weight_decay": 1e-4,
                      "keep_best": True},
         "lenet5": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 3e-3, "epochs": 20, "weight_decay": 1e-4,
