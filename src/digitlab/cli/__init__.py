@@ -1,0 +1,53 @@
+"""The `digitlab` command. Only this package parses arguments; each command calls the Python API.
+
+Each module registers its commands with `add_parsers(commands)` and gives each a `handler(args)`
+that returns the exit code: train (training and --resume), runs (what uses a trained run),
+tune (Optuna studies), tools (data, models, recipes, studies, previews).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from ..errors import DigitlabError
+from . import runs, tools, train, tune
+from .common import Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = Parser(prog="digitlab", description="Train, evaluate and explain MNIST-like digit classifiers.",
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in (train, runs, tools, tune):
+        module.add_parsers(commands)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"digitlab: warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
+    try:
+        return args.handler(args)
+    except DigitlabError as error:
+        print(f"digitlab: error: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("digitlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

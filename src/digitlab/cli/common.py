@@ -1,0 +1,23 @@
+"""What every command module shares: the one-line-error parser and logging to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def format_settings(settings: dict) -> str:
+    """`key=value` pairs on one line, floats in their shortest form."""
+    return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in settings.items())

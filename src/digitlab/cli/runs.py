@@ -1,0 +1,125 @@
+"""Commands that use a trained run: evaluate, report, predict, export, serve."""
+
+from __future__ import annotations
+
+import json
+
+from .common import log
+
+
+def add_parsers(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="report a run's accuracy, per-class scores and confusion matrix")
+    evaluate.add_argument("run", help="run folder")
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to evaluate")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--robustness", action="store_true",
+                          help="also report accuracy on the split rotated ±15°/±30°, shifted ±3 px, scaled 0.8")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    report = commands.add_parser("report", help="write RUN/report/index.html: pictures of the data, training, "
+                                                "predictions, calibration and the model's insides")
+    report.add_argument("run", help="run folder")
+    report.add_argument("--digit", type=int, default=7, help="class index whose training examples are shown")
+    report.add_argument("--seed", type=int, default=0, help="seed of the random sample of test digits")
+    report.add_argument("--out", metavar="DIR", help="report folder (default RUN/report)")
+    report.set_defaults(handler=cmd_report)
+
+    predict = commands.add_parser("predict", help="classify image files (photos, scans) with a run's model")
+    predict.add_argument("run", help="run folder (or its model.safetensors)")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of them")
+    predict.add_argument("--json", action="store_true", help="print a JSON list, one object per input (in order)")
+    predict.add_argument("--top-k", type=int, default=1, metavar="K",
+                         help="also show the K most likely classes (default 1)")
+    predict.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw per file")
+    predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default 512)")
+    predict.set_defaults(handler=cmd_predict)
+
+    export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
+    export.add_argument("run", help="run folder (or its model.safetensors)")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format (default onnx)")
+    export.add_argument("--out", metavar="FILE",
+                        help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)")
+    export.set_defaults(handler=cmd_export)
+
+    serve = commands.add_parser("serve", help="web demo: draw a digit in the browser and watch the model decide")
+    serve.add_argument("run", help="run folder (or its model.safetensors)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on, 0 = any free port (default 8000)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_evaluate(args) -> int:
+    from ..runs import load_run
+
+    run = load_run(args.run)
+    metrics = run.evaluate(args.split)
+    if args.robustness:
+        metrics["robustness"] = run.robustness(args.split)
+    if args.json:
+        print(json.dumps({f"{args.split}_accuracy": metrics["accuracy"], **metrics}))
+        return 0
+    print(f"{args.split} accuracy {metrics['accuracy']:.2%} on {metrics['count']:,} images (loss {metrics['loss']:.4f})\n")
+    print(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for row in metrics["per_class"]:
+        print(f"{row['class']:>12} {row['precision']:9.4f} {row['recall']:9.4f} {row['f1']:9.4f} {row['support']:8d}")
+    print("\nconfusion matrix (rows: true, columns: predicted)")
+    for row in metrics["confusion_matrix"]:
+        print(" ".join(f"{count:5d}" for count in row))
+    if args.robustness:
+        print(f"\naccuracy on transformed {args.split} images")
+        for name, value in metrics["robustness"].items():
+            print(f"{name:>14} {value:8.2%}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..report import write_report
+
+    print(write_report(args.run, digit=args.digit, seed=args.seed, out=args.out))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..predict import save_preprocessed
+    from ..runs import load_run
+
+    results = load_run(args.run).predict(args.paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect")
+    if args.save_preprocessed:
+        save_preprocessed(results, args.save_preprocessed)
+    for result in results:
+        if not result.ok:
+            log(f"digitlab: error: {result.source}: {result.error}")
+    if args.json:
+        print(json.dumps([result.to_dict() for result in results]))
+    else:
+        _print_predictions([result for result in results if result.ok], args.top_k)
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _print_predictions(results, top_k: int) -> None:
+    if not results:
+        return
+    width = max(len("file"), *(len(result.source) for result in results))
+    extra = f"  top {top_k}" if top_k > 1 else ""
+    print(f"{'file':<{width}}  {'label':>5}  {'confidence':>10}{extra}")
+    for result in results:
+        ranked = "  " + ", ".join(f"{label} {p:.1%}" for label, p in result.top_k) if top_k > 1 else ""
+        print(f"{result.source:<{width}}  {result.label:>5}  {result.confidence:>10.1%}{ranked}")
+
+
+def cmd_export(args) -> int:
+    from ..export import export_model
+
+    report = export_model(args.run, args.format, out=args.out)
+    print(f"wrote {report['path']} — verified against PyTorch on {report['count']:,} test digits: "
+          f"max |logit difference| {report['max_abs_diff']:.2g}, identical predictions")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from ..serve import serve
+
+    serve(args.run, host=args.host, port=args.port, access_log=args.access_log,
+          on_ready=lambda message: print(message, flush=True))
+    return 0

@@ -1,0 +1,148 @@
+"""`digitlab train`: every training setting as a flag, a progress bar, and --resume."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import ConfigError, DigitlabError
+
+
+def add_parsers(commands) -> None:
+    train = commands.add_parser("train", help="train a model and save a run folder")
+    add_train_arguments(train)
+    train.add_argument("--report", action="store_true", help="write the run's visual report (RUN/report) after training")
+    train.set_defaults(handler=cmd_train)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..config import DEVICES, ENGINES, OPTIMIZERS, SCHEDULES, TrainConfig
+    from ..data import list_datasets
+    from ..models import list_models
+    from ..recipes import list_recipes
+
+    defaults = TrainConfig()
+    parser.add_argument("--config", metavar="FILE", help="JSON config to start from (flags override it)")
+    parser.add_argument("--model", choices=list_models(), help=f"model name (default {defaults.model})")
+    parser.add_argument("--hidden", type=_int_list, metavar="W,W", help="hidden sizes for mlp (default 32,16)")
+    parser.add_argument("--dataset", choices=list_datasets(), help=f"dataset (default {defaults.dataset})")
+    parser.add_argument("--epochs", type=int, help=f"epochs (default {defaults.epochs})")
+    parser.add_argument("--batch-size", type=int, help=f"batch size (default {defaults.batch_size})")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr})")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {defaults.optimizer})")
+    parser.add_argument("--weight-decay", type=float, help=f"weight decay (default {defaults.weight_decay})")
+    parser.add_argument("--seed", type=int, help=f"seed for initialisation and batch order (default {defaults.seed})")
+    parser.add_argument("--val-size", type=int, help=f"validation images carved from train (default {defaults.val_size})")
+    parser.add_argument("--train-size", type=int, help="train on the first N training images only (default all)")
+    parser.add_argument("--device", choices=DEVICES, help=f"device (default {defaults.device})")
+    parser.add_argument("--engine", choices=ENGINES, help=f"training engine (default {defaults.engine})")
+    parser.add_argument("--threads", type=int, help="torch threads, 0 = torch's default (default 0)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<timestamp>)")
+    recipe = parser.add_argument_group("recipe (all off by default, so the seed recipe stays exact)")
+    recipe.add_argument("--recipe", choices=list_recipes(), help="named preset for the model; flags given win")
+    recipe.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default constant)")
+    recipe.add_argument("--warmup", type=float, help="fraction of steps warming up (default 0)")
+    recipe.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
+    recipe.add_argument("--dropout", type=float, help="dropout for models that have it (default: the model's)")
+    recipe.add_argument("--keep-best", action="store_true", default=None,
+                        help="end on the epoch with the best validation accuracy")
+    recipe.add_argument("--teacher", metavar="RUN", help="distil from this trained run")
+    recipe.add_argument("--distill-temperature", type=float, help="distillation temperature (default 4)")
+    recipe.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 0.5)")
+    augment = parser.add_argument_group("augmentation (batched, on the device; off by default)")
+    augment.add_argument("--augment", action="store_true", help="turn on the preset: ±10°, ±2 px, ±10%% scale, ±10° shear")
+    augment.add_argument("--augment-rotate", type=float, metavar="DEG", help="rotation range, ± degrees")
+    augment.add_argument("--augment-translate", type=float, metavar="PX", help="shift range, ± pixels")
+    augment.add_argument("--augment-scale", type=float, metavar="F", help="scale range, 1 ± F")
+    augment.add_argument("--augment-shear", type=float, metavar="DEG", help="shear range, ± degrees")
+    augment.add_argument("--augment-elastic-alpha", type=float, metavar="PX", help="elastic distortion strength (0 = off)")
+    augment.add_argument("--augment-elastic-sigma", type=float, metavar="PX", help="elastic smoothness (default 4)")
+    parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete epoch "
+                        "(its saved config; only --epochs may change)")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+_TRAIN_FIELDS = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed",
+                 "val_size", "train_size", "device", "engine", "threads", "out", "schedule", "warmup",
+                 "label_smoothing", "dropout", "keep_best", "teacher", "distill_temperature", "distill_weight",
+                 "augment_rotate", "augment_translate", "augment_scale", "augment_shear", "augment_elastic_alpha",
+                 "augment_elastic_sigma")
+
+
+def _config_from_args(args):
+    from ..config import TrainConfig
+
+    from ..recipes import AUGMENT, apply_recipe
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    if args.model and args.model != config.model:
+        config = config.replace(model=args.model, model_kwargs={})
+    if args.recipe:
+        config = apply_recipe(config, args.recipe)
+    if args.augment:
+        config = config.replace(**AUGMENT)
+    changes = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
+    if args.hidden is not None:
+        changes["model_kwargs"] = {**config.model_kwargs, "hidden": args.hidden}
+    return config.replace(**changes)
+
+
+def _progress(total_epochs: int | None):
+    """A tqdm bar over epochs on a terminal; nothing when stderr is not one."""
+    if not sys.stderr.isatty() or os.environ.get("RANK", "0") != "0":
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def on_epoch(record):
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_accuracy']:.4f}",
+                        val_acc=f"{record['val_accuracy'] or 0:.4f}")
+        bar.update(1)
+    return on_epoch, bar.close
+
+
+def cmd_train(args) -> int:
+    from ..distributed import shutdown as shutdown_distributed
+    from ..train import resume, train
+
+    if args.resume:
+        changed = [name for name in _TRAIN_FIELDS + ("config", "hidden", "recipe")
+                   if name != "epochs" and getattr(args, name) is not None]
+        if changed:
+            raise ConfigError(f"--resume continues the run's saved config; drop --{changed[0].replace('_', '-')}")
+        on_epoch, close = _progress(args.epochs)
+        try:
+            run = resume(args.resume, epochs=args.epochs, on_epoch=on_epoch)
+        finally:
+            close()
+    else:
+        config = _config_from_args(args)
+        on_epoch, close = _progress(config.epochs)
+        try:
+            run = train(config, on_epoch=on_epoch)
+        finally:
+            close()
+    shutdown_distributed()
+    if run.path is None:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
+    metrics = run.metrics
+    print(f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy'] or 0:.2%}) — "
+          f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f} s of training ({metrics['engine']})")
+    if args.report:
+        from ..errors import RunError
+        from ..report import write_report
+
+        try:
+            print(f"report written to {write_report(run)}")
+        except DigitlabError as error:
+            raise RunError(f"run saved to {run.path}, but its report failed: {error}") from None
+    print(f"run saved to {run.path}")
+    return 0
