@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from ..errors import DigitlabError
@@ -33,9 +35,17 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"digitlab: warning: {message}\n"
 
 
+def _stop_on_sigint() -> None:
+    """Let SIGINT raise KeyboardInterrupt even where the shell started us with it ignored (`cmd &` in a
+    script), so `kill -INT` stops every command cleanly, as Ctrl-C does."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
+    _stop_on_sigint()
     try:
         return args.handler(args)
     except DigitlabError as error:
