@@ -14,7 +14,8 @@ from digitlab.fastmlp import FusedMLPTrainer
 from digitlab.data import to_float
 from digitlab.evaluate import accuracy
 from digitlab.recipes import RECIPES, apply_recipe, learning_rate
-from digitlab.train import Objective, build_optimizer
+from digitlab.models import count_parameters
+from digitlab.train import Objective, build, build_optimizer
 
 from test_cli import run_cli
 
@@ -47,6 +48,18 @@ def test_recipe_values_land_in_config_json_and_flags_win(tmp_path, mnist):
         apply_recipe(TrainConfig(), "slow")
 
 
+# the size limits: cnn "a few hundred thousand parameters at most", cnn-tiny under 10,000,
+# and the seed MLP's architecture is never touched by a recipe
+SIZE_LIMITS = {"cnn": range(300_001), "cnn-tiny": range(10_000), "mlp": [25_818], "lenet5": [61_706]}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("model", sorted(SIZE_LIMITS))
+def test_recipes_keep_each_model_within_its_size(recipe, model):
+    config = apply_recipe(TrainConfig(model=model), recipe)
+    assert count_parameters(build(config)[0]) in SIZE_LIMITS[model]
+
+
 def test_recipes_command_lists_what_each_preset_sets():
     result = run_cli("recipes", "best")
     assert result.returncode == 0, result.stderr
@@ -54,6 +67,8 @@ def test_recipes_command_lists_what_each_preset_sets():
     assert len(lines) == len(RECIPES["best"]) and all(line.startswith("best ") for line in lines)
     cnn_line = next(line for line in lines if line.split()[1] == "cnn")
     assert f"epochs={RECIPES['best']['cnn']['epochs']}" in cnn_line.split()
+    channels = RECIPES["best"]["cnn"]["model_kwargs"]["channels"]
+    assert f"channels={','.join(map(str, channels))}" in cnn_line.split()
     refused = run_cli("recipes", "slow")
     assert refused.returncode == 2 and "invalid choice" in refused.stderr
 

@@ -31,8 +31,9 @@ RECIPES: dict[str, dict[str, dict]] = {
     "best": {
         "mlp": {**_ONE_CYCLE, **_LIGHT_AUGMENT, "batch_size": 128, "lr": 5e-3, "epochs": 60, "weight_decay": 1e-4,
                 "keep_best": True},
-        "cnn": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 4e-3, "epochs": 20, "weight_decay": 5e-4,
-                "label_smoothing": 0.1, "keep_best": True},
+        # 1.5x the default widths (164k parameters): with augmentation the default cnn runs short of capacity
+        "cnn": {**_ONE_CYCLE, **AUGMENT, "model_kwargs": {"channels": [24, 48, 96]}, "batch_size": 128, "lr": 4e-3,
+                "epochs": 20, "weight_decay": 5e-4, "label_smoothing": 0.1, "keep_best": True},
         "cnn-tiny": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 1e-2, "epochs": 30, "weight_decay": 1e-4,
                      "keep_best": True},
         "lenet5": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 3e-3, "epochs": 20, "weight_decay": 1e-4,

@@ -18,6 +18,14 @@ def log(message: str) -> None:
 
 
 def format_settings(settings: dict) -> str:
-    """`key=value` pairs on one line, floats in their shortest form."""
-    return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+    """`key=value` pairs on one line: floats to 3 digits, lists comma-joined, nested dicts (model_kwargs) flattened."""
+    return " ".join(format_settings(value) if isinstance(value, dict) else f"{key}={_format_value(value)}"
                     for key, value in settings.items())
+
+
+def _format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(_format_value, value))
+    return str(value)
