@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,7 +37,7 @@ class Progress:
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, progress: Progress, scheduler=None) -> None:
+                    generator: torch.Generator, progress: Progress) -> None:
     """Atomically write the checkpoint of a run after `progress.epoch` complete epochs."""
     tensors = {f"model.{name}": tensor.detach().cpu().contiguous().clone()
                for name, tensor in model.state_dict().items()}
@@ -53,7 +53,6 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         "epoch": json.dumps(progress.epoch),
         "history": json.dumps(progress.history),
         "param_groups": json.dumps(optimizer_state["param_groups"]),
-        "scheduler": json.dumps(scheduler.state_dict() if scheduler is not None else None),
         "rng_python": json.dumps(random.getstate()),
         "rng_numpy": json.dumps([numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]),
     }
@@ -61,13 +60,15 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, scheduler=None) -> Progress:
-    """Restore model, optimizer, scheduler and every RNG from `path`; return the progress it records."""
+                    generator: torch.Generator) -> Progress:
+    """Restore model, optimizer and every RNG from `path`; return the progress it records.
+
+    (The learning-rate schedule needs no state: it is a function of the step.)
+    """
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except FileNotFoundError:
         raise RunError(f"{path} is missing: the run has no complete epoch to resume from") from None
     except (SafetensorError, OSError, ValueError) as error:
@@ -75,13 +76,13 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a digitlab checkpoint")
     try:
-        _restore(tensors, metadata, model, optimizer, generator, scheduler, path)
+        _restore(tensors, metadata, model, optimizer, generator, path)
         return Progress(json.loads(metadata["epoch"]), json.loads(metadata["history"]))
     except (KeyError, ValueError, TypeError, RuntimeError) as error:
         raise RunError(f"{path} does not fit this run ({error})") from None
 
 
-def _restore(tensors, metadata, model, optimizer, generator, scheduler, path) -> None:
+def _restore(tensors, metadata, model, optimizer, generator, path) -> None:
     weights = {name[len("model."):]: tensor for name, tensor in tensors.items() if name.startswith("model.")}
     check_state(model.state_dict(), weights, path)
     model.load_state_dict(weights)
@@ -91,9 +92,6 @@ def _restore(tensors, metadata, model, optimizer, generator, scheduler, path) ->
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
-    scheduler_state = json.loads(metadata.get("scheduler", "null"))
-    if scheduler is not None and scheduler_state is not None:
-        scheduler.load_state_dict(scheduler_state)
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.batches"])
     version, internal, gauss = json.loads(metadata["rng_python"])

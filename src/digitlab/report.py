@@ -8,7 +8,6 @@ expected calibration error in the run's metrics.json as `ece`.
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,24 +59,16 @@ def write_report(run: Run | str | Path, digit: int = 7, seed: int = 0, out: str 
     for section in sections:
         for name, figure in section.figures.items():
             if figure is not None:
-                publish(folder / name, lambda temp, figure=figure: figure.savefig(temp, format="png"))
+                atomic_write(folder / name, lambda temp, figure=figure: figure.savefig(temp, format="png"))
                 with Image.open(folder / name) as image:
                     sizes[name] = image.size
     index = folder / INDEX_FILE
     page = render_html(run, metrics, ece, sections, sizes)
-    publish(index, lambda temp: Path(temp).write_text(page, encoding="utf-8"))
+    atomic_write(index, lambda temp: Path(temp).write_text(page, encoding="utf-8"))
     run.metrics["ece"] = ece
     if run.path is not None and (run.path / METRICS_FILE).exists():
         write_json(run.path / METRICS_FILE, {**read_json(run.path / METRICS_FILE), "ece": ece})
     return index
-
-
-def publish(path: Path, write) -> None:
-    """Write a report file atomically, readable by all (a temp file starts private, mode 0600)."""
-    def write_readable(temp):
-        write(temp)
-        os.chmod(temp, 0o644)
-    atomic_write(path, write_readable)
 
 
 def _make_folder(folder: Path) -> None:
