@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,13 +13,16 @@ from .data import Split, to_float
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """Logits (N, C) for uint8 images (N, 1, 28, 28), computed in eval mode on the model's device."""
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 2000,
+                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Logits (N, C) for uint8 images (N, 1, 28, 28), computed in eval mode on the model's device;
+    `transform`, if given, maps each batch of float images before the model sees it."""
     device = next(model.parameters()).device
+    transform = transform or (lambda batch: batch)
     was_training = model.training
     model.eval()
     try:
-        chunks = [model(to_float(images[start:start + batch_size].to(device)))
+        chunks = [model(transform(to_float(images[start:start + batch_size].to(device))))
                   for start in range(0, images.shape[0], batch_size)]
     finally:
         model.train(was_training)
@@ -70,29 +76,21 @@ ROBUSTNESS_TRANSFORMS = (
 )
 
 
-@torch.no_grad()
-def robustness(model: nn.Module, split: Split, batch_size: int = 2000) -> dict[str, float]:
+def robustness(model: nn.Module, split: Split) -> dict[str, float]:
     """Accuracy on the clean split and on each fixed transform of it (ROBUSTNESS_TRANSFORMS).
 
     Shifts move the digit diagonally by the given pixels on both axes.
     """
     from .augment import transform_batch
 
-    device = next(model.parameters()).device
     labels = split.labels.cpu()
     results = {"clean": accuracy(model, split)}
-    was_training = model.training
-    model.eval()
-    try:
-        for name, degrees, shift, scale in ROBUSTNESS_TRANSFORMS:
-            predicted = []
-            for start in range(0, len(split), batch_size):
-                images = to_float(split.images[start:start + batch_size].to(device))
-                predicted.append(model(transform_batch(images, degrees, shift, scale)).argmax(1).cpu())
-            results[name] = (torch.cat(predicted) == labels).double().mean().item()
-    finally:
-        model.train(was_training)
+    for name, degrees, shift, scale in ROBUSTNESS_TRANSFORMS:
+        transform = partial(transform_batch, rotate=degrees, shift=shift, scale=scale)
+        logits = predict_logits(model, split.images, transform=transform)
+        results[name] = (logits.argmax(1) == labels).double().mean().item()
     return results
+
 
 def calibration(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict:
     """Expected calibration error and the reliability bins of the top-class confidence.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
+import torch
 from torch import nn
 
 from .errors import ConfigError
@@ -78,6 +79,15 @@ class MLP(nn.Module):
 
     def linear_layers(self) -> list[nn.Linear]:
         return [layer for layer in self.net if isinstance(layer, nn.Linear)]
+
+
+def in_preferred_layout(model: nn.Module, value):
+    """`value` (the model itself, or a batch of images for it) in the memory format the model runs
+    fastest in: channels-last for the convolutional nets that ask for it, unchanged otherwise."""
+    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper: ask the model inside
+    if getattr(model, "prefers_channels_last", False):
+        return value.to(memory_format=torch.channels_last)
+    return value
 
 
 def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:

@@ -17,7 +17,7 @@ AUGMENT = {"augment_rotate": PRESET.rotate, "augment_translate": PRESET.translat
 
 _ONE_CYCLE = {"optimizer": "adamw", "schedule": "onecycle", "warmup": 0.25}
 # half the preset's ranges and no shear: the 25.8k-parameter seed MLP cannot fit the full preset's variety
-_LIGHT_AUGMENT = {"augment_rotate": 5.0, "augment_translate": 1.0, "augment_scale": 0.05, "augment_shear": 0.0}
+_LIGHT_AUGMENT = {**{name: value / 2 for name, value in AUGMENT.items()}, "augment_shear": 0.0}
 
 RECIPES: dict[str, dict[str, dict]] = {
     # fewest seconds to a good model

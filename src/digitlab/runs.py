@@ -169,6 +169,7 @@ class Run:
 
         return robustness(self.model, self.data().splits()[split])
 
+
 def evaluate_run(run: Run | str | Path, split: str = "test") -> dict:
     """Load the run if given a path, then return its metrics on `split` (default test)."""
     return (run if isinstance(run, Run) else load_run(run)).evaluate(split)
@@ -197,8 +198,11 @@ def new_run_folder(config: TrainConfig) -> Path:
 
 def save_config(folder: Path, config: TrainConfig, dataset) -> None:
     """Write config.json: the resolved config, software versions and the dataset's checksums."""
-    write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "versions": versions(),
-                                      "dataset": _dataset_record(dataset.name, dataset.sha256, dataset.classes)})
+    _write_config(folder, config, _dataset_record(dataset.name, dataset.sha256, dataset.classes))
+
+
+def _write_config(folder: Path, config: TrainConfig, dataset: dict) -> None:
+    write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "versions": versions(), "dataset": dataset})
 
 
 def _dataset_record(name: str, sha256: dict, classes) -> dict:
@@ -208,7 +212,7 @@ def _dataset_record(name: str, sha256: dict, classes) -> dict:
 def save_run(run: Run) -> None:
     """Write config.json, metrics.json and model.safetensors into run.path."""
     dataset = _dataset_record(run.dataset, run.dataset_sha256, run.classes)
-    write_json(run.path / CONFIG_FILE, {"config": run.config.to_dict(), "versions": versions(), "dataset": dataset})
+    _write_config(run.path, run.config, dataset)
     write_json(run.path / METRICS_FILE, run.metrics)
     save_model(run.model, run.path / MODEL_FILE, dataset=dataset, config=run.config.to_dict())
 

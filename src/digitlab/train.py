@@ -20,7 +20,7 @@ from .data import BatchLoader, Dataset, Split, load_dataset, to_float
 from .distributed import World, init_from_environment, local_device
 from .errors import ConfigError, DigitlabError, RunError
 from .evaluate import evaluate, predict_logits
-from .models import count_parameters, create_model
+from .models import count_parameters, create_model, in_preferred_layout
 from .recipes import learning_rate
 from .runs import CONFIG_FILE, Run, new_run_folder, read_json, save_config, save_run
 
@@ -41,8 +41,7 @@ def build(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[nn.M
     """The configured model, initialised from config.seed, on `device`, and its optimizer."""
     torch.manual_seed(config.seed)
     model = create_model(config.model, **config.model_arguments()).to(device)
-    if getattr(model, "prefers_channels_last", False):
-        model = model.to(memory_format=torch.channels_last)
+    model = in_preferred_layout(model, model)
     return model, build_optimizer(model, config)
 
 
@@ -71,10 +70,8 @@ class Objective:
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         if self.teacher is None:
             return loss
-        if getattr(self.teacher, "prefers_channels_last", False):
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            soft_targets = F.softmax(self.teacher(inputs) / self.temperature, 1)
+            soft_targets = F.softmax(self.teacher(in_preferred_layout(self.teacher, inputs)) / self.temperature, 1)
         distill = F.kl_div(F.log_softmax(logits / self.temperature, 1), soft_targets, reduction="batchmean")
         return (1 - self.weight) * loss + self.weight * self.temperature ** 2 * distill
 
@@ -83,13 +80,10 @@ def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, 
                    on_step=None, objective: Objective = Objective()) -> int:
     """One pass with autograd over `batches`; logits go to successive rows of `logits_out`. Returns rows filled."""
     filled = 0
-    channels_last = getattr(model, "prefers_channels_last", False)
     for images, labels in batches:
         if on_step is not None:
             on_step()
-        inputs = to_float(images) if images.dtype == torch.uint8 else images
-        if channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        inputs = in_preferred_layout(model, to_float(images) if images.dtype == torch.uint8 else images)
         logits = model(inputs)
         loss = objective(logits, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -254,8 +248,7 @@ def _load_teacher(path: str | None, device: torch.device) -> nn.Module | None:
         return None
     from .runs import load_run
     teacher = load_run(path, device).model.eval()
-    if getattr(teacher, "prefers_channels_last", False):
-        teacher = teacher.to(memory_format=torch.channels_last)
+    teacher = in_preferred_layout(teacher, teacher)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher
