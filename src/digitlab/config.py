@@ -112,6 +112,10 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    def with_model(self, model: str | None) -> TrainConfig:
+        """This config for `model`, without model_kwargs (they belong to the old model); None keeps it."""
+        return self.replace(model=model, model_kwargs={}) if model and model != self.model else self
+
     def augmentation(self):
         """The AugmentConfig these fields describe (validated there)."""
         from .augment import AugmentConfig

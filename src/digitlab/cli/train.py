@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -69,26 +70,25 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-_TRAIN_FIELDS = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed",
-                 "val_size", "train_size", "device", "engine", "threads", "out", "schedule", "warmup",
-                 "label_smoothing", "dropout", "keep_best", "teacher", "distill_temperature", "distill_weight",
-                 "augment_rotate", "augment_translate", "augment_scale", "augment_shear", "augment_elastic_alpha",
-                 "augment_elastic_sigma")
+def _given_fields(args) -> list[str]:
+    """The TrainConfig fields given as flags (every field with a flag defaults to None)."""
+    from ..config import TrainConfig
+
+    return [field.name for field in dataclasses.fields(TrainConfig)
+            if getattr(args, field.name, None) is not None]
 
 
 def _config_from_args(args):
     from ..config import TrainConfig
-
     from ..recipes import AUGMENT, apply_recipe
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    if args.model and args.model != config.model:
-        config = config.replace(model=args.model, model_kwargs={})
+    config = config.with_model(args.model)
     if args.recipe:
         config = apply_recipe(config, args.recipe)
     if args.augment:
         config = config.replace(**AUGMENT)
-    changes = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
+    changes = {name: getattr(args, name) for name in _given_fields(args)}
     if args.hidden is not None:
         changes["model_kwargs"] = {**config.model_kwargs, "hidden": args.hidden}
     return config.replace(**changes)
@@ -114,22 +114,19 @@ def cmd_train(args) -> int:
     from ..train import resume, train
 
     if args.resume:
-        changed = [name for name in _TRAIN_FIELDS + ("config", "hidden", "recipe")
+        changed = [name for name in [*_given_fields(args), "config", "hidden"]
                    if name != "epochs" and getattr(args, name) is not None]
         if changed:
             raise ConfigError(f"--resume continues the run's saved config; drop --{changed[0].replace('_', '-')}")
-        on_epoch, close = _progress(args.epochs)
-        try:
-            run = resume(args.resume, epochs=args.epochs, on_epoch=on_epoch)
-        finally:
-            close()
+        epochs, start = args.epochs, lambda on_epoch: resume(args.resume, epochs=args.epochs, on_epoch=on_epoch)
     else:
         config = _config_from_args(args)
-        on_epoch, close = _progress(config.epochs)
-        try:
-            run = train(config, on_epoch=on_epoch)
-        finally:
-            close()
+        epochs, start = config.epochs, lambda on_epoch: train(config, on_epoch=on_epoch)
+    on_epoch, close = _progress(epochs)
+    try:
+        run = start(on_epoch)
+    finally:
+        close()
     shutdown_distributed()
     if run.path is None:  # a non-zero rank under torchrun: rank 0 reports
         return 0

@@ -41,8 +41,6 @@ def add_parsers(commands) -> None:
     tune.set_defaults(handler=cmd_tune)
 
 
-
-
 def cmd_tune(args) -> int:
     from ..tune import tune
 
@@ -64,9 +62,7 @@ def _tune_base(args):
     from ..tune import base_config
 
     if args.config:
-        config = TrainConfig.from_file(args.config)
-        if args.model and args.model != config.model:
-            config = config.replace(model=args.model, model_kwargs={})
+        config = TrainConfig.from_file(args.config).with_model(args.model)
     else:
         config = base_config(args.model or "mlp")
     changes = {name: getattr(args, name) for name in ("dataset", "train_size", "val_size", "threads", "device")
