@@ -23,11 +23,9 @@ import time
 from pathlib import Path
 
 import digitlab
-from digitlab.evaluate import accuracy
 from digitlab.recipes import apply_recipe
-from digitlab.train import build, choose_engine, fit
 
-from common import Stopwatch, time_to, write_result
+from common import time_recipe, time_to, write_result
 from seed_recipe import run_baseline
 
 GOALS = {"cnn": 0.996, "cnn-tiny": 0.994, "mlp": 0.980}
@@ -68,17 +66,8 @@ def train_or_continue(config: digitlab.TrainConfig, data: digitlab.Dataset) -> d
     return digitlab.resume(folder, dataset=data)
 
 
-def fast_mlp_time_to(data: digitlab.Dataset, target: float) -> Stopwatch:
-    config = apply_recipe(digitlab.TrainConfig(model="mlp"), "fast")
-    model, optimizer = build(config)
-    watch = Stopwatch()
-    fit(model, optimizer, data, config, lambda record: watch.lap(accuracy(model, data.test), record["seconds"]),
-        choose_engine(config, model, optimizer))
-    return watch
-
-
 def speed_to_96_5(data: digitlab.Dataset, target: float = 0.965) -> dict:
-    ours = fast_mlp_time_to(data, target)
+    ours, _ = time_recipe(data, "mlp", "fast")
     print(f"  mlp --recipe fast: {ours.time_to(target)} s to {target:.1%}", flush=True)
     baseline = run_baseline(data, epochs=40, test_each_epoch=True, stop_at=target)
     ours_time, baseline_time = ours.time_to(target), time_to(baseline["epochs"], target)

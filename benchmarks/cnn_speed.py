@@ -19,11 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import digitlab
-from digitlab.evaluate import accuracy
-from digitlab.recipes import apply_recipe
-from digitlab.train import build, choose_engine, fit
 
-from common import NotebookDataset, Stopwatch, loader_accuracy, write_result
+from common import NotebookDataset, Stopwatch, loader_accuracy, time_recipe, write_result
 
 
 class ExampleNet(nn.Module):
@@ -66,20 +63,6 @@ def run_reference(data: digitlab.Dataset, target: float, max_epochs: int) -> Sto
     return watch
 
 
-def run_digitlab(data: digitlab.Dataset, model_name: str, recipe: str) -> tuple[Stopwatch, digitlab.TrainConfig]:
-    """digitlab's training loop with the recipe, the test set checked after each epoch (not timed)."""
-    config = apply_recipe(digitlab.TrainConfig(model=model_name), recipe)
-    model, optimizer = build(config)
-    watch = Stopwatch()
-
-    def on_epoch(record):  # record["seconds"]: that epoch's training (and validation) time
-        watch.lap(accuracy(model, data.test), record["seconds"])
-        print(f"  digitlab epoch {record['epoch']}: {watch.seconds:.1f} s, test {watch.epochs[-1]['test_accuracy']:.2%}",
-              flush=True)
-    fit(model, optimizer, data, config, on_epoch, choose_engine(config, model, optimizer))
-    return watch, config
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=0.99, help="test accuracy to reach")
@@ -89,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     data = digitlab.load_dataset("mnist")
     print(f"digitlab {args.model} --recipe {args.recipe}", flush=True)
-    ours, config = run_digitlab(data, args.model, args.recipe)
+    ours, config = time_recipe(data, args.model, args.recipe)
     print("reference (pytorch/examples mnist)", flush=True)
     reference = run_reference(data, args.target, args.max_reference_epochs)
     ours_time, reference_time = ours.time_to(args.target), reference.time_to(args.target)

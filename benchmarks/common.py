@@ -11,8 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+import digitlab
 from digitlab.data import Split
+from digitlab.evaluate import accuracy
+from digitlab.recipes import apply_recipe
 from digitlab.runs import atomic_write
+from digitlab.train import build, choose_engine, fit
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -69,6 +73,23 @@ class Stopwatch:
 
     def time_to(self, target: float) -> float | None:
         return time_to(self.epochs, target)
+
+
+def time_recipe(data: digitlab.Dataset, model: str, recipe: str) -> tuple[Stopwatch, digitlab.TrainConfig]:
+    """Train `model --recipe recipe` with digitlab's loop, testing after every epoch (not timed).
+
+    Returns the Stopwatch (training seconds and test accuracy per epoch) and the resolved config.
+    """
+    config = apply_recipe(digitlab.TrainConfig(model=model), recipe)
+    network, optimizer = build(config)
+    watch = Stopwatch()
+
+    def on_epoch(record):  # record["seconds"]: that epoch's training (and validation) time
+        watch.lap(accuracy(network, data.test), record["seconds"])
+        print(f"  digitlab {model} epoch {record['epoch']}: {watch.seconds:.1f} s, "
+              f"test {watch.epochs[-1]['test_accuracy']:.2%}", flush=True)
+    fit(network, optimizer, data, config, on_epoch, choose_engine(config, network, optimizer))
+    return watch, config
 
 
 def time_to(epochs: list[dict], target: float) -> float | None:

@@ -15,7 +15,6 @@ import statistics
 
 import digitlab
 from digitlab.recipes import apply_recipe
-from digitlab.train import build, choose_engine, fit
 
 from common import write_result
 
@@ -24,9 +23,7 @@ SEEDS = (1, 2, 3, 24)
 
 def validation_accuracy(data: digitlab.Dataset, lr: float, seed: int) -> float:
     config = apply_recipe(digitlab.TrainConfig(model="mlp"), "fast").replace(lr=lr, seed=seed)
-    model, optimizer = build(config)
-    history = fit(model, optimizer, data, config, engine=choose_engine(config, model, optimizer))
-    return history[-1]["val_accuracy"]
+    return digitlab.train(config, dataset=data, save=False, test=False).metrics["val_accuracy"]
 
 
 def main() -> None:
