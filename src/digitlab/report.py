@@ -19,7 +19,7 @@ from . import viz
 from .data import Dataset
 from .errors import ConfigError, RunError
 from .evaluate import calibration, classification_metrics, most_confused_pairs, predict_logits
-from .runs import METRICS_FILE, Run, atomic_write, load_run, read_json, write_json
+from .runs import METRICS_FILE, Run, atomic_write, load_run, make_folder, read_json, write_json
 
 CALIBRATION_BINS = 15
 REPORT_FOLDER, INDEX_FILE = "report", "index.html"
@@ -54,7 +54,7 @@ def write_report(run: Run | str | Path, digit: int = 7, seed: int = 0, out: str 
     metrics = classification_metrics(logits, data.test.labels, data.classes)
     ece = calibration(probabilities, data.test.labels, CALIBRATION_BINS)["ece"]
     sections = build_sections(run, data, probabilities, metrics, ece, digit, seed)
-    _make_folder(folder)
+    make_folder(folder, "report folder")
     sizes = {}  # file name -> (width, height) in pixels, as saved
     for section in sections:
         for name, figure in section.figures.items():
@@ -69,13 +69,6 @@ def write_report(run: Run | str | Path, digit: int = 7, seed: int = 0, out: str 
     if run.path is not None and (run.path / METRICS_FILE).exists():
         write_json(run.path / METRICS_FILE, {**read_json(run.path / METRICS_FILE), "ece": ece})
     return index
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"cannot create report folder {folder}: {error.strerror}") from None
 
 
 def build_sections(run: Run, data: Dataset, probabilities: torch.Tensor, metrics: dict, ece: float,

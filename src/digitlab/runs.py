@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import TrainConfig
-from .errors import ConfigError, RunError
+from .errors import ConfigError, DigitlabError, RunError
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
@@ -36,6 +36,15 @@ def versions() -> dict:
     from . import __version__
     return {"digitlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
+
+
+def make_folder(folder: Path, description: str = "folder", error: type[DigitlabError] = RunError) -> Path:
+    """mkdir -p, with a one-line `error` naming the folder when it cannot be created."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as problem:
+        raise error(f"cannot create {description} {folder}: {problem.strerror}") from None
+    return folder
 
 
 def atomic_write(path: Path, write) -> None:
@@ -187,10 +196,7 @@ def new_run_folder(config: TrainConfig) -> Path:
         while folder.exists():
             suffix += 1
             folder = base.with_name(f"{base.name}-{suffix}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"cannot create run folder {folder}: {error.strerror}") from None
+    make_folder(folder, "run folder")
     if not os.access(folder, os.W_OK):
         raise RunError(f"run folder {folder} is not writable")
     return folder

@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, DigitlabError, RunError
 from .recipes import RECIPES, apply_recipe
+from .runs import make_folder
 from .train import Interrupted, train
 from .tuneoutput import TuneResult, best_trial, trial_record, write_outputs, write_tables
 from .tunespace import Param, build_space, check_space, config_for, read_space_file
@@ -72,7 +73,7 @@ def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = Non
     overrides = read_space_file(space) if isinstance(space, (str, Path)) else space
     params = build_space(base.model, overrides)
     check_space(params, base)
-    _make_folder(folder)
+    make_folder(folder, "study folder", ConfigError)
     url = storage or f"sqlite:///{folder / 'study.db'}"
     the_study = open_study(url, name, base.model, make_pruner(pruner, params, base), seed)
     dataset = dataset or load_dataset(base.dataset, val_size=base.val_size, split_seed=base.split_seed)
@@ -112,13 +113,6 @@ def _study_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ConfigError(f"study name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
     return name
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create study folder {folder}: {error.strerror}") from None
 
 
 class Objective:
