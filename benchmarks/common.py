@@ -15,7 +15,7 @@ import digitlab
 from digitlab.data import Split
 from digitlab.evaluate import accuracy
 from digitlab.recipes import apply_recipe
-from digitlab.runs import atomic_write
+from digitlab.files import atomic_write
 from digitlab.train import build, choose_engine, fit
 
 RESULTS = Path(__file__).parent / "results"

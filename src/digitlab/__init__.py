@@ -1,7 +1,5 @@
 """digitlab: train, evaluate, explain and serve MNIST-like digit classifiers with PyTorch."""
 
-__version__ = "0.1.0"
-
 from .config import TrainConfig
 from .data import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
@@ -9,12 +7,13 @@ from .models import create_model, list_models, register_model
 from .runs import Run, load_model, load_run
 from .train import fit, resume, train
 from .tune import tune
+from .version import __version__
 
 # Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` names.
 from .runs import evaluate_run as evaluate  # noqa: E402
 
 __all__ = [
     "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
-    "TrainConfig", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
+    "TrainConfig", "__version__", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
     "load_run", "read_idx", "register_model", "resume", "train", "tune",
 ]

@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import RunError
-from .runs import atomic_write, check_state
+from .files import atomic_write
+from .runs import check_state
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 BEST_FILE = "best.safetensors"

@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .evaluate import robustness
 from .recipes import AUGMENT, apply_recipe
-from .runs import atomic_write, write_json
+from .files import atomic_write, write_json
 
 
 def augmentation_study(seeds: int = 3, models: tuple[str, ...] = ("mlp", "cnn"), recipe: str = "fast",

@@ -19,7 +19,9 @@ import torch
 
 from .data import to_float
 from .errors import ExportError
-from .runs import Run, atomic_write, load_run
+from .files import atomic_write
+from .runs import Run, load_run
+from .version import __version__
 
 EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 VERIFY_COUNT = 1000
@@ -72,7 +74,6 @@ def export_model(run: Run | str | Path, format: str = "onnx", out: str | Path | 
 
 def contract(run: Run) -> dict[str, str]:
     """The metadata an exported model carries: what goes in, how it was scaled, what comes out."""
-    from . import __version__
 
     spec = getattr(run.model, "spec", {"name": type(run.model).__name__, "kwargs": {}})
     about = {

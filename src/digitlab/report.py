@@ -19,7 +19,8 @@ from . import viz
 from .data import Dataset
 from .errors import ConfigError, RunError
 from .evaluate import calibration, classification_metrics, most_confused_pairs, predict_logits
-from .runs import METRICS_FILE, Run, atomic_write, load_run, make_folder, read_json, write_json
+from .files import atomic_write, make_folder, read_json, write_json
+from .runs import METRICS_FILE, Run, load_run
 
 CALIBRATION_BINS = 15
 REPORT_FOLDER, INDEX_FILE = "report", "index.html"

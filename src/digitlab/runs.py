@@ -2,8 +2,9 @@
 
 A run folder holds config.json (the resolved config, versions, dataset checksums), metrics.json
 and model.safetensors, whose metadata names the model and its arguments, so loading needs only
-that file. Weights never pass through pickle, and every file is written to a temp file first and
-renamed into place, so a crash leaves either the old file or the new one, never half of one.
+that file. Weights never pass through pickle, and every file is written atomically (digitlab.files).
+`Run` sits above evaluation and prediction, so its convenience methods (`evaluate`, `predict`,
+`robustness`) call them directly; training, which returns a Run, sits above this module.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,69 +19,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import TrainConfig
-from .errors import ConfigError, DigitlabError, RunError
+from .data import load_dataset
+from .errors import ConfigError, RunError
+from .evaluate import evaluate, robustness
+from .files import atomic_write, make_folder, read_json, write_json
+from .models import create_model
+from .predict import predict
+from .version import __version__
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def versions() -> dict:
-    from . import __version__
     return {"digitlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
-
-
-def make_folder(folder: Path, description: str = "folder", error: type[DigitlabError] = RunError) -> Path:
-    """mkdir -p, with a one-line `error` naming the folder when it cannot be created."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as problem:
-        raise error(f"cannot create {description} {folder}: {problem.strerror}") from None
-    return folder
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(temp_path), then rename the temp file onto `path`; clean up on any failure."""
-    path = Path(path)
-    try:
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-    except OSError as error:
-        raise RunError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        write(temp)
-        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give them the usual mode
-        os.replace(temp, path)
-    except OSError as error:
-        raise RunError(f"cannot write {path}: {error.strerror or error}") from None
-    except SafetensorError as error:  # safetensors reports its I/O failures (a full disk, say) this way
-        raise RunError(f"cannot write {path}: {error}") from None
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-
-
-def write_json(path: Path, value) -> None:
-    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(value, indent=2) + "\n"))
-
-
-def read_json(path: Path) -> dict:
-    try:
-        value = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunError(f"{path} is unreadable or corrupt ({error})") from None
-    if not isinstance(value, dict):
-        raise RunError(f"{path} must hold a JSON object")
-    return value
 
 
 def save_model(model: nn.Module, path: Path, **about) -> None:
@@ -93,7 +50,6 @@ def save_model(model: nn.Module, path: Path, **about) -> None:
 
 
 def read_model_metadata(path: Path) -> dict:
-    from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -109,8 +65,6 @@ def read_model_metadata(path: Path) -> dict:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from its safetensors file alone; refuse tensors that do not fit the declared model."""
-    from .models import create_model
-
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path} is missing")
@@ -152,8 +106,6 @@ class Run:
 
     def data(self, purpose: str = "evaluated"):
         """The run's dataset with its validation split; warns if its files differ from training's."""
-        from .data import load_dataset
-
         data = load_dataset(self.dataset, val_size=self.config.val_size, split_seed=self.config.split_seed)
         if self.dataset_sha256 and data.sha256 != self.dataset_sha256:
             warnings.warn(f"run was trained on different {self.dataset} files than the ones {purpose} now", stacklevel=3)
@@ -161,21 +113,15 @@ class Run:
 
     def evaluate(self, split: str = "test") -> dict:
         """Metrics on a split of the dataset the run was trained on (warns if its files differ)."""
-        from .evaluate import evaluate
-
         data = self.data()
         return evaluate(self.model, data.splits()[split], data.classes)
 
     def predict(self, images, top_k: int = 1, batch_size: int = 512, errors: str = "raise") -> list:
         """Classify pictures of digits (file paths, folders, PIL images, arrays): see digitlab.predict.predict."""
-        from .predict import predict
-
         return predict(self.model, images, self.classes, top_k=top_k, batch_size=batch_size, errors=errors)
 
     def robustness(self, split: str = "test") -> dict[str, float]:
         """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
-        from .evaluate import robustness
-
         return robustness(self.model, self.data().splits()[split])
 
 

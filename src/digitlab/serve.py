@@ -32,6 +32,7 @@ from .models import count_parameters
 from .predict import Prediction, predict
 from .preprocess import decode_image
 from .runs import Run, load_run
+from .version import __version__
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # an image file (or the bytes a base64 string decodes to): 2 MiB
@@ -82,7 +83,7 @@ def create_app(run_or_path: Run | str | Path) -> FastAPI:
     run.model.eval()
     about = model_info(run)
     # FastAPIOffline: FastAPI whose /docs and /redoc use bundled Swagger UI and ReDoc files, not a CDN
-    app = FastAPIOffline(title="digitlab", version=_version(), summary="Classify pictures of handwritten digits "
+    app = FastAPIOffline(title="digitlab", version=__version__, summary="Classify pictures of handwritten digits "
                          f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).")
     app.state.run, app.state.model_info = run, about
 
@@ -270,11 +271,6 @@ def _listen(host: str, port: int) -> socket.socket:
         problem = "the port is already in use" if error.errno == errno.EADDRINUSE else error.strerror or str(error)
         raise ServeError(f"cannot listen on {host}:{port}: {problem}") from None
     return listener
-
-
-def _version() -> str:
-    from . import __version__
-    return __version__
 
 
 def _request_body_schema() -> dict:

@@ -22,7 +22,8 @@ from .errors import ConfigError, DigitlabError, RunError
 from .evaluate import evaluate, predict_logits
 from .models import count_parameters, create_model, in_preferred_layout
 from .recipes import learning_rate
-from .runs import CONFIG_FILE, Run, new_run_folder, read_json, save_config, save_run
+from .files import read_json
+from .runs import CONFIG_FILE, Run, load_run, new_run_folder, save_config, save_run
 
 EpochCallback = Callable[[dict], None]
 
@@ -246,7 +247,6 @@ def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
 def _load_teacher(path: str | None, device: torch.device) -> nn.Module | None:
     if path is None:
         return None
-    from .runs import load_run
     teacher = load_run(path, device).model.eval()
     teacher = in_preferred_layout(teacher, teacher)
     for parameter in teacher.parameters():

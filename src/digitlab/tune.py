@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, DigitlabError, RunError
 from .recipes import RECIPES, apply_recipe
-from .runs import make_folder
+from .files import make_folder
 from .train import Interrupted, train
 from .tuneoutput import TuneResult, best_trial, trial_record, write_outputs, write_tables
 from .tunespace import Param, build_space, check_space, config_for, read_space_file

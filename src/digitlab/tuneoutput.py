@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import TrainConfig
-from .runs import atomic_write, write_json
+from .files import atomic_write, write_json
 
 BEST_FILE, TRIALS_FILE = "best.json", "trials.csv"
 FIGURES = ("history.png", "importances.png", "parallel.png", "curves.png")

@@ -20,7 +20,7 @@ from .common import Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = Parser(prog="digitlab", description="Train, evaluate and explain MNIST-like digit classifiers.",
                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)

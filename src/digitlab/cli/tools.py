@@ -93,7 +93,7 @@ def cmd_augment_preview(args) -> int:
     from ..config import TrainConfig
     from ..data import load_dataset, to_float
     from ..recipes import AUGMENT
-    from ..runs import atomic_write
+    from ..files import atomic_write
     from ..viz import augmentation_preview
 
     values = {name: getattr(args, name) for name in AUGMENT if getattr(args, name) is not None}
