@@ -2,7 +2,7 @@
 
 A record is `digitlab.tune.trial_record(trial)`: number, state ("complete", "pruned", "fail",
 "running"), value (validation accuracy; for a pruned trial the last one it reported), params and
-curve ({epoch: validation accuracy}). Figures use the house style of `digitlab.viz`.
+curve ({epoch: validation accuracy}). Figures use the house style of `digitlab.figures`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .viz import VAL_COLOR, new_figure, note_figure, styled
+from .figures import VAL_COLOR, new_figure, note_figure, styled
 
 PRUNED_COLOR, BEST_COLOR = "#9a9a9a", "#d62728"
 
