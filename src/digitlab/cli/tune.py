@@ -9,7 +9,7 @@ def add_parsers(commands) -> None:
     from ..config import DEVICES
     from ..data import list_datasets
     from ..models import list_models
-    from ..tune import PRUNERS
+    from ..tunestudy import PRUNERS
 
     tune = commands.add_parser("tune", help="search hyperparameters with Optuna on the validation split "
                                             "(resumable, prunable, parallel; the test set is never used)")
