@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 # Floors from the bottom up; docs/architecture.md says what each holds and why.
 LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("errors", "files", "version", "distributed"),
-    "foundations": ("augment", "config", "fetch", "data", "models", "preprocess", "recipes", "fastmlp"),
-    "inference": ("evaluate", "predict"),
+    "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
+    "inference": ("evaluate", "predict", "realworld"),
     "runs": ("runs",),
     "training": ("checkpoint", "train"),
     "outputs": ("figures", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),

@@ -4,7 +4,7 @@ from .config import TrainConfig
 from .data import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
-from .runs import Run, load_model, load_run
+from .runs import Run, evaluate_real_world, load_model, load_run
 from .train import fit, resume, train
 from .tune import tune
 from .version import __version__
@@ -14,6 +14,6 @@ from .runs import evaluate_run as evaluate  # noqa: E402
 
 __all__ = [
     "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
-    "TrainConfig", "__version__", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
+    "TrainConfig", "__version__", "create_model", "evaluate", "evaluate_real_world", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
     "load_run", "read_idx", "register_model", "resume", "train", "tune",
 ]

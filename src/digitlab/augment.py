@@ -25,17 +25,32 @@ class AugmentConfig:
     shear: float = 0.0  # degrees, uniform in ±shear
     elastic_alpha: float = 0.0  # pixels: strength of the elastic displacement (0 = off)
     elastic_sigma: float = 4.0  # pixels: smoothness of the elastic field (Gaussian sigma)
+    thickness: float = 0.0  # pen steps: strokes thinned by up to half a step or thickened by up to this many
+    blur: float = 0.0  # pixels: Gaussian blur of sigma uniform in [0, blur]
+    contrast: float = 0.0  # ink scaled by a factor uniform in [1 - contrast, 1]
+    noise: float = 0.0  # Gaussian pixel noise of std uniform in [0, noise] (images in [0, 1])
 
     def __post_init__(self):
         from .errors import ConfigError
         if not (0 <= self.rotate <= 90 and 0 <= self.shear < 45 and 0 <= self.scale < 1
-                and self.translate >= 0 and self.elastic_alpha >= 0 and self.elastic_sigma > 0):
+                and self.translate >= 0 and self.elastic_alpha >= 0 and self.elastic_sigma > 0
+                and 0 <= self.thickness <= 2 and 0 <= self.blur <= 3 and 0 <= self.contrast < 1
+                and 0 <= self.noise <= 1):
             raise ConfigError(f"augmentation out of range: {self} (rotate 0..90, shear 0..45, scale 0..1, "
-                              "translate, elastic alpha >= 0, sigma > 0)")
+                              "translate, elastic alpha >= 0, sigma > 0, thickness 0..2, blur 0..3, "
+                              "contrast 0..1, noise 0..1)")
+
+    @property
+    def geometric(self) -> bool:
+        return any((self.rotate, self.translate, self.scale, self.shear, self.elastic_alpha))
+
+    @property
+    def photometric(self) -> bool:
+        return any((self.thickness, self.blur, self.contrast, self.noise))
 
     @property
     def active(self) -> bool:
-        return any((self.rotate, self.translate, self.scale, self.shear, self.elastic_alpha))
+        return self.geometric or self.photometric
 
 
 # The preset `--augment` turns on: mild, as handwriting varies (cf. Simard et al. 2003).
@@ -81,9 +96,55 @@ def elastic_field(count: int, size: int, alpha: float, sigma: float, generator: 
 
 
 def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Random affine (and elastic, if alpha > 0) resampling of float images (B, C, H, W); background 0."""
-    if not config.active:
-        return images
+    """Random affine (and elastic, if alpha > 0) resampling of float images (B, C, H, W), background 0;
+    then the pen (thickness), the focus (blur), the ink's darkness (contrast) and sensor noise."""
+    if config.geometric:
+        images = _resample(images, config, generator)
+    if config.thickness:
+        images = pen_thickness(images, config.thickness, generator)
+    if config.blur:
+        images = gaussian_blur(images, _uniform(len(images), 0, config.blur, generator, images))
+    if config.contrast:
+        images = images * _uniform(len(images), 1 - config.contrast, 1, generator, images).view(-1, 1, 1, 1)
+    if config.noise:
+        std = _uniform(len(images), 0, config.noise, generator, images).view(-1, 1, 1, 1)
+        noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+        images = (images + std * noise).clamp(0, 1)
+    return images
+
+
+def _uniform(count: int, low: float, high: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return (low + (high - low) * torch.rand(count, generator=generator)).to(like.device, like.dtype)
+
+
+def pen_thickness(images: torch.Tensor, steps: float, generator: torch.Generator) -> torch.Tensor:
+    """Strokes redrawn with a thinner or heavier pen: per image, a step t uniform in [-0.5, steps] blends
+    towards the grey erosion (t < 0; at most half of it, as a full erosion wipes out thin strokes) or the
+    grey dilation by one or two 3×3 max-pools (t > 0)."""
+    step = _uniform(len(images), -0.5, steps, generator, images).view(-1, 1, 1, 1)
+    eroded = -F.max_pool2d(-images, 3, 1, 1)
+    dilated = F.max_pool2d(images, 3, 1, 1)
+    thicker = F.max_pool2d(dilated, 3, 1, 1) if steps > 1 else dilated
+    thin = images + (-step).clamp(0, 1) * (eroded - images)
+    heavy = torch.where(step <= 1, images + step.clamp(0, 1) * (dilated - images),
+                        dilated + (step - 1).clamp(0, 1) * (thicker - dilated))
+    return torch.where(step < 0, thin, heavy)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each image (B, 1, H, W) blurred by its own Gaussian of std `sigma` (B,) pixels (5×5 taps, separable)."""
+    taps = torch.arange(-2, 3, dtype=images.dtype, device=images.device)
+    kernels = torch.exp(-taps ** 2 / (2 * sigma.clamp(min=1e-3).view(-1, 1) ** 2))
+    kernels = kernels / kernels.sum(1, keepdim=True)  # (B, 5)
+    count, channels, height, width = images.shape
+    stacked = images.reshape(1, count * channels, height, width)
+    weights = kernels.repeat_interleave(channels, 0)
+    stacked = F.conv2d(stacked, weights.view(-1, 1, 1, 5), padding=(0, 2), groups=count * channels)
+    stacked = F.conv2d(stacked, weights.view(-1, 1, 5, 1), padding=(2, 0), groups=count * channels)
+    return stacked.view(count, channels, height, width)
+
+
+def _resample(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     count, _, height, width = images.shape
     theta = random_affine_matrices(count, config, width, generator, images.device).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)

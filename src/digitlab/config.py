@@ -17,6 +17,45 @@ SCHEDULES = ("constant", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """Which steps of the pipeline run; each can be switched off (`--preprocess no-STEP`) to see what it buys.
+
+    `legacy` is the pipeline of models saved before these options existed: no flattening, no
+    cleaning, strokes kept as they came (only rescaled so their 90th percentile is full white).
+    """
+
+    flatten: bool = True  # subtract the paper's shading (shadows, uneven light) before looking for ink
+    clean: bool = True  # drop ruled lines and specks; keep the main piece and the pieces near it
+    stroke: bool = True  # redraw the strokes at full intensity, thickened or thinned into MNIST's pen width
+    deskew: bool = False  # straighten slanted writing by its second moments (only for a model trained so)
+    legacy: bool = False
+
+    STEPS = ("flatten", "clean", "stroke", "deskew")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PreprocessOptions:
+        known = {item.name for item in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown preprocessing option(s): {', '.join(unknown)}")
+        return cls(**{key: bool(value) for key, value in values.items()})
+
+    def with_steps(self, text: str) -> PreprocessOptions:
+        """These options changed by a comma-separated list such as "no-stroke,deskew" (or "legacy")."""
+        changes: dict[str, bool] = {}
+        for word in filter(None, (part.strip() for part in text.split(","))):
+            name = word.removeprefix("no-")
+            if name not in (*self.STEPS, "legacy"):
+                raise ConfigError(f"unknown preprocessing step {word!r} (known: {', '.join(self.STEPS)}, legacy; "
+                                  "prefix no- to switch one off)")
+            changes[name] = not word.startswith("no-")
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run. Defaults reproduce the seed notebook."""
@@ -52,6 +91,11 @@ class TrainConfig:
     augment_shear: float = 0.0  # degrees, ±
     augment_elastic_alpha: float = 0.0  # pixels; 0 = no elastic distortion
     augment_elastic_sigma: float = 4.0  # pixels
+    augment_thickness: float = 0.0  # pen steps (3×3 grey dilations) strokes may thicken by, 0..2
+    augment_blur: float = 0.0  # pixels: largest Gaussian blur sigma
+    augment_contrast: float = 0.0  # ink darkness scaled by [1 - contrast, 1]
+    augment_noise: float = 0.0  # largest std of added pixel noise (pixels in [0, 1])
+    preprocess: str = ""  # preprocessing steps switched from the defaults, e.g. "deskew" (see PreprocessOptions)
 
     def __post_init__(self):
         self.validate()
@@ -81,6 +125,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.preprocessing()  # raises ConfigError naming an unknown step
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,7 +165,12 @@ class TrainConfig:
         """The AugmentConfig these fields describe (validated there)."""
         from .augment import AugmentConfig
         return AugmentConfig(self.augment_rotate, self.augment_translate, self.augment_scale, self.augment_shear,
-                             self.augment_elastic_alpha, self.augment_elastic_sigma)
+                             self.augment_elastic_alpha, self.augment_elastic_sigma, self.augment_thickness,
+                             self.augment_blur, self.augment_contrast, self.augment_noise)
+
+    def preprocessing(self) -> PreprocessOptions:
+        """The PreprocessOptions of this run: the defaults, changed by the `preprocess` steps."""
+        return PreprocessOptions().with_steps(self.preprocess)
 
     def model_arguments(self) -> dict:
         """model_kwargs, plus dropout when the config sets it."""

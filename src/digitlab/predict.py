@@ -17,7 +17,8 @@ from torch import nn
 
 from .errors import ConfigError, ImageError
 from .evaluate import predict_logits
-from .preprocess import image_files, load_image, preprocess_image
+from .config import PreprocessOptions
+from .preprocess import Preprocessed, image_files, load_image, prepare
 from .files import atomic_write, make_folder
 
 
@@ -26,7 +27,8 @@ class Prediction:
     """One input's outcome: the class, its probability, all probabilities, or an error message.
 
     `source` names the input (its file path, or "image N" for the N-th in-memory one); `image` is
-    the uint8 (1, 28, 28) tensor the model saw; `top_k` lists (label, probability), best first.
+    the uint8 (1, 28, 28) tensor the model saw; `box` is where its ink was found in the picture,
+    (x0, y0, x1, y1) in the picture's pixels; `top_k` lists (label, probability), best first.
     """
 
     source: str
@@ -36,6 +38,7 @@ class Prediction:
     probabilities: list[float] | None = None
     top_k: list[tuple[str, float]] = field(default_factory=list)
     image: torch.Tensor | None = field(default=None, repr=False)
+    box: tuple[int, int, int, int] | None = None
     error: str | None = None
 
     @property
@@ -43,22 +46,24 @@ class Prediction:
         return self.error is None
 
     def to_dict(self) -> dict:
-        """The JSON form: {file, label, confidence, probabilities, top_k}, or {file, error}."""
+        """The JSON form: {file, label, confidence, probabilities, top_k, box}, or {file, error}."""
         if not self.ok:
             return {"file": self.source, "error": self.error}
         return {"file": self.source, "label": self.label, "confidence": self.confidence,
-                "probabilities": self.probabilities,
+                "probabilities": self.probabilities, "box": list(self.box) if self.box else None,
                 "top_k": [{"label": label, "probability": p} for label, p in self.top_k]}
 
 
 def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 1,
-            batch_size: int = 512, errors: str = "raise") -> list[Prediction]:
+            batch_size: int = 512, errors: str = "raise",
+            options: PreprocessOptions = PreprocessOptions()) -> list[Prediction]:
     """Preprocess and classify `images`; one Prediction per input, in order.
 
     `images` is a list (or tuple) whose items are file paths, folders (their image files, by
     name), PIL images or arrays (see preprocess_image), or one such item alone; a 4-D array or
     tensor (N, C, H, W) is N images. Files are read with load_image's guards. errors="raise"
     raises the first ImageError; errors="collect" puts it in that input's Prediction instead.
+    `options` chooses the preprocessing steps (a run's own are in `Run.preprocess`).
     Probabilities are the softmax of the logits in float64, so they sum to 1.
     """
     if errors not in ("raise", "collect"):
@@ -70,8 +75,9 @@ def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 
     results, tensors = [], []
     for source, item in _inputs(images):
         try:
-            tensors.append(_prepare(item, source))
-            results.append(Prediction(source))
+            prepared = _prepare(item, source, options)
+            tensors.append(prepared.image)
+            results.append(Prediction(source, box=prepared.box))
         except ImageError as error:
             if errors == "raise":
                 raise
@@ -124,11 +130,11 @@ def _inputs(images):
             yield str(item), Path(item)
 
 
-def _prepare(item, source: str) -> torch.Tensor:
+def _prepare(item, source: str, options: PreprocessOptions) -> Preprocessed:
     if isinstance(item, ImageError):
         raise item
     try:
-        return preprocess_image(load_image(item) if isinstance(item, Path) else item)
+        return prepare(load_image(item) if isinstance(item, Path) else item, options)
     except ImageError as error:
         raise error if error.source else ImageError(error.problem, source) from None
 

@@ -13,41 +13,81 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
+from .config import PreprocessOptions
 from .errors import ImageError
+from .ink import NOISE_SIGMAS, Ink, find_ink, strokes, towards_ink
 
 FIELD, BOX = 28, 20  # output side, and the side the digit's longer dimension is fitted into
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column index; measured mean 14.0 ± 0.3)
 MAX_PIXELS = 4096 * 4096  # decompression-bomb guard, checked on the declared size before decoding
 MAX_FILE_BYTES = 64 * 1024 * 1024
 WORKING_SIDE = 1024  # larger images are box-averaged down to about this before the analysis
-MIN_CONTRAST = 24.0  # gray levels (of 255) between background and ink below which an image is blank
-NOISE_SIGMAS = 4.0  # background noise (robust std) multiples treated as noise, not ink
+ZOOM = 160  # the digit's longer side while its strokes are redrawn: 8 px per output pixel
+PEN_RANGE = (1.6, 5.0)  # stroke widths (output px) left as they are: MNIST spans 1.8-3.6 (10th-90th percentile)
+PEN_TARGET = 2.5  # ... at MNIST's median width
+SCALE_KEY = "digitlab.scale"  # Image.info key: picture pixels per decoded pixel (JPEGs are decoded reduced)
+# digitlab 0.1's pipeline (PreprocessOptions(legacy=True)), kept for models saved before the options existed
+LEGACY_MIN_CONTRAST = 24.0  # gray levels (of 255) between background and ink below which an image is blank
 FAINT_INK = 0.05  # fraction of the ink's reach below which pixels count as background
-BBOX_INK = 0.25  # the crop is the box of pixels above this fraction of the stroke level (see _crop_to_ink)
+BBOX_INK = 0.25  # the crop is the box of pixels above this fraction of the stroke level
 FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM")  # openers Image.open may try (phone JPEGs: MPO)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".gif", ".tif", ".tiff",
                             ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
 
 
-def preprocess_image(image) -> torch.Tensor:
-    """A digit picture -> uint8 tensor (1, 28, 28), white ink on black, MNIST-style.
+@dataclass
+class Preprocessed:
+    """What the model sees, uint8 (1, 28, 28) white ink on black, and where it was found in the picture:
+    `box` is (x0, y0, x1, y1) in the picture's own pixels (x1, y1 exclusive)."""
+
+    image: torch.Tensor
+    box: tuple[int, int, int, int]
+
+
+def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preprocessed:
+    """A digit picture -> the MNIST-style 28×28 image and the box of the ink it came from.
 
     `image` is a PIL image or an array (numpy or torch) of shape (H, W), (H, W, C) or (C, H, W)
     with C in 1..4 (gray, gray+alpha, RGB, RGBA); uint8 / uint16 / bool pixels, or floats in [0, 1]
-    (or [0, 255] when larger values occur). Either polarity works: the background is the border's
-    median and the ink is whichever side of it reaches further. Transparent pixels show the
-    background. Raises ImageError when no ink stands out from the background noise (blank).
+    (or [0, 255] when larger values occur). Either polarity works. Transparent pixels show the
+    background. Raises ImageError when no ink stands out from the paper (blank).
     """
-    gray = _composite(*(_pil_channels(image) if isinstance(image, Image.Image) else _array_channels(image)))
+    if isinstance(image, Image.Image):
+        gray, scale = _composite(*_pil_channels(image)), float(image.info.get(SCALE_KEY, 1.0))
+    else:
+        gray, scale = _composite(*_array_channels(image)), 1.0
+    height = gray.shape[0]
     gray = _shrink(gray, WORKING_SIDE)
-    ink = _ink_map(gray)
-    return torch.from_numpy(np.rint(_fit_and_centre(_crop_to_ink(ink, BBOX_INK)) * 255).astype(np.uint8)).unsqueeze(0)
+    scale *= height / gray.shape[0]
+    if not options.legacy and _already_mnist(towards_ink(gray)):
+        field = towards_ink(gray) / 255
+        rows, cols = np.flatnonzero(field.any(1)), np.flatnonzero(field.any(0))
+        box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    elif options.legacy:
+        crop, box = _legacy_crop(gray)
+        field = _centre(_fit(crop, Image.Resampling.LANCZOS))
+    else:
+        ink = find_ink(gray, flatten=options.flatten)
+        crop, box = _digit_crop(ink, strokes(ink, clean=options.clean))
+        field = _centre(_redraw(crop) if options.stroke else _fit(crop / _stroke_level(crop), Image.Resampling.LANCZOS))
+    if options.deskew:
+        field = deskew(torch.from_numpy(field)[None, None])[0, 0].numpy()
+    pixels = torch.from_numpy(np.rint(np.clip(field, 0, 1) * 255).astype(np.uint8)).unsqueeze(0)
+    return Preprocessed(pixels, tuple(int(round(value * scale)) for value in box))
+
+
+def preprocess_image(image, options: PreprocessOptions = PreprocessOptions()) -> torch.Tensor:
+    """A digit picture -> uint8 tensor (1, 28, 28), white ink on black, MNIST-style (see `prepare`)."""
+    return prepare(image, options).image
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
@@ -103,7 +143,9 @@ def _decode(file, source: str, max_pixels: int, max_side: int | None = None) -> 
                 if opened.format in ("JPEG", "MPO"):
                     opened.draft("L", (WORKING_SIDE, WORKING_SIDE))  # let the decoder downscale big photos
                 opened.load()
-                return ImageOps.exif_transpose(opened)
+                picture = ImageOps.exif_transpose(opened)
+                picture.info[SCALE_KEY] = width / opened.size[0]
+                return picture
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image is too large to decode safely (decompression-bomb guard)", source) from None
     except UnidentifiedImageError:
@@ -115,11 +157,11 @@ def _decode(file, source: str, max_pixels: int, max_side: int | None = None) -> 
         raise ImageError(f"truncated or corrupt image ({error})", source) from None
 
 
-def preprocess_file(path: str | Path) -> torch.Tensor:
+def preprocess_file(path: str | Path, options: PreprocessOptions = PreprocessOptions()) -> torch.Tensor:
     """load_image + preprocess_image; every problem is an ImageError naming the file."""
     image = load_image(path)
     try:
-        return preprocess_image(image)
+        return preprocess_image(image, options)
     except ImageError as error:
         raise ImageError(error.problem, str(path)) from None
 
@@ -196,6 +238,95 @@ def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BOX))
 
 
+def _already_mnist(gray: np.ndarray) -> bool:
+    """Whether a picture already is an MNIST-style digit (28×28, ink on pure black, centred by mass):
+    such a picture (what --save-preprocessed writes) is left as it is, so preprocessing is idempotent."""
+    if gray.shape != (FIELD, FIELD) or gray.min() > 0 or np.median(gray) > 0 or gray.max() < 128:
+        return False
+    mass = gray.sum()
+    index = np.arange(FIELD)
+    centre = ((gray.sum(1) * index).sum() / mass, (gray.sum(0) * index).sum() / mass)
+    return all(abs(value - CENTRE) <= 1 for value in centre)
+
+
+def _digit_crop(ink: Ink, keep: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The ink of the kept pieces (with their soft edges), cropped to their box; and the box (x0, y0, x1, y1)."""
+    rows, cols = np.flatnonzero(keep.any(1)), np.flatnonzero(keep.any(0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    near = ndimage.binary_dilation(keep[top:bottom, left:right], np.ones((3, 3)))
+    return np.where(near, ink.values[top:bottom, left:right], 0).astype(np.float32), (left, top, right, bottom)
+
+
+def _stroke_level(crop: np.ndarray) -> float:
+    """The gray level of the strokes' core: the 90th percentile of the inked pixels."""
+    inked = crop[crop > 0]
+    return max(float(np.percentile(inked, 90)), 1e-6) if inked.size else 1.0
+
+
+def _redraw(crop: np.ndarray) -> np.ndarray:
+    """The strokes at full intensity, fitted into BOX²; a pen thinner or heavier than MNIST's is redrawn.
+
+    The strokes are cut at half their level at ZOOM px per digit and their width is measured
+    there. Within PEN_RANGE the soft strokes are kept (scaled so their core is white); outside it
+    the cut strokes are thickened or thinned to PEN_TARGET and area-averaged down to BOX, which
+    gives the soft edges MNIST's anti-aliasing gave its digits.
+    """
+    level = _stroke_level(crop)
+    height, width = crop.shape
+    factor = ZOOM / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    resample = Image.Resampling.BICUBIC if factor > 1 else Image.Resampling.BOX
+    binary = np.asarray(Image.fromarray(crop).resize(size, resample)) > 0.5 * level
+    if not binary.any():
+        raise ImageError("no ink found (blank image)")
+    binary = _crop_to_ink(binary)
+    per_pixel = max(binary.shape) / BOX  # zoomed pixels per output pixel
+    binary = np.pad(binary, 1)  # paper all round, so distances are measured to the strokes' edges
+    inside = ndimage.distance_transform_edt(binary)
+    ridge = binary & (inside >= ndimage.maximum_filter(inside, 3))
+    pen = 2 * float(np.median(inside[ridge])) / per_pixel
+    if PEN_RANGE[0] <= pen <= PEN_RANGE[1]:
+        soft = np.clip(crop / level, 0, 1)
+        return _fit(_crop_to_ink(soft > BBOX_INK, soft), Image.Resampling.LANCZOS)
+    if pen < PEN_RANGE[0]:
+        binary = ndimage.distance_transform_edt(~binary) <= (PEN_TARGET - pen) / 2 * per_pixel
+    else:
+        thinned = inside > (pen - PEN_TARGET) / 2 * per_pixel
+        binary = thinned if thinned.any() else binary
+    return _fit(_crop_to_ink(binary, binary.astype(np.float32)), Image.Resampling.BOX)
+
+
+def deskew(images: torch.Tensor) -> torch.Tensor:
+    """Straighten slanted digits (B, 1, 28, 28) float by their second moments (the classic MNIST deslant).
+
+    Each image is sheared along x by -cov(x, y) / var(y) about its centre of mass, and the centre of
+    mass is moved to the centre, so a digit's main axis ends upright. Batched: one grid_sample.
+    """
+    count, _, height, width = images.shape
+    rows = torch.arange(height, dtype=images.dtype, device=images.device).view(1, height, 1)
+    cols = torch.arange(width, dtype=images.dtype, device=images.device).view(1, 1, width)
+    mass = images[:, 0].sum((1, 2)).clamp(min=1e-6)
+    centre_row = (images[:, 0] * rows).sum((1, 2)) / mass
+    centre_col = (images[:, 0] * cols).sum((1, 2)) / mass
+    var_rows = (images[:, 0] * (rows - centre_row.view(-1, 1, 1)) ** 2).sum((1, 2)) / mass
+    covariance = (images[:, 0] * (rows - centre_row.view(-1, 1, 1)) * (cols - centre_col.view(-1, 1, 1))).sum((1, 2))
+    slope = (covariance / mass / var_rows.clamp(min=1e-6)).view(-1, 1, 1)
+    source_rows = rows + (centre_row.view(-1, 1, 1) - height / 2)
+    source_cols = cols + slope * (rows - height / 2) + (centre_col.view(-1, 1, 1) - width / 2)
+    grid = torch.stack([(2 * source_cols + 1) / width - 1, (2 * source_rows + 1) / height - 1], -1)
+    return F.grid_sample(images, grid.expand(count, height, width, 2), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
+
+
+def _legacy_crop(gray: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """digitlab 0.1's ink finding: border background, noise floor, crop at a quarter of the stroke level."""
+    ink = _legacy_ink_map(gray)
+    strong = ink > BBOX_INK
+    rows, cols = np.flatnonzero(strong.any(1)), np.flatnonzero(strong.any(0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return ink[top:bottom, left:right], (left, top, right, bottom)
+
+
 def _box3(values: np.ndarray, pad: str = "edge") -> np.ndarray:
     """3×3 mean filter (edges padded by `pad`, a numpy.pad mode): cheap smoothing that tames single-pixel noise."""
     padded = np.pad(values, 1, mode=pad)
@@ -203,7 +334,7 @@ def _box3(values: np.ndarray, pad: str = "edge") -> np.ndarray:
     return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) / 9
 
 
-def _ink_map(gray: np.ndarray) -> np.ndarray:
+def _legacy_ink_map(gray: np.ndarray) -> np.ndarray:
     """Ink intensity in [0, 1] (H, W), background exactly 0; ImageError if nothing stands out.
 
     The background level and its noise come from the outer frame (median and MAD); the ink is on
@@ -217,7 +348,7 @@ def _ink_map(gray: np.ndarray) -> np.ndarray:
     ink = background - gray if background - smooth.min() > smooth.max() - background else gray - background
     smooth_ink = _box3(ink)
     reach = float(smooth_ink.max())
-    if reach < max(MIN_CONTRAST, 1.5 * NOISE_SIGMAS * noise):
+    if reach < max(LEGACY_MIN_CONTRAST, 1.5 * NOISE_SIGMAS * noise):
         raise ImageError("no ink found (blank image)")
     floor = max(NOISE_SIGMAS * noise, FAINT_INK * reach)
     mask = (ink > floor) & (smooth_ink > floor / 3)
@@ -238,23 +369,22 @@ def _background(gray: np.ndarray) -> tuple[float, float]:
     return background, 1.4826 * float(np.median(np.abs(border - background)))
 
 
-def _crop_to_ink(ink: np.ndarray, threshold: float = 0.0) -> np.ndarray:
-    """Crop to the bounding box of the pixels above `threshold`.
-
-    Upscaled scans spread every edge by a blurred fringe of faint ink; boxing only the firmer ink
-    keeps the digit's size what MNIST's 20-px box means (its digits keep that box at 64/255).
-    """
-    strong = ink > threshold
-    rows, cols = np.flatnonzero(strong.any(1)), np.flatnonzero(strong.any(0))
-    return ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+def _crop_to_ink(mask: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """`values` (default: `mask` itself) cropped to the box of `mask`."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return (mask if values is None else values)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
 
 
-def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
-    """Resize so the longer side is BOX (aspect kept), then paste into FIELD² with the centre of mass at CENTRE."""
+def _fit(ink: np.ndarray, resample: Image.Resampling) -> np.ndarray:
+    """Resize so the longer side is BOX, aspect kept (values clipped to [0, 1])."""
     height, width = ink.shape
     scale = BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    box = np.clip(np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS)), 0, 1)
+    return np.clip(np.asarray(Image.fromarray(ink.astype(np.float32)).resize(size, resample)), 0, 1)
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    """Paste into FIELD² with the centre of mass at CENTRE."""
     mass = box.sum()
     if mass <= 0:
         raise ImageError("no ink found (blank image)")

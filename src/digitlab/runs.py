@@ -23,13 +23,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import TrainConfig
+from .config import PreprocessOptions, TrainConfig
 from .data import load_dataset
 from .errors import ConfigError, RunError
 from .evaluate import evaluate, robustness
 from .files import atomic_write, make_folder, read_json, write_json
 from .models import create_model
 from .predict import predict
+from .realworld import DEFAULT_COUNT, score_suite
 from .version import __version__
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
@@ -103,6 +104,7 @@ class Run:
     dataset: str = "mnist"
     dataset_sha256: dict = field(default_factory=dict)
     classes: tuple = tuple("0123456789")
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)  # how pictures are prepared for it
 
     def data(self, purpose: str = "evaluated"):
         """The run's dataset with its validation split; warns if its files differ from training's."""
@@ -116,9 +118,21 @@ class Run:
         data = self.data()
         return evaluate(self.model, data.splits()[split], data.classes)
 
-    def predict(self, images, top_k: int = 1, batch_size: int = 512, errors: str = "raise") -> list:
-        """Classify pictures of digits (file paths, folders, PIL images, arrays): see digitlab.predict.predict."""
-        return predict(self.model, images, self.classes, top_k=top_k, batch_size=batch_size, errors=errors)
+    def predict(self, images, top_k: int = 1, batch_size: int = 512, errors: str = "raise",
+                preprocess: PreprocessOptions | None = None) -> list:
+        """Classify pictures of digits (file paths, folders, PIL images, arrays): see digitlab.predict.predict.
+
+        Pictures are prepared with the run's own preprocessing unless `preprocess` says otherwise.
+        """
+        return predict(self.model, images, self.classes, top_k=top_k, batch_size=batch_size, errors=errors,
+                       options=preprocess or self.preprocess)
+
+    def real_world(self, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0,
+                   preprocess: PreprocessOptions | None = None) -> dict:
+        """Accuracy on the real-world suite rendered from the validation or test digits (see digitlab.realworld)."""
+        split = self.data("rendered").splits()["val" if part == "val" else "test"]
+        return score_suite(self.model, split, part=part, count=count, seed=seed,
+                                   options=preprocess or self.preprocess)
 
     def robustness(self, split: str = "test") -> dict[str, float]:
         """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
@@ -128,6 +142,11 @@ class Run:
 def evaluate_run(run: Run | str | Path, split: str = "test") -> dict:
     """Load the run if given a path, then return its metrics on `split` (default test)."""
     return (run if isinstance(run, Run) else load_run(run)).evaluate(split)
+
+
+def evaluate_real_world(run: Run | str | Path, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0) -> dict:
+    """Load the run if given a path, then score it on the real-world suite (see Run.real_world)."""
+    return (run if isinstance(run, Run) else load_run(run)).real_world(part, count, seed)
 
 
 def new_run_folder(config: TrainConfig) -> Path:
@@ -166,7 +185,8 @@ def save_run(run: Run) -> None:
     dataset = _dataset_record(run.dataset, run.dataset_sha256, run.classes)
     _write_config(run.path, run.config, dataset)
     write_json(run.path / METRICS_FILE, run.metrics)
-    save_model(run.model, run.path / MODEL_FILE, dataset=dataset, config=run.config.to_dict())
+    save_model(run.model, run.path / MODEL_FILE, dataset=dataset, config=run.config.to_dict(),
+               preprocess=run.preprocess.to_dict())
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -175,7 +195,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     if path.is_file() and path.suffix == ".safetensors":
         model, metadata = load_model(path, device)
         config = TrainConfig.from_dict(metadata.get("config", {}))
-        return Run(None, model, config, {}, **_dataset_fields(metadata.get("dataset", {})))
+        return Run(None, model, config, {}, **_dataset_fields(metadata.get("dataset", {})),
+                   preprocess=_preprocessing(metadata, path))
     if not path.is_dir():
         raise RunError(f"no run folder at {path}")
     model, metadata = load_model(path / MODEL_FILE, device)
@@ -184,7 +205,20 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         config = TrainConfig.from_dict(saved.get("config", {}))
     except ConfigError as error:
         raise RunError(f"{path / CONFIG_FILE}: {error}") from None
-    return Run(path, model, config, read_json(path / METRICS_FILE), **_dataset_fields(saved.get("dataset", {})))
+    return Run(path, model, config, read_json(path / METRICS_FILE), **_dataset_fields(saved.get("dataset", {})),
+               preprocess=_preprocessing(metadata, path))
+
+
+def _preprocessing(metadata: dict, path: Path) -> PreprocessOptions:
+    """The preprocessing a model file records; digitlab 0.1's for files saved before it was recorded (said once)."""
+    if "preprocess" not in metadata:
+        warnings.warn(f"{path} was saved before models recorded their preprocessing: its pictures get "
+                      "digitlab 0.1's preprocessing (retrain it for the current one)", stacklevel=3)
+        return PreprocessOptions(legacy=True)
+    try:
+        return PreprocessOptions.from_dict(metadata["preprocess"])
+    except (ConfigError, TypeError, AttributeError) as error:
+        raise RunError(f"{path} has corrupt preprocessing metadata ({error})") from None
 
 
 def _dataset_fields(dataset: dict) -> dict:

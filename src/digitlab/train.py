@@ -21,6 +21,7 @@ from .distributed import World, init_from_environment, local_device
 from .errors import ConfigError, DigitlabError, RunError
 from .evaluate import evaluate, predict_logits
 from .models import count_parameters, create_model, in_preferred_layout
+from .preprocess import deskew
 from .recipes import learning_rate
 from .files import read_json
 from .runs import CONFIG_FILE, Run, load_run, new_run_folder, save_config, save_run
@@ -218,6 +219,8 @@ def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
     if dataset is None:
         dataset = load_dataset(config.dataset, val_size=config.val_size, split_seed=config.split_seed)
     dataset = _limit_training_images(dataset, config.train_size)
+    if config.preprocessing().deskew:
+        dataset = deskewed(dataset)
     teacher = _load_teacher(config.teacher, device)
     model, optimizer = build(config, device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -252,6 +255,16 @@ def _load_teacher(path: str | None, device: torch.device) -> nn.Module | None:
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher
+
+
+def deskewed(dataset: Dataset) -> Dataset:
+    """The dataset with every split's digits deskewed, as a model trained with `preprocess="deskew"` sees them."""
+    def straighten(split: Split) -> Split:
+        images = torch.cat([deskew(to_float(split.images[start:start + 10_000]))
+                            for start in range(0, len(split), 10_000)]) if len(split) else to_float(split.images)
+        return dataclasses.replace(split, images=(images * 255).round().clamp(0, 255).to(torch.uint8))
+    return dataclasses.replace(dataset, train=straighten(dataset.train), val=straighten(dataset.val),
+                               test=straighten(dataset.test))
 
 
 def _limit_training_images(dataset: Dataset, count: int) -> Dataset:
@@ -295,7 +308,7 @@ def _finish(model, config, dataset, history, engine, device, folder, best: BestE
         "history": history, "test": scores,
     }
     run = Run(path=folder, model=model, config=config, metrics=metrics, dataset=dataset.name,
-              dataset_sha256=dataset.sha256, classes=dataset.classes)
+              dataset_sha256=dataset.sha256, classes=dataset.classes, preprocess=config.preprocessing())
     if folder is not None:
         save_run(run)
     return run

@@ -14,6 +14,15 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--robustness", action="store_true",
                           help="also report accuracy on the split rotated ±15°/±30°, shifted ±3 px, scaled 0.8")
+    evaluate.add_argument("--real-world", action="store_true",
+                          help="also score the real-world suite: digits re-rendered as photos, scans, pens, "
+                               "canvas drawings, read through predict's pipeline (written into metrics.json)")
+    evaluate.add_argument("--part", choices=("val", "test"), default="test",
+                          help="which digits the real-world suite is rendered from (default test; val chooses)")
+    evaluate.add_argument("--count", type=int, default=None, metavar="N",
+                          help="real-world pictures per condition (default 300)")
+    evaluate.add_argument("--preprocess", metavar="STEPS",
+                          help="change the run's preprocessing for --real-world, e.g. no-clean,no-stroke")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     report = commands.add_parser("report", help="write RUN/report/index.html: pictures of the data, training, "
@@ -32,6 +41,9 @@ def add_parsers(commands) -> None:
                          help="also show the K most likely classes (default 1)")
     predict.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw per file")
     predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default 512)")
+    predict.add_argument("--preprocess", metavar="STEPS",
+                         help="change the run's preprocessing steps: flatten, clean, stroke, deskew (no-STEP "
+                              "switches one off), or legacy")
     predict.set_defaults(handler=cmd_predict)
 
     export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
@@ -56,6 +68,8 @@ def cmd_evaluate(args) -> int:
     metrics = run.evaluate(args.split)
     if args.robustness:
         metrics["robustness"] = run.robustness(args.split)
+    if args.real_world:
+        metrics["real_world"] = _real_world(run, args)
     if args.json:
         print(json.dumps({f"{args.split}_accuracy": metrics["accuracy"], **metrics}))
         return 0
@@ -70,7 +84,28 @@ def cmd_evaluate(args) -> int:
         print(f"\naccuracy on transformed {args.split} images")
         for name, value in metrics["robustness"].items():
             print(f"{name:>14} {value:8.2%}")
+    if args.real_world:
+        scores = metrics["real_world"]
+        print(f"\nreal-world suite ({scores['images']:,} pictures from {scores['part']} digits): "
+              f"{scores['overall']:.2%} overall")
+        for name, value in scores["conditions"].items():
+            refused = scores["refused"][name]
+            print(f"{name:>14} {value:8.2%}" + (f"  ({refused} refused)" if refused else ""))
     return 0
+
+
+def _real_world(run, args) -> dict:
+    """Score the suite; record it in the run's metrics.json (under its part) when the run has a folder."""
+    from ..files import write_json
+    from ..realworld import DEFAULT_COUNT
+    from ..runs import METRICS_FILE
+
+    options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
+    scores = run.real_world(args.part, count=args.count or DEFAULT_COUNT, preprocess=options)
+    if run.path is not None:
+        run.metrics.setdefault("real_world", {})[args.part] = scores
+        write_json(run.path / METRICS_FILE, run.metrics)
+    return scores
 
 
 def cmd_report(args) -> int:
@@ -84,7 +119,10 @@ def cmd_predict(args) -> int:
     from ..predict import save_preprocessed
     from ..runs import load_run
 
-    results = load_run(args.run).predict(args.paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect")
+    run = load_run(args.run)
+    options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
+    results = run.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
+                          preprocess=options)
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)
     for result in results:

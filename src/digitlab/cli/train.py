@@ -59,6 +59,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     augment.add_argument("--augment-shear", type=float, metavar="DEG", help="shear range, ± degrees")
     augment.add_argument("--augment-elastic-alpha", type=float, metavar="PX", help="elastic distortion strength (0 = off)")
     augment.add_argument("--augment-elastic-sigma", type=float, metavar="PX", help="elastic smoothness (default 4)")
+    augment.add_argument("--augment-thickness", type=float, metavar="STEPS",
+                         help="pen thickness: strokes thicken by up to STEPS 3x3 dilations (0..2) or thin a little")
+    augment.add_argument("--augment-blur", type=float, metavar="PX", help="largest Gaussian blur sigma")
+    augment.add_argument("--augment-contrast", type=float, metavar="F", help="ink darkness scaled by 1-F..1")
+    augment.add_argument("--augment-noise", type=float, metavar="STD", help="largest pixel noise std (pixels in 0..1)")
+    parser.add_argument("--preprocess", metavar="STEPS",
+                        help="preprocessing steps changed from the defaults for this model, recorded in the "
+                             "model file: e.g. deskew (train and read deskewed digits) or no-stroke")
     parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete epoch "
                         "(its saved config; only --epochs may change)")
 
