@@ -61,13 +61,7 @@ def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preproce
     (or [0, 255] when larger values occur). Either polarity works. Transparent pixels show the
     background. Raises ImageError when no ink stands out from the paper (blank).
     """
-    if isinstance(image, Image.Image):
-        gray, scale = _composite(*_pil_channels(image)), float(image.info.get(SCALE_KEY, 1.0))
-    else:
-        gray, scale = _composite(*_array_channels(image)), 1.0
-    height = gray.shape[0]
-    gray = _shrink(gray, WORKING_SIDE)
-    scale *= height / gray.shape[0]
+    gray, scale = working_gray(image)
     if not options.legacy and _already_mnist(towards_ink(gray)):
         field = towards_ink(gray) / 255
         rows, cols = np.flatnonzero(field.any(1)), np.flatnonzero(field.any(0))
@@ -77,10 +71,35 @@ def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preproce
         field = _centre(_fit(crop, Image.Resampling.LANCZOS))
     else:
         ink = find_ink(gray, flatten=options.flatten)
-        crop, box = _digit_crop(ink, strokes(ink, clean=options.clean))
-        field = _centre(_redraw(crop) if options.stroke else _fit(crop / _stroke_level(crop), Image.Resampling.LANCZOS))
+        field, box = digit_field(ink, strokes(ink, clean=options.clean), options)
+    return finish(field, box, scale, options)
+
+
+def working_gray(image) -> tuple[np.ndarray, float]:
+    """The picture as gray levels (H, W) float32 in [0, 255], transparency flattened and shrunk to at most
+    WORKING_SIDE; and the picture's pixels per working pixel (for boxes in the picture's own coordinates)."""
+    if isinstance(image, Image.Image):
+        gray, scale = _composite(*_pil_channels(image)), float(image.info.get(SCALE_KEY, 1.0))
+    else:
+        gray, scale = _composite(*_array_channels(image)), 1.0
+    height = gray.shape[0]
+    gray = _shrink(gray, WORKING_SIDE)
+    return gray, scale * height / gray.shape[0]
+
+
+def digit_field(ink: Ink, keep: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The 28×28 float field (ink in [0, 1], centred by mass) of the pieces `keep` marks, and their box
+    (x0, y0, x1, y1) in working pixels. Used for a single digit and for each digit of a number."""
+    crop, box = _digit_crop(ink, keep)
+    if options.stroke:
+        return _centre(_redraw(crop)), box
+    return _centre(_fit(crop / _stroke_level(crop), Image.Resampling.LANCZOS)), box
+
+
+def finish(field: np.ndarray, box: tuple[int, ...], scale: float, options: PreprocessOptions) -> Preprocessed:
+    """Deskew the field if asked, quantise it to uint8 (1, 28, 28), and scale the box to the picture's pixels."""
     if options.deskew:
-        field = deskew(torch.from_numpy(field)[None, None])[0, 0].numpy()
+        field = deskew(torch.from_numpy(np.ascontiguousarray(field, np.float32))[None, None])[0, 0].numpy()
     pixels = torch.from_numpy(np.rint(np.clip(field, 0, 1) * 255).astype(np.uint8)).unsqueeze(0)
     return Preprocessed(pixels, tuple(int(round(value * scale)) for value in box))
 
