@@ -25,7 +25,7 @@ from pathlib import Path
 import digitlab
 from digitlab.recipes import apply_recipe
 
-from common import time_recipe, time_to, write_result
+from common import time_recipe, time_to, train_or_continue, write_result
 from seed_recipe import run_baseline
 
 GOALS = {"cnn": 0.996, "cnn-tiny": 0.994, "mlp": 0.980}
@@ -50,20 +50,6 @@ def best_runs(data: digitlab.Dataset, model: str, seeds: int, teacher: str | Non
             "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
             "config": apply_recipe(digitlab.TrainConfig(model=model), "best").replace(teacher=teacher).to_dict(),
             "goal": GOALS[model], "passed": mean >= GOALS[model]}
-
-
-def train_or_continue(config: digitlab.TrainConfig, data: digitlab.Dataset) -> digitlab.Run:
-    """Train into config.out; a finished run there is reused and an interrupted one resumed, so
-    re-running the benchmark continues where it stopped. A run of another config is an error."""
-    folder = Path(config.out)
-    if not (folder / "config.json").exists():
-        return digitlab.train(config, dataset=data)
-    saved = digitlab.TrainConfig.from_file(folder / "config.json")
-    if saved != config:
-        raise SystemExit(f"{folder} holds a run of another config; remove it to train this one")
-    if (folder / "metrics.json").exists():
-        return digitlab.load_run(folder)
-    return digitlab.resume(folder, dataset=data)
 
 
 def speed_to_96_5(data: digitlab.Dataset, target: float = 0.965) -> dict:

@@ -92,6 +92,20 @@ def time_recipe(data: digitlab.Dataset, model: str, recipe: str) -> tuple[Stopwa
     return watch, config
 
 
+def train_or_continue(config: digitlab.TrainConfig, data: digitlab.Dataset) -> digitlab.Run:
+    """Train into config.out; a finished run there is reused and an interrupted one resumed, so
+    re-running the benchmark continues where it stopped. A run of another config is an error."""
+    folder = Path(config.out)
+    if not (folder / "config.json").exists():
+        return digitlab.train(config, dataset=data)
+    saved = digitlab.TrainConfig.from_file(folder / "config.json")
+    if saved != config:
+        raise SystemExit(f"{folder} holds a run of another config; remove it to train this one")
+    if (folder / "metrics.json").exists():
+        return digitlab.load_run(folder)
+    return digitlab.resume(folder, dataset=data)
+
+
 def time_to(epochs: list[dict], target: float) -> float | None:
     """Training seconds until test accuracy first reached `target` (epochs as Stopwatch records it), or None."""
     return next((e["train_seconds"] for e in epochs if e["test_accuracy"] is not None and e["test_accuracy"] >= target),

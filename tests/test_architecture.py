@@ -17,7 +17,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("errors", "files", "version", "distributed"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "predict", "realworld"),
-    "runs": ("runs",),
+    "runs": ("runs", "shipped"),
     "training": ("checkpoint", "train"),
     "outputs": ("figures", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
     "applications": ("serve", "tunespace", "tunestudy", "tuneoutput", "tune",

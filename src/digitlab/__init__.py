@@ -9,11 +9,13 @@ from .train import fit, resume, train
 from .tune import tune
 from .version import __version__
 
-# Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` names.
+# Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` and
+# `digitlab.predict` name.
 from .runs import evaluate_run as evaluate  # noqa: E402
+from .shipped import predict  # noqa: E402
 
 __all__ = [
     "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
     "TrainConfig", "__version__", "create_model", "evaluate", "evaluate_real_world", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
-    "load_run", "read_idx", "register_model", "resume", "train", "tune",
+    "load_run", "predict", "read_idx", "register_model", "resume", "train", "tune",
 ]

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from .errors import ImageError
 
-MIN_CONTRAST = 12.0  # gray levels (of 255) of ink against its paper below which a picture is blank
+MIN_CONTRAST = 16.0  # ink against its paper (gray levels of 255, relative to the paper's brightness) below which a picture is blank
 NOISE_SIGMAS = 4.0  # multiples of the paper's noise (robust std) that a stroke must stand out by
 PAPER_WINDOW = 0.33  # the paper is estimated over windows of this fraction of the longer side
 SMALL_PICTURE = 64  # px: no shading to flatten in a picture this small, and a digit filling it has wide strokes
@@ -39,25 +39,43 @@ class Ink:
 
 def find_ink(gray: np.ndarray, flatten: bool = True) -> Ink:
     """Ink of a grayscale picture (H, W) float in [0, 255], either polarity; ImageError if it is blank."""
-    darkness = towards_ink(gray)
+    dark_ink = _dark_ink(gray)
+    darkness = 255 - gray if dark_ink else gray
     if flatten and min(gray.shape) > SMALL_PICTURE:
-        residual = darkness - _paper(darkness)
+        paper = _paper(darkness)
+        residual = darkness - paper
+        if dark_ink:  # light falls on ink and paper alike: measure ink against its own paper's brightness
+            residual *= 255 / np.maximum(255 - paper, 16)
         residual -= _median(residual)  # an opening sits below the paper's noise: centre the paper on 0
     else:
         residual = darkness - _border_median(darkness)
     smooth = ndimage.uniform_filter(residual, 3)
     noise = _robust_std(smooth)  # of the smoothed paper: strokes are wider than a pixel, noise is not
-    reach = float(smooth.max())
+    inner = _inner_frame(smooth.shape)  # a picture's outermost pixels (edge effects, vignetting) seed nothing
+    reach = float(smooth[inner].max())
     if reach < max(MIN_CONTRAST, 1.5 * NOISE_SIGMAS * noise):
         raise ImageError("no ink found (blank image)")
-    strong = smooth > max(NOISE_SIGMAS * noise, 0.3 * reach)
+    strong = (smooth > max(NOISE_SIGMAS * noise, 0.3 * reach)) & _frame_mask(smooth.shape, inner)
     weak = smooth > max(0.5 * NOISE_SIGMAS * noise, 0.12 * reach)
-    values = np.clip(residual, 0, None)
+    # what is left of the paper's pixel noise is shaved off the ink, so noise does not fatten faint strokes
+    values = np.clip(residual - 2 * _robust_std(residual), 0, None)
     labels, count = ndimage.label(weak | strong, np.ones((3, 3)))
     seeded = np.zeros(count + 1, bool)
     seeded[np.unique(labels[strong])] = True
     seeded[0] = False
     return Ink(values.astype(np.float32), seeded[labels], noise)
+
+
+def _inner_frame(shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The picture less its outer 2% on every side (at least a pixel once it is 50 px or more)."""
+    rows, cols = (max(0, side // 50) for side in shape)
+    return slice(rows, shape[0] - rows), slice(cols, shape[1] - cols)
+
+
+def _frame_mask(shape: tuple[int, int], inner: tuple[slice, slice]) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[inner] = True
+    return mask
 
 
 def strokes(ink: Ink, clean: bool = True) -> np.ndarray:
@@ -87,21 +105,27 @@ def _near(box: tuple[slice, slice], main: tuple[slice, slice]) -> bool:
 
 def towards_ink(gray: np.ndarray) -> np.ndarray:
     """The picture turned so ink is bright: dark ink on light paper is inverted, light on dark kept."""
+    return 255 - gray if _dark_ink(gray) else gray
+
+
+def _dark_ink(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper: the smoothed picture reaches further below the border's level."""
     background = _border_median(gray)
     smooth = ndimage.uniform_filter(gray, 3)
-    dark_ink = background - smooth.min() > smooth.max() - background
-    return 255 - gray if dark_ink else gray
+    return background - smooth.min() > smooth.max() - background
 
 
 def _paper(darkness: np.ndarray) -> np.ndarray:
     """The paper's level under every pixel: a grey opening (removes strokes narrower than the window),
-    computed on a reduced copy for speed and smoothed, so shadows and light gradients stay in it."""
+    computed on a reduced copy for speed and smoothed, so shadows and light gradients stay in it.
+    A 3×3 median first keeps noise and JPEG ringing from dragging the opening's minimum down."""
     height, width = darkness.shape
     factor = max(1, max(height, width) // 128)
     small = np.asarray(Image.fromarray(darkness).reduce(factor)) if factor > 1 else darkness
+    small = ndimage.median_filter(small, 3, mode="nearest")
     window = max(3, int(PAPER_WINDOW * max(small.shape)) | 1)
     paper = ndimage.grey_opening(small, size=(window, window), mode="nearest")
-    paper = ndimage.uniform_filter(paper, window // 2 | 1, mode="nearest")
+    paper = ndimage.uniform_filter(paper, 3, mode="nearest")
     if factor > 1:
         paper = np.asarray(Image.fromarray(paper).resize((width, height), Image.Resampling.BILINEAR))
     return np.minimum(paper, darkness.max())
@@ -126,9 +150,11 @@ def _median(values: np.ndarray) -> float:
 
 
 def _robust_std(values: np.ndarray) -> float:
-    """1.4826 × the median absolute deviation: the noise of the paper, which is most of any picture."""
+    """The paper's noise: 1.4826 × the median deviation of the values below the median. Only the paper
+    reaches below it (ink lies above), so a digit filling much of the picture does not inflate it."""
     sample = _sample(values)
-    return 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
+    middle = np.median(sample)
+    return 1.4826 * float(np.median(middle - sample[sample <= middle]))
 
 
 def _without_lines(mask: np.ndarray) -> np.ndarray:
@@ -157,5 +183,12 @@ def _lines(mask: np.ndarray) -> np.ndarray:
         thickness = piece.sum() / span
         touches_side = cols.start <= 0.05 * width or cols.stop >= 0.95 * width
         if span >= length and span >= LINE_SLENDERNESS * thickness and touches_side:
-            lines[rows, cols] |= piece
+            lines[rows, cols] |= piece & ~_crossings(mask, rows, cols)
     return lines
+
+
+def _crossings(mask: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Columns (as a row mask) where strokes cross a horizontal line: ink just above or below it stays."""
+    above = mask[rows.start - 1, cols] if rows.start > 0 else np.zeros(cols.stop - cols.start, bool)
+    below = mask[rows.stop, cols] if rows.stop < mask.shape[0] else np.zeros(cols.stop - cols.start, bool)
+    return ndimage.binary_dilation(above | below)[None, :]

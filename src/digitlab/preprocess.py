@@ -330,7 +330,7 @@ def deskew(images: torch.Tensor) -> torch.Tensor:
     var_rows = (images[:, 0] * (rows - centre_row.view(-1, 1, 1)) ** 2).sum((1, 2)) / mass
     covariance = (images[:, 0] * (rows - centre_row.view(-1, 1, 1)) * (cols - centre_col.view(-1, 1, 1))).sum((1, 2))
     slope = (covariance / mass / var_rows.clamp(min=1e-6)).view(-1, 1, 1)
-    source_rows = rows + (centre_row.view(-1, 1, 1) - height / 2)
+    source_rows = (rows + (centre_row.view(-1, 1, 1) - height / 2)).expand(count, height, width)
     source_cols = cols + slope * (rows - height / 2) + (centre_col.view(-1, 1, 1) - width / 2)
     grid = torch.stack([(2 * source_cols + 1) / width - 1, (2 * source_rows + 1) / height - 1], -1)
     return F.grid_sample(images, grid.expand(count, height, width, 2), mode="bilinear", padding_mode="zeros",

@@ -310,28 +310,48 @@ def render_suite(images: torch.Tensor, labels: torch.Tensor, count: int = DEFAUL
             yield Sample(name, int(labels[index]), data, suffix)
 
 
-def score_suite(model: nn.Module, split: Split, part: str = "test", count: int = DEFAULT_COUNT,
-                        seed: int = 0, options: PreprocessOptions = PreprocessOptions(),
-                        conditions: tuple[str, ...] | None = None) -> dict:
-    """Accuracy of `model` on the suite rendered from `split`, each picture read the way `predict` reads a file.
+@dataclass
+class ReadSuite:
+    """A rendered suite after preprocessing: the 28×28 images the model will see (a refused picture is
+    all black and marked), the true labels, each picture's condition, and the options used."""
 
-    Every sample's bytes are decoded with `decode_image`'s guards and prepared with `options`; a
-    picture refused (as blank, say) counts as a miss. Returns {part, count, seed, preprocess,
-    overall, conditions: {name: accuracy}, refused: {name: count}, images}.
-    """
-    prepared, labels, names, refused = [], [], [], dict.fromkeys(conditions or CONDITIONS, 0)
-    for sample in render_suite(split.images, split.labels, count, seed, conditions):
+    images: torch.Tensor  # uint8 (N, 1, 28, 28)
+    labels: torch.Tensor  # int64 (N,)
+    conditions: list[str]
+    refused: torch.Tensor  # bool (N,)
+    options: PreprocessOptions
+
+
+def read_suite(samples, options: PreprocessOptions = PreprocessOptions()) -> ReadSuite:
+    """Decode every sample's bytes with `decode_image`'s guards and prepare it with `options`, as `predict`
+    reads a file; a picture it refuses (as blank, say) becomes a black image marked refused."""
+    images, labels, conditions, refused = [], [], [], []
+    for sample in samples:
         labels.append(sample.label)
-        names.append(sample.condition)
+        conditions.append(sample.condition)
         try:
-            prepared.append(preprocess_image(decode_image(sample.data, sample.condition), options))
+            images.append(preprocess_image(decode_image(sample.data, sample.condition), options))
+            refused.append(False)
         except ImageError:
-            refused[sample.condition] += 1
-            prepared.append(None)
-    blank = torch.zeros(1, 28, 28, dtype=torch.uint8)
-    logits = predict_logits(model, torch.stack([image if image is not None else blank for image in prepared]))
-    hits = (logits.argmax(1) == torch.tensor(labels)) & torch.tensor([image is not None for image in prepared])
-    per_condition = {name: hits[[n == name for n in names]].double().mean().item() for name in refused}
-    return {"part": part, "count": count, "seed": seed, "preprocess": options.to_dict(),
-            "overall": hits.double().mean().item(), "conditions": per_condition, "refused": refused,
-            "images": len(labels)}
+            images.append(torch.zeros(1, 28, 28, dtype=torch.uint8))
+            refused.append(True)
+    return ReadSuite(torch.stack(images), torch.tensor(labels), conditions, torch.tensor(refused), options)
+
+
+def suite_accuracy(model: nn.Module, suite: ReadSuite) -> dict:
+    """{overall, conditions: {name: accuracy}, refused: {name: count}, images}; a refused picture is a miss."""
+    hits = (predict_logits(model, suite.images).argmax(1) == suite.labels) & ~suite.refused
+    names = list(dict.fromkeys(suite.conditions))
+    masks = {name: torch.tensor([condition == name for condition in suite.conditions]) for name in names}
+    return {"overall": hits.double().mean().item(),
+            "conditions": {name: hits[mask].double().mean().item() for name, mask in masks.items()},
+            "refused": {name: int(suite.refused[mask].sum()) for name, mask in masks.items()},
+            "images": len(suite.labels), "preprocess": suite.options.to_dict()}
+
+
+def score_suite(model: nn.Module, split: Split, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0,
+                options: PreprocessOptions = PreprocessOptions(), conditions: tuple[str, ...] | None = None) -> dict:
+    """Accuracy of `model` on the suite rendered from `split` (read_suite, then suite_accuracy), with the
+    suite's part, count and seed recorded."""
+    suite = read_suite(render_suite(split.images, split.labels, count, seed, conditions), options)
+    return {"part": part, "count": count, "seed": seed, **suite_accuracy(model, suite)}

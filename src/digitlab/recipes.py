@@ -42,6 +42,15 @@ RECIPES: dict[str, dict[str, dict]] = {
 }
 
 
+# What real pictures do to a digit beyond MNIST's variety, after preprocessing: heavier or lighter
+# pens, blur from focus or upscaling, fainter ink, sensor noise (see digitlab.realworld).
+_REAL_WORLD = {"augment_thickness": 1.5, "augment_blur": 1.0, "augment_contrast": 0.3, "augment_noise": 0.05}
+RECIPES["robust"] = {
+    model: {**settings, **AUGMENT, **_REAL_WORLD} for model, settings in RECIPES["best"].items()
+}
+RECIPES["robust"]["mlp"].update(_LIGHT_AUGMENT)
+
+
 def list_recipes() -> list[str]:
     return sorted(RECIPES)
 

@@ -42,12 +42,23 @@ def versions() -> dict:
             "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
 
 
-def save_model(model: nn.Module, path: Path, **about) -> None:
-    """Write weights as safetensors with the model's name and arguments (and `about`) in its metadata."""
-    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
+def save_model(model: nn.Module, path: Path, dtype: torch.dtype | None = None, **about) -> None:
+    """Write weights as safetensors with the model's name and arguments (and `about`) in its metadata.
+
+    `dtype` (e.g. torch.float16) stores the floating-point tensors in that type; loading converts
+    them back to the model's own.
+    """
+    tensors = {name: _stored(tensor.detach().cpu().contiguous().clone(), dtype)
+               for name, tensor in model.state_dict().items()}
     metadata = {"format": MODEL_FORMAT, "model": model.spec["name"], "model_kwargs": json.dumps(model.spec["kwargs"]),
                 **{key: json.dumps(value) for key, value in about.items()}}
+    if dtype is not None:
+        metadata["stored_dtype"] = json.dumps(str(dtype).removeprefix("torch."))
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
 def read_model_metadata(path: Path) -> dict:
@@ -78,6 +89,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise RunError(f"{path} is truncated or corrupt ({error})") from None
+    if "stored_dtype" in metadata:  # weights kept in a smaller float type (see save_model)
+        expected = model.state_dict()
+        tensors = {name: tensor.to(expected[name].dtype) if name in expected and tensor.is_floating_point() else tensor
+                   for name, tensor in tensors.items()}
     check_state(model.state_dict(), tensors, path)
     model.load_state_dict(tensors)
     return model.to(device).eval(), metadata
@@ -195,7 +210,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     if path.is_file() and path.suffix == ".safetensors":
         model, metadata = load_model(path, device)
         config = TrainConfig.from_dict(metadata.get("config", {}))
-        return Run(None, model, config, {}, **_dataset_fields(metadata.get("dataset", {})),
+        return Run(None, model, config, metadata.get("metrics", {}), **_dataset_fields(metadata.get("dataset", {})),
                    preprocess=_preprocessing(metadata, path))
     if not path.is_dir():
         raise RunError(f"no run folder at {path}")

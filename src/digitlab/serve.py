@@ -31,7 +31,8 @@ from .errors import ImageError, ServeError
 from .models import count_parameters
 from .predict import Prediction, predict
 from .preprocess import decode_image
-from .runs import Run, load_run
+from .runs import Run
+from .shipped import resolve_run
 from .version import __version__
 
 STATIC = Path(__file__).parent / "static"
@@ -73,13 +74,13 @@ class ErrorOut(BaseModel):
     error: str
 
 
-def create_app(run_or_path: Run | str | Path) -> FastAPI:
-    """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors).
+def create_app(run_or_path: Run | str | Path | None = None) -> FastAPI:
+    """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors; None: the shipped model).
 
     The model is loaded here, once; a missing or corrupt run raises RunError before any server
     starts. Every error response is JSON {"error": message} with a 4xx status (5xx only for bugs).
     """
-    run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path)
+    run = resolve_run(run_or_path)
     run.model.eval()
     about = model_info(run)
     # FastAPIOffline: FastAPI whose /docs and /redoc use bundled Swagger UI and ReDoc files, not a CDN
@@ -230,7 +231,7 @@ def _too_large(what: str, size: int, exact: bool = True) -> str:
     return f"{what} is {amount}; images are limited to {MAX_UPLOAD_BYTES:,} bytes (2 MiB)"
 
 
-def serve(run: Run | str | Path, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False,
+def serve(run: Run | str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False,
           on_ready=print) -> None:
     """Load the run, listen on host:port (0 = any free port) and serve the demo until Ctrl-C.
 

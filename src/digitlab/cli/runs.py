@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..errors import ConfigError
 from .common import log
 
 
@@ -33,9 +34,11 @@ def add_parsers(commands) -> None:
     report.add_argument("--out", metavar="DIR", help="report folder (default RUN/report)")
     report.set_defaults(handler=cmd_report)
 
-    predict = commands.add_parser("predict", help="classify image files (photos, scans) with a run's model")
-    predict.add_argument("run", help="run folder (or its model.safetensors)")
-    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of them")
+    predict = commands.add_parser("predict", help="classify image files (photos, scans) with a run's model, "
+                                                  "or with the model shipped with digitlab")
+    predict.add_argument("paths", nargs="+", metavar="[RUN] PATH",
+                         help="a run folder (or a model .safetensors file) first, then image files or folders of "
+                              "them; without a run, the shipped model reads them")
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per input (in order)")
     predict.add_argument("--top-k", type=int, default=1, metavar="K",
                          help="also show the K most likely classes (default 1)")
@@ -54,7 +57,7 @@ def add_parsers(commands) -> None:
     export.set_defaults(handler=cmd_export)
 
     serve = commands.add_parser("serve", help="web demo: draw a digit in the browser and watch the model decide")
-    serve.add_argument("run", help="run folder (or its model.safetensors)")
+    serve.add_argument("run", nargs="?", help="run folder (or its model.safetensors); default: the shipped model")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on, 0 = any free port (default 8000)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
@@ -117,11 +120,10 @@ def cmd_report(args) -> int:
 
 def cmd_predict(args) -> int:
     from ..predict import save_preprocessed
-    from ..runs import load_run
 
-    run = load_run(args.run)
+    run, paths = _run_and_paths(args.paths)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
-    results = run.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
+    results = run.predict(paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
                           preprocess=options)
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)
@@ -133,6 +135,22 @@ def cmd_predict(args) -> int:
     else:
         _print_predictions([result for result in results if result.ok], args.top_k)
     return 0 if all(result.ok for result in results) else 1
+
+
+def _run_and_paths(items: list[str]):
+    """The run named first (a folder holding a model file, or a .safetensors file) and the pictures after it;
+    the shipped model and every item when the first is a picture or a folder of pictures."""
+    from pathlib import Path
+
+    from ..runs import MODEL_FILE, load_run
+    from ..shipped import load_shipped
+
+    first = Path(items[0])
+    if (first / MODEL_FILE).is_file() or (first.suffix == ".safetensors" and first.is_file()):
+        if len(items) == 1:
+            raise ConfigError("no pictures given after the run")
+        return load_run(first), items[1:]
+    return load_shipped(), items
 
 
 def _print_predictions(results, top_k: int) -> None:
