@@ -52,7 +52,7 @@ def imported_modules(path: Path, root: Path) -> set[str]:
             else:
                 continue
             # `from . import viz` imports the module viz; `from . import __version__` imports the package
-            targets = [base + [alias.name] if _is_module(root, base + [alias.name]) else base for alias in node.names]
+            targets = [[*base, alias.name] if _is_module(root, [*base, alias.name]) else base for alias in node.names]
         else:
             continue
         found.update(".".join(target) or "digitlab" for target in targets)
@@ -93,7 +93,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         path.append(module)
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                found.append(path[path.index(target):] + [target])
+                found.append([*path[path.index(target):], target])
             elif target not in state:
                 visit(target)
         path.pop()

@@ -96,7 +96,8 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, metadat
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter still works in torch 2.x
-        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET,
+        # the exporter writes to a file object too; its annotation names only paths
+        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET,  # type: ignore[arg-type]
                           input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "N"}, "logits": {0: "N"}})
     proto = onnx.load_from_string(buffer.getvalue())

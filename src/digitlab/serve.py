@@ -93,7 +93,8 @@ def create_app(run_or_path: Run | str | Path) -> FastAPI:
     async def server_error(request, error: Exception):
         return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
 
-    app.add_exception_handler(HTTPException, http_error)
+    # Starlette picks the handler by exception class; its stubs type every handler for any Exception
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -150,6 +151,7 @@ def answer(run: Run, data: bytes, source: str) -> dict:
     Runs in a worker thread, the list-building included, so the event loop only moves bytes.
     """
     result = classify(run, data, source)
+    assert result.image is not None  # classify raises ImageError for an unusable image, so there always is one
     return {"label": result.label, "index": result.index, "confidence": result.confidence,
             "probabilities": result.probabilities, "image": result.image[0].numpy().tolist()}
 

@@ -54,7 +54,7 @@ def choose_engine(config: TrainConfig, model: nn.Module, optimizer: torch.optim.
     return "fused" if fusable and config.engine != "autograd" else "autograd"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Objective:
     """Cross-entropy (optionally label-smoothed), blended with distillation from a teacher when one is given.
 
@@ -140,7 +140,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, co
                       **_scores("val", _val_logits(model, dataset.val), dataset.val.labels),
                       "lr": optimizer.param_groups[0]["lr"]}
             record["seconds"] = time.perf_counter() - started
-            progress = Progress(epoch_number, progress.history + [record])
+            progress = Progress(epoch_number, [*progress.history, record])
             if config.keep_best:
                 best.offer(record, model)
             if checkpoint is not None:

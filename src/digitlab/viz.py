@@ -79,7 +79,7 @@ def training_curves(history: list[dict]) -> Figure:
     figure = new_figure(10, 4)
     figure.suptitle("Training curves")
     epochs = [record["epoch"] for record in history]
-    for axes, metric, label in zip(figure.subplots(1, 2), ("loss", "accuracy"), ("cross-entropy loss", "accuracy")):
+    for axes, metric, label in zip(figure.subplots(1, 2), ("loss", "accuracy"), ("cross-entropy loss", "accuracy"), strict=True):
         for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
             values = [record.get(f"{split}_{metric}") for record in history]
             if all(value is not None for value in values):
@@ -103,7 +103,7 @@ def prediction_grid(images: torch.Tensor, labels: torch.Tensor, probabilities: t
         return note_figure(title, empty)
     confidence, predicted = probabilities[index].max(1)
     titles, colors = [], []
-    for true, guess, conf in zip(labels[index].tolist(), predicted.tolist(), confidence.tolist()):
+    for true, guess, conf in zip(labels[index].tolist(), predicted.tolist(), confidence.tolist(), strict=True):
         short = len(classes[true]) + len(classes[guess]) <= 8  # fits one line under a tile
         names = f"true {classes[true]}{' · ' if short else chr(10)}pred {classes[guess]}"
         titles.append(f"{names}\n{conf:.1%} sure")
@@ -211,8 +211,9 @@ def confused_pairs(images, labels, probabilities, classes, top: int = 5, example
     confidence = probabilities.max(1).values
     height, width = images.shape[-2:]
     tiles = np.full((len(pairs) * examples, height, width), np.nan)
-    titles, colors = [""] * len(tiles), [None] * len(tiles)
-    for row, (true, guess, count) in enumerate(pairs):
+    titles = [""] * len(tiles)
+    colors: list[str | None] = [None] * len(tiles)
+    for row, (true, guess, _) in enumerate(pairs):
         index = ((labels == true) & (predicted == guess)).nonzero().squeeze(1)[:examples]
         for column, chosen in enumerate(index.tolist()):
             position = row * examples + column
