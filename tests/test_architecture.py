@@ -18,7 +18,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("augment", "config", "fetch", "data", "models", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "predict"),
     "runs": ("runs",),
-    "training": ("checkpoint", "train"),
+    "training": ("checkpoint", "steps", "train"),
     "outputs": ("figures", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
     "applications": ("serve", "tunespace", "tunestudy", "tuneoutput", "tune",
                      "cli", "cli.common", "cli.runs", "cli.tools", "cli.train", "cli.tune", "__main__", "digitlab"),

@@ -16,7 +16,8 @@ from digitlab.data import to_float
 from digitlab.evaluate import accuracy
 from digitlab.recipes import RECIPES, apply_recipe, learning_rate
 from digitlab.models import count_parameters
-from digitlab.train import Objective, build, build_optimizer
+from digitlab.steps import Objective
+from digitlab.train import build, build_optimizer
 
 from test_cli import run_cli
 

@@ -5,7 +5,7 @@ from .data import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
 from .runs import Run, load_model, load_run
-from .train import fit, resume, train
+from .train import Tracking, Trainee, fit, resume, train
 from .tune import tune
 from .version import __version__
 
@@ -14,6 +14,6 @@ from .runs import evaluate_run as evaluate  # noqa: E402
 
 __all__ = [
     "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
-    "TrainConfig", "__version__", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
+    "Tracking", "TrainConfig", "Trainee", "__version__", "create_model", "evaluate", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
     "load_run", "read_idx", "register_model", "resume", "train", "tune",
 ]
