@@ -19,7 +19,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "inference": ("evaluate", "predict"),
     "runs": ("runs",),
     "training": ("checkpoint", "steps", "train"),
-    "outputs": ("figures", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
+    "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
     "applications": ("serve", "tunespace", "tunestudy", "tuneoutput", "tune",
                      "cli", "cli.common", "cli.runs", "cli.tools", "cli.train", "cli.tune", "__main__", "digitlab"),
 }

@@ -5,6 +5,9 @@ CSS and script), `POST /api/predict` (an image upload, or JSON with a base64 ima
 `GET /healthz` and the OpenAPI docs at /docs. Uploads go through the same guards and the same
 preprocessing as `digitlab predict` (preprocess.decode_image, predict.predict); decoding and the
 forward pass run in a worker thread so the event loop keeps answering other requests.
+
+The module runs past 300 lines on purpose: the app, its request and answer models and the
+listener that reports a taken port are read together, following one request through one file.
 """
 
 from __future__ import annotations
