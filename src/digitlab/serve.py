@@ -89,16 +89,9 @@ def create_app(run_or_path: Run | str | Path) -> FastAPI:
     app = FastAPIOffline(title="digitlab", version=__version__, summary="Classify pictures of handwritten digits "
                          f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).")
     app.state.run, app.state.model_info = run, about
-
-    async def http_error(request, error: HTTPException):
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
-
-    async def server_error(request, error: Exception):
-        return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
-
     # Starlette picks the handler by exception class; its stubs type every handler for any Exception
-    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, server_error)
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _server_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -127,6 +120,15 @@ def create_app(run_or_path: Run | str | Path) -> FastAPI:
             raise HTTPException(422, str(error)) from None
 
     return app
+
+
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+
+async def _server_error(request: Request, error: Exception) -> JSONResponse:
+    """A bug: a JSON 500 that names the exception type, never a traceback."""
+    return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
 
 
 def model_info(run: Run) -> dict:
