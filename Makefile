@@ -1,9 +1,9 @@
-# Two entry points: `make train` (the main job) and `make test` (the whole suite).
+# Two entry points: `make train` (the main job) and `make test` (lint, then the whole suite).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test install dev data bench clean
+.PHONY: train test lint install dev data bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ data: install
 train: data
 	$(BIN)/digitlab train --report
 
-test: dev data
+# ruff (lint and format) and mypy, configured in pyproject.toml
+lint: dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src
+
+test: lint data
 	$(BIN)/python -m pytest -q
 
 bench: install data

@@ -16,7 +16,7 @@ from digitlab.data import Split
 from digitlab.evaluate import accuracy
 from digitlab.recipes import apply_recipe
 from digitlab.files import atomic_write
-from digitlab.train import build, choose_engine, fit
+from digitlab.train import Tracking, Trainee, build, choose_engine, fit
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -88,7 +88,8 @@ def time_recipe(data: digitlab.Dataset, model: str, recipe: str) -> tuple[Stopwa
         watch.lap(accuracy(network, data.test), record["seconds"])
         print(f"  digitlab {model} epoch {record['epoch']}: {watch.seconds:.1f} s, "
               f"test {watch.epochs[-1]['test_accuracy']:.2%}", flush=True)
-    fit(network, optimizer, data, config, on_epoch, choose_engine(config, network, optimizer))
+    fit(Trainee(network, optimizer, choose_engine(config, network, optimizer)), data, config,
+        tracking=Tracking(on_epoch=on_epoch))
     return watch, config
 
 

@@ -34,7 +34,7 @@ def main() -> None:
     rows = []
     for lr in args.lrs:
         accuracies = [validation_accuracy(data, lr, seed) for seed in SEEDS]
-        rows.append({"lr": lr, "val_accuracy": dict(zip(map(str, SEEDS), accuracies)),
+        rows.append({"lr": lr, "val_accuracy": dict(zip(map(str, SEEDS), accuracies, strict=True)),
                      "val_accuracy_mean": statistics.fmean(accuracies)})
         print(f"lr {lr:g}: validation {statistics.fmean(accuracies):.2%} mean over seeds {list(SEEDS)}", flush=True)
     best = max(rows, key=lambda row: row["val_accuracy_mean"])

@@ -18,8 +18,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "predict", "realworld"),
     "runs": ("runs", "shipped"),
-    "training": ("checkpoint", "train"),
-    "outputs": ("figures", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
+    "training": ("checkpoint", "steps", "train"),
+    "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
     "applications": ("serve", "tunespace", "tunestudy", "tuneoutput", "tune",
                      "cli", "cli.common", "cli.runs", "cli.tools", "cli.train", "cli.tune", "__main__", "digitlab"),
 }
@@ -52,7 +52,7 @@ def imported_modules(path: Path, root: Path) -> set[str]:
             else:
                 continue
             # `from . import viz` imports the module viz; `from . import __version__` imports the package
-            targets = [base + [alias.name] if _is_module(root, base + [alias.name]) else base for alias in node.names]
+            targets = [[*base, alias.name] if _is_module(root, [*base, alias.name]) else base for alias in node.names]
         else:
             continue
         found.update(".".join(target) or "digitlab" for target in targets)
@@ -93,7 +93,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         path.append(module)
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                found.append(path[path.index(target):] + [target])
+                found.append([*path[path.index(target):], target])
             elif target not in state:
                 visit(target)
         path.pop()

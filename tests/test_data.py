@@ -126,7 +126,7 @@ def test_fetch_downloads_verifies_and_caches(mirror, tmp_path):
 def test_fetch_refuses_a_corrupted_download_and_leaves_nothing_behind(mirror, tmp_path):
     info, served = mirror
     (served / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.ones(20, dtype=np.uint8))))
-    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte: .*SHA-256 mismatch"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: .*SHA-256 mismatch"):
         fetch(info, tmp_path / "cache", sources=("cache", "mirrors"))
     kept = sorted(p.name for p in (tmp_path / "cache" / info.name).iterdir())
     assert kept == sorted(set(info.sha256) - {"t10k-labels-idx1-ubyte"})  # only verified files, no temp files

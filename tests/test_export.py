@@ -82,7 +82,7 @@ def test_an_export_that_differs_is_refused_and_leaves_no_file(tmp_path, mnist, f
     run = Run(tmp_path, ShapeDependent(), TrainConfig(), {})
     name = "model.onnx" if format == "onnx" else "model.torchscript.pt"
     (tmp_path / name).write_bytes(b"an earlier export")
-    with pytest.raises(ExportError, match="does not match PyTorch on 1,000 test digits.*nothing written"):
+    with pytest.raises(ExportError, match=r"does not match PyTorch on 1,000 test digits.*nothing written"):
         export_model(run, format)
     assert [path.name for path in tmp_path.iterdir()] == [name]  # no temp file left behind
     assert (tmp_path / name).read_bytes() == b"an earlier export"

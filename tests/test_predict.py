@@ -87,7 +87,7 @@ def test_bad_files_get_one_error_line_each_and_the_rest_are_predicted(seed_run, 
     captured = capsys.readouterr()
     errors = captured.err.strip().splitlines()
     assert len(errors) == len(PROBLEMS) and "Traceback" not in captured.err
-    for line, (name, problem) in zip(errors, PROBLEMS.items()):
+    for line, (name, problem) in zip(errors, PROBLEMS.items(), strict=True):
         assert line.startswith(f"digitlab: error: {mixed_folder / name}: ") and problem in line
     table = captured.out.strip().splitlines()
     assert table[0].split() == ["file", "label", "confidence"] and len(table) == 3
@@ -111,7 +111,7 @@ def test_save_preprocessed_writes_what_the_model_saw(seed_run, scans, tmp_path, 
     assert main(["predict", str(seed_run.path), *paths, "--save-preprocessed", str(out)]) == 0
     saved = sorted(out.iterdir())
     assert [path.name for path in saved] == ["000.png", "001.png", "002.png"]
-    for path, result in zip(saved, seed_run.predict(paths)):
+    for path, result in zip(saved, seed_run.predict(paths), strict=True):
         picture = np.asarray(Image.open(path))
         assert picture.shape == (28, 28) and np.array_equal(picture, result.image[0].numpy())
 
@@ -126,7 +126,7 @@ def test_the_python_api_takes_paths_pil_images_and_arrays(seed_run, mnist, scans
     assert [results[2].index, results[3].index] == expected
     batch = seed_run.predict(digit)  # a (N, 1, 28, 28) tensor is N images
     assert [result.index for result in batch] == predict_logits(seed_run.model, digit).argmax(1).tolist()
-    with pytest.raises(ImageError, match="^image 1: no ink found"):
+    with pytest.raises(ImageError, match=r"^image 1: no ink found"):
         seed_run.predict([digit[0, 0], np.zeros((28, 28))])
     collected = seed_run.predict([np.zeros((28, 28)), digit[0, 0]], errors="collect")
     assert collected[0].error == "no ink found (blank image)" and collected[1].ok

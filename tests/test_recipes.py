@@ -1,5 +1,6 @@
 """Recipes: schedules as pure functions, presets recorded in the config, label smoothing, best epoch, distillation."""
 
+import itertools
 import json
 import math
 
@@ -15,7 +16,8 @@ from digitlab.data import to_float
 from digitlab.evaluate import accuracy
 from digitlab.recipes import RECIPES, apply_recipe, learning_rate
 from digitlab.models import count_parameters
-from digitlab.train import Objective, build, build_optimizer
+from digitlab.steps import Objective
+from digitlab.train import build, build_optimizer
 
 from test_cli import run_cli
 
@@ -26,7 +28,7 @@ def test_schedules_follow_their_definitions():
     rates = [learning_rate(step, total, onecycle) for step in range(total)]
     assert rates[0] == pytest.approx(1e-2 / 25, rel=0.02)
     assert max(rates) == pytest.approx(1e-2) and rates.index(max(rates)) == 250
-    assert rates[-1] < 1e-2 / 25 and all(a >= b for a, b in zip(rates[250:], rates[251:]))
+    assert rates[-1] < 1e-2 / 25 and all(a >= b for a, b in itertools.pairwise(rates[250:]))
     cosine = TrainConfig(lr=1.0, schedule="cosine")
     assert learning_rate(500, total, cosine) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert learning_rate(123, total, TrainConfig(lr=3e-3)) == 3e-3
@@ -83,7 +85,7 @@ def test_fused_label_smoothing_matches_autograd():
     optimizer = build_optimizer(model, TrainConfig())
     optimizer.param_groups[0]["lr"] = 0.0
     FusedMLPTrainer(model, optimizer, label_smoothing=0.1).train_epoch([(images, labels)], torch.empty(32, 10))
-    for expected, parameter in zip(reference.parameters(), model.parameters()):
+    for expected, parameter in zip(reference.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-5, atol=1e-6)
 
 

@@ -4,6 +4,7 @@ Screenshots go to the test's tmp folder; set DIGITLAB_SCREENSHOTS=docs/images to
 README's pictures (serve.png, serve-phone.png) on purpose.
 """
 
+import itertools
 import os
 import shutil
 import time
@@ -148,7 +149,7 @@ def touch_stroke(page, path):
     at = lambda x, y: {"x": box["x"] + x * box["width"], "y": box["y"] + y * box["height"]}  # noqa: E731
     session = page.context.new_cdp_session(page)
     session.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [at(*path[0])]})
-    for (x0, y0), (x1, y1) in zip(path, path[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(path):
         for step in range(1, 16):
             fraction = step / 15
             point = at(x0 + (x1 - x0) * fraction, y0 + (y1 - y0) * fraction)

@@ -26,7 +26,7 @@ def test_run_folder_holds_config_metrics_and_a_self_describing_model(seed_run):
     assert saved["config"]["lr"] == 5e-3 and saved["config"]["batch_size"] == 64 and saved["config"]["seed"] == 24
     assert saved["dataset"]["sha256"] == digitlab.data.dataset_info("mnist").sha256
     assert set(saved["versions"]) >= {"torch", "numpy", "digitlab"}
-    model, metadata = digitlab.load_model(folder / "model.safetensors")
+    _, metadata = digitlab.load_model(folder / "model.safetensors")
     assert metadata["model"] == "mlp" and metadata["dataset"]["name"] == "mnist"
 
 
@@ -50,7 +50,7 @@ def test_same_config_and_seed_give_identical_metrics(mnist):
     first, second = (digitlab.train(config, dataset=small, save=False) for _ in range(2))
     strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
     assert strip(first.metrics["history"]) == strip(second.metrics["history"])
-    for a, b in zip(first.model.parameters(), second.model.parameters()):
+    for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
 

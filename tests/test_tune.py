@@ -121,7 +121,7 @@ def test_two_processes_on_one_storage_share_the_trials(tmp_path, mnist):
     workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]
     outputs = [worker.communicate(timeout=300) for worker in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
     rows = study_rows(tmp_path / "shared.db")
     numbers = [number for number, _, _ in rows]

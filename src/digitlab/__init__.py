@@ -5,7 +5,7 @@ from .data import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
 from .runs import Run, evaluate_real_world, load_model, load_run
-from .train import fit, resume, train
+from .train import Tracking, Trainee, fit, resume, train
 from .tune import tune
 from .version import __version__
 
@@ -16,6 +16,7 @@ from .shipped import predict  # noqa: E402
 
 __all__ = [
     "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",
-    "TrainConfig", "__version__", "create_model", "evaluate", "evaluate_real_world", "fit", "list_datasets", "list_models", "load_dataset", "load_model",
-    "load_run", "predict", "read_idx", "register_model", "resume", "train", "tune",
+    "Tracking", "TrainConfig", "Trainee", "__version__", "create_model", "evaluate", "evaluate_real_world", "fit",
+    "list_datasets", "list_models", "load_dataset", "load_model", "load_run", "predict", "read_idx", "register_model",
+    "resume", "train", "tune",
 ]

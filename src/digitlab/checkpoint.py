@@ -13,6 +13,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.batches"] = generator.get_state()
-    numpy_state = np.random.get_state()
+    numpy_state = cast(tuple, np.random.get_state())  # the legacy form: (name, keys, pos, has_gauss, cached)
     metadata = {
         "format": CHECKPOINT_FORMAT,
         "epoch": json.dumps(progress.epoch),
@@ -69,7 +70,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - a safetensors handle is not a dict: keys() is its API
     except FileNotFoundError:
         raise RunError(f"{path} is missing: the run has no complete epoch to resume from") from None
     except (SafetensorError, OSError, ValueError) as error:
@@ -110,7 +111,8 @@ class BestEpoch:
 
     def __init__(self, folder: Path | None = None, history: list | tuple = (), model: nn.Module | None = None):
         self.path = folder / BEST_FILE if folder is not None else None
-        self.accuracy, self.epoch, self.state = -1.0, None, None
+        self.accuracy, self.epoch = -1.0, None
+        self.state: dict[str, torch.Tensor] | None = None
         for record in history:
             self._note(record)
         if self.epoch is not None and self.path is not None and self.path.exists() and model is not None:
@@ -131,9 +133,10 @@ class BestEpoch:
         """Keep the model's weights if this epoch beats every earlier one."""
         if not self._note(record):
             return
-        self.state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
+        state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
+        self.state = state
         if self.path is not None:
-            atomic_write(self.path, lambda temp: save_file(self.state, temp))
+            atomic_write(self.path, lambda temp: save_file(state, temp))
 
     def restore(self, model: nn.Module) -> None:
         if self.state is not None:

@@ -46,7 +46,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
     per_class = [
         {"class": name, "precision": p, "recall": r, "f1": f, "support": int(s)}
-        for name, p, r, f, s in zip(classes, precision.tolist(), recall.tolist(), f1.tolist(), confusion.sum(1).tolist())
+        for name, p, r, f, s in zip(classes, precision.tolist(), recall.tolist(), f1.tolist(), confusion.sum(1).tolist(), strict=True)
     ]
     return {
         "accuracy": (predicted == labels).double().mean().item(),
@@ -112,7 +112,7 @@ def calibration(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 1
     rows = [{"lower": lower, "upper": upper, "count": int(n),
              "confidence": conf / n if n else None, "accuracy": hits / n if n else None}
             for lower, upper, n, conf, hits in zip(edges[:-1].tolist(), edges[1:].tolist(), count.tolist(),
-                                                  confidence_sum.tolist(), correct_sum.tolist())]
+                                                  confidence_sum.tolist(), correct_sum.tolist(), strict=True)]
     return {"ece": gap.sum().item() / total, "bins": rows}
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -94,9 +95,10 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, metadat
     """Export to ONNX (dynamic batch axis, opset OPSET) with `metadata` in metadata_props; check the graph."""
     onnx, _ = _onnx_packages()
     buffer = io.BytesIO()
+    destination: Any = buffer  # the exporter writes to a file object too; its annotation names only paths
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter still works in torch 2.x
-        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET,
+        torch.onnx.export(model, (example,), destination, dynamo=False, opset_version=OPSET,
                           input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "N"}, "logits": {0: "N"}})
     proto = onnx.load_from_string(buffer.getvalue())

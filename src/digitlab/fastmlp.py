@@ -10,6 +10,8 @@ against autograd: same gradients, same trajectory. Autograd stays the general pa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ def supports(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
             and all(parameter.dtype == torch.float32 for parameter in model.parameters()))
 
 
-def _flatten_into_views(tensors: list[torch.Tensor], flat: torch.Tensor) -> list[torch.Tensor]:
+def _flatten_into_views(tensors: Sequence[torch.Tensor], flat: torch.Tensor) -> list[torch.Tensor]:
     views, offset = [], 0
     for tensor in tensors:
         views.append(flat[offset:offset + tensor.numel()].view_as(tensor))
@@ -48,17 +50,17 @@ class FusedMLPTrainer:
         self.label_smoothing = label_smoothing
         self.params = list(model.parameters())
         self.flat_params = torch.cat([p.detach().reshape(-1) for p in self.params])
-        for parameter, view in zip(self.params, _flatten_into_views(self.params, self.flat_params)):
+        for parameter, view in zip(self.params, _flatten_into_views(self.params, self.flat_params), strict=True):
             parameter.data = view
         self.flat_grads = torch.zeros_like(self.flat_params)
-        for parameter, view in zip(self.params, _flatten_into_views(self.params, self.flat_grads)):
+        for parameter, view in zip(self.params, _flatten_into_views(self.params, self.flat_grads), strict=True):
             parameter.grad = view
         self._adopt_optimizer_state()
         linears = model.linear_layers()
         self.weights = [layer.weight.detach() for layer in linears]
         self.weights_t = [weight.t() for weight in self.weights]  # views: they follow in-place updates
         self.biases = [layer.bias.detach() for layer in linears]
-        self.weight_grads = [layer.weight.grad for layer in linears]
+        self.weight_grads = cast(list[torch.Tensor], [layer.weight.grad for layer in linears])  # the views set above
         self.bias_grads = [layer.bias.grad for layer in linears]
         self.adam_kernel = torch._fused_adamw_ if isinstance(optimizer, torch.optim.AdamW) else torch._fused_adam_
 
@@ -74,7 +76,7 @@ class FusedMLPTrainer:
             self.step.fill_(float(state[self.params[0]]["step"]))
         avg_views = _flatten_into_views(self.params, self.exp_avg)
         sq_views = _flatten_into_views(self.params, self.exp_avg_sq)
-        for parameter, avg, sq in zip(self.params, avg_views, sq_views):
+        for parameter, avg, sq in zip(self.params, avg_views, sq_views, strict=True):
             state[parameter] = {"step": self.step, "exp_avg": avg, "exp_avg_sq": sq}
 
     def train_epoch(self, batches, logits_out: torch.Tensor, on_step=None) -> int:

@@ -116,3 +116,18 @@ def note_figure(title: str, message: str) -> Figure:
     axes.axis("off")
     axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, color="#555555", transform=axes.transAxes)
     return figure
+
+
+@styled
+def digit_grid(images: torch.Tensor, titles: list[str], title: str, colors: list[str | None] | None = None,
+               columns: int = 5) -> Figure:
+    """Images in a grid, each with its title and optional frame colour, under a figure title."""
+    count = len(titles)
+    if count == 0:
+        return note_figure(title, "nothing to show")
+    tiles = np.stack([pixels(image) for image in images[:count]])
+    lines = max(title.count("\n") + 1 for title in titles)  # each line of the tile titles needs 0.15 inch
+    geometry = Mosaic(gap_y=0.15 + 0.15 * lines, top=0.5 + 0.15 * lines)
+    figure, _, _ = tile_figure(tiles, min(columns, count), title, titles, colors or ["#bbbbbb"] * count,
+                               3.0 if colors else 0.8, geometry, cmap="gray_r", vmin=0, vmax=1)
+    return figure

@@ -8,7 +8,7 @@ all a checkpoint needs to rebuild it.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 from torch import nn
@@ -43,7 +43,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
         model = builder(**kwargs)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model {name!r}: {error}") from None
-    model.spec = {"name": name, "kwargs": dict(kwargs)}
+    # nn.Module types its attributes as tensors or modules; spec is a plain dict, read back by save_model
+    model.spec = {"name": name, "kwargs": dict(kwargs)}  # type: ignore[assignment]
     return model
 
 
@@ -129,7 +130,7 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(images))
 
     def first_conv(self) -> nn.Conv2d:
-        return self.features[0]
+        return cast(nn.Conv2d, self.features[0])
 
 
 @register_model("cnn")
@@ -168,4 +169,4 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(images))
 
     def first_conv(self) -> nn.Conv2d:
-        return self.features[0]
+        return cast(nn.Conv2d, self.features[0])

@@ -50,7 +50,7 @@ def weight_images(weights: torch.Tensor, title: str, label: str = "weight") -> F
 
 def side_colorbar(figure: Figure, mappable, label: str) -> None:
     """A vertical colorbar in the figure's right margin (GRID leaves 1.2 inches for it)."""
-    width, height = figure.get_size_inches()
+    width = figure.get_size_inches()[0]
     figure.colorbar(mappable, cax=figure.add_axes((1 - 0.95 / width, 0.12, 0.18 / width, 0.7)), label=label)
 
 
@@ -144,7 +144,7 @@ def _mlp_activations(model: MLP, images: torch.Tensor, labels: torch.Tensor, cla
                                right=1 - side / width_in, top=1 - top / height_in, bottom=bottom / height_in,
                                wspace=gap / (sum(columns_in) / len(columns_in)), hspace=row_gap / row_in
                                ).subplots(squeeze=False)
-    for number, (values, width) in enumerate(zip(layers, widths)):
+    for number, (values, width) in enumerate(zip(layers, widths, strict=True)):
         limit = max(values.max().item(), 1e-12)
         for row, axes in enumerate(grid[:, number + 1]):
             shown = axes.imshow(values[row:row + 1].numpy(), cmap="magma", vmin=0, vmax=limit, aspect="auto")

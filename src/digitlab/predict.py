@@ -7,6 +7,7 @@ One bad input never stops the others: with errors="collect" it becomes a Predict
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 
         probabilities = torch.cat([predict_logits(model, batch[start:start + batch_size]).double().softmax(1)
                                    for start in range(0, len(batch), batch_size)])
         good = [result for result in results if result.ok]
-        for result, image, row in zip(good, batch, probabilities):
+        for result, image, row in zip(good, batch, probabilities, strict=True):
             _fill(result, image, row, classes, top_k)
     return results
 
@@ -99,7 +100,9 @@ def save_preprocessed(predictions: list[Prediction], folder: str | Path) -> list
     """
     folder = make_folder(Path(folder))
     written, taken = [], set()
-    for result in filter(lambda result: result.ok, predictions):
+    for result in predictions:
+        if not result.ok or result.image is None:  # an unreadable input has no preprocessed picture
+            continue
         stem = Path(result.source).stem
         name, count = stem, 1
         while name in taken:
@@ -108,7 +111,7 @@ def save_preprocessed(predictions: list[Prediction], folder: str | Path) -> list
         taken.add(name)
         picture = Image.fromarray(result.image[0].numpy())
         written.append(folder / f"{name}.png")
-        atomic_write(written[-1], lambda temp, picture=picture: picture.save(temp, format="PNG"))
+        atomic_write(written[-1], functools.partial(picture.save, format="PNG"))
     return written
 
 
@@ -145,5 +148,5 @@ def _fill(result: Prediction, image: torch.Tensor, probabilities: torch.Tensor, 
     result.label = str(classes[result.index])
     result.confidence = float(values[0])
     result.probabilities = probabilities.tolist()
-    result.top_k = [(str(classes[i]), float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+    result.top_k = [(str(classes[i]), float(p)) for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
     result.image = image

@@ -348,7 +348,7 @@ def _legacy_crop(gray: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int
 
 def _box3(values: np.ndarray, pad: str = "edge") -> np.ndarray:
     """3×3 mean filter (edges padded by `pad`, a numpy.pad mode): cheap smoothing that tames single-pixel noise."""
-    padded = np.pad(values, 1, mode=pad)
+    padded = np.pad(values, 1, mode=pad)  # type: ignore[call-overload]  # numpy's stubs list the modes as literals
     rows = padded[:-2] + padded[1:-1] + padded[2:]
     return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) / 9
 
@@ -409,7 +409,7 @@ def _centre(box: np.ndarray) -> np.ndarray:
         raise ImageError("no ink found (blank image)")
     centre_row = (box.sum(1) * np.arange(box.shape[0])).sum() / mass
     centre_col = (box.sum(0) * np.arange(box.shape[1])).sum() / mass
-    top, left = int(round(CENTRE - centre_row)), int(round(CENTRE - centre_col))
+    top, left = round(CENTRE - centre_row), round(CENTRE - centre_col)
     field = np.zeros((FIELD, FIELD), np.float32)
     rows = slice(max(top, 0), min(top + box.shape[0], FIELD))
     cols = slice(max(left, 0), min(left + box.shape[1], FIELD))

@@ -7,6 +7,7 @@ expected calibration error in the run's metrics.json as `ece`.
 
 from __future__ import annotations
 
+import functools
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +45,12 @@ def write_report(run: Run | str | Path, digit: int = 7, seed: int = 0, out: str 
     metrics.json gains `ece` (15 equal-width bins over the max probability).
     """
     run = run if isinstance(run, Run) else load_run(run)
-    if out is None and run.path is None:
+    if out is not None:
+        folder = Path(out)
+    elif run.path is not None:
+        folder = run.path / REPORT_FOLDER
+    else:
         raise RunError("this run has no folder; pass out= to say where the report goes")
-    folder = Path(out) if out is not None else run.path / REPORT_FOLDER
     if not 0 <= digit < len(run.classes):
         raise ConfigError(f"digit must be a class index from 0 to {len(run.classes) - 1}, got {digit}")
     data = run.data("reported on")
@@ -60,7 +64,7 @@ def write_report(run: Run | str | Path, digit: int = 7, seed: int = 0, out: str 
     for section in sections:
         for name, figure in section.figures.items():
             if figure is not None:
-                atomic_write(folder / name, lambda temp, figure=figure: figure.savefig(temp, format="png"))
+                atomic_write(folder / name, functools.partial(figure.savefig, format="png"))
                 with Image.open(folder / name) as image:
                     sizes[name] = image.size
     index = folder / INDEX_FILE

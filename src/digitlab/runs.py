@@ -50,7 +50,8 @@ def save_model(model: nn.Module, path: Path, dtype: torch.dtype | None = None, *
     """
     tensors = {name: _stored(tensor.detach().cpu().contiguous().clone(), dtype)
                for name, tensor in model.state_dict().items()}
-    metadata = {"format": MODEL_FORMAT, "model": model.spec["name"], "model_kwargs": json.dumps(model.spec["kwargs"]),
+    spec: dict = model.spec  # type: ignore[assignment]  # set by create_model; nn.Module types attributes as tensors
+    metadata = {"format": MODEL_FORMAT, "model": spec["name"], "model_kwargs": json.dumps(spec["kwargs"]),
                 **{key: json.dumps(value) for key, value in about.items()}}
     if dtype is not None:
         metadata["stored_dtype"] = json.dumps(str(dtype).removeprefix("torch."))
@@ -197,6 +198,8 @@ def _dataset_record(name: str, sha256: dict, classes) -> dict:
 
 def save_run(run: Run) -> None:
     """Write config.json, metrics.json and model.safetensors into run.path."""
+    if run.path is None:
+        raise RunError("this run has no folder to be saved into")
     dataset = _dataset_record(run.dataset, run.dataset_sha256, run.classes)
     _write_config(run.path, run.config, dataset)
     write_json(run.path / METRICS_FILE, run.metrics)

@@ -5,6 +5,9 @@ CSS and script), `POST /api/predict` (an image upload, or JSON with a base64 ima
 `GET /healthz` and the OpenAPI docs at /docs. Uploads go through the same guards and the same
 preprocessing as `digitlab predict` (preprocess.decode_image, predict.predict); decoding and the
 forward pass run in a worker thread so the event loop keeps answering other requests.
+
+The module runs past 300 lines on purpose: the app, its request and answer models and the
+listener that reports a taken port are read together, following one request through one file.
 """
 
 from __future__ import annotations
@@ -87,15 +90,9 @@ def create_app(run_or_path: Run | str | Path | None = None) -> FastAPI:
     app = FastAPIOffline(title="digitlab", version=__version__, summary="Classify pictures of handwritten digits "
                          f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).")
     app.state.run, app.state.model_info = run, about
-
-    async def http_error(request, error: HTTPException):
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
-
-    async def server_error(request, error: Exception):
-        return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
-
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, server_error)
+    # Starlette picks the handler by exception class; its stubs type every handler for any Exception
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _server_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -126,6 +123,15 @@ def create_app(run_or_path: Run | str | Path | None = None) -> FastAPI:
     return app
 
 
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+
+async def _server_error(request: Request, error: Exception) -> JSONResponse:
+    """A bug: a JSON 500 that names the exception type, never a traceback."""
+    return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
+
+
 def model_info(run: Run) -> dict:
     """What GET /api/model returns: the model, its size, its accuracy and how it was trained."""
     metrics = run.metrics or {}
@@ -151,6 +157,7 @@ def answer(run: Run, data: bytes, source: str) -> dict:
     Runs in a worker thread, the list-building included, so the event loop only moves bytes.
     """
     result = classify(run, data, source)
+    assert result.image is not None  # classify raises ImageError for an unusable image, so there always is one
     return {"label": result.label, "index": result.index, "confidence": result.confidence,
             "probabilities": result.probabilities, "image": result.image[0].numpy().tolist()}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -10,21 +11,18 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from . import fastmlp
-from .augment import AugmentConfig, augment_batch
 from .checkpoint import CHECKPOINT_FILE, BestEpoch, Progress, load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_device
-from .data import BatchLoader, Dataset, Split, load_dataset, to_float
+from .data import BatchLoader, Dataset, Split, load_dataset
 from .distributed import World, init_from_environment, local_device
 from .errors import ConfigError, DigitlabError, RunError
 from .evaluate import evaluate, predict_logits
+from .files import read_json
 from .models import count_parameters, create_model, in_preferred_layout
 from .preprocess import deskew
-from .recipes import learning_rate
-from .files import read_json
 from .runs import CONFIG_FILE, Run, load_run, new_run_folder, save_config, save_run
+from .steps import Schedule, Trainee, augmented, choose_engine, epoch_runner
 
 EpochCallback = Callable[[dict], None]
 
@@ -47,140 +45,92 @@ def build(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[nn.M
     return model, build_optimizer(model, config)
 
 
-def choose_engine(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> str:
-    """'fused' when the hand-fused MLP step applies (and engine is auto or fused), else 'autograd'."""
-    fusable = fastmlp.supports(model, optimizer) and config.teacher is None
-    if config.engine == "fused" and not fusable:
-        raise ConfigError("engine 'fused' needs an MLP without dropout or teacher, trained with adam or adamw")
-    return "fused" if fusable and config.engine != "autograd" else "autograd"
-
-
 @dataclasses.dataclass
-class Objective:
-    """Cross-entropy (optionally label-smoothed), blended with distillation from a teacher when one is given.
+class Tracking:
+    """What `fit` keeps: where training stands (`progress`, default the start), the best epoch so far
+    (used with config.keep_best), and what to call after each epoch: `checkpoint(progress)`, then
+    `on_epoch(record)`."""
 
-    Distillation (Hinton et al. 2015): KL divergence between the temperature-softened outputs of
-    teacher and student, scaled by T^2 so its gradients keep their size as T changes.
-    """
+    progress: Progress = dataclasses.field(default_factory=Progress)
+    best: BestEpoch = dataclasses.field(default_factory=BestEpoch)
+    checkpoint: Callable[[Progress], None] | None = None
+    on_epoch: EpochCallback | None = None
 
-    label_smoothing: float = 0.0
-    teacher: nn.Module | None = None
-    temperature: float = 4.0
-    weight: float = 0.5
-
-    def __call__(self, logits: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        if self.teacher is None:
-            return loss
-        with torch.no_grad():
-            soft_targets = F.softmax(self.teacher(in_preferred_layout(self.teacher, inputs)) / self.temperature, 1)
-        distill = F.kl_div(F.log_softmax(logits / self.temperature, 1), soft_targets, reduction="batchmean")
-        return (1 - self.weight) * loss + self.weight * self.temperature ** 2 * distill
-
-
-def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, logits_out: torch.Tensor,
-                   on_step=None, objective: Objective = Objective()) -> int:
-    """One pass with autograd over `batches`; logits go to successive rows of `logits_out`. Returns rows filled."""
-    filled = 0
-    for images, labels in batches:
-        if on_step is not None:
-            on_step()
-        inputs = in_preferred_layout(model, to_float(images) if images.dtype == torch.uint8 else images)
-        logits = model(inputs)
-        loss = objective(logits, inputs, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        logits_out[filled:filled + labels.shape[0]] = logits.detach()
-        filled += labels.shape[0]
-    return filled
+    def add(self, record: dict, model: nn.Module, keep_best: bool) -> None:
+        """Append the epoch's record to the progress, offer the model to `best`, then checkpoint and tell."""
+        self.progress = Progress(record["epoch"], [*self.progress.history, record])
+        if keep_best:
+            self.best.offer(record, model)
+        if self.checkpoint is not None:
+            self.checkpoint(self.progress)
+        if self.on_epoch is not None:
+            self.on_epoch(record)
 
 
-def augmented(batches, augmentation: AugmentConfig, generator: torch.Generator):
-    """Batches with random transforms applied on their device (parameters drawn from `generator`)."""
-    for images, labels in batches:
-        yield augment_batch(to_float(images), augmentation, generator), labels
-
-
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, config: TrainConfig,
-        on_epoch: EpochCallback | None = None, engine: str = "autograd", progress: Progress | None = None,
-        generator: torch.Generator | None = None, checkpoint: Callable[[Progress], None] | None = None,
-        world: World = World(), teacher: nn.Module | None = None, best: BestEpoch | None = None) -> list[dict]:
-    """Train from `progress` (default: the start) up to config.epochs; return the history of all epochs.
+def fit(trainee: Trainee, dataset: Dataset, config: TrainConfig, generator: torch.Generator | None = None,
+        tracking: Tracking | None = None) -> list[dict]:
+    """Train from `tracking.progress` (default: the start) up to config.epochs; return the history of all epochs.
 
     Each record holds the epoch number, the running train loss/accuracy over the epoch, the
     validation loss/accuracy after it, the learning rate at its end and its wall-clock seconds
-    (validation included). After each epoch `checkpoint(progress)` runs, if given. Under torchrun
-    (`world`), each rank trains on its shard of every batch and gradients are averaged across ranks.
-    With config.keep_best the model ends with the weights of its best validation epoch (`best`).
-    Denormal floats are flushed to zero meanwhile: Adam's second moments of tiny gradients
-    otherwise fall into the slow denormal path and cost several times more.
+    (validation included). `generator` draws the batch order and augmentation (default: seeded
+    from config.seed). Under torchrun (`trainee.world`), each rank trains on its shard of every
+    batch and gradients are averaged across ranks. With config.keep_best the model ends with the
+    weights of its best validation epoch (`tracking.best`).
     """
-    device = next(model.parameters()).device
-    progress = progress or Progress()
+    tracking = tracking or Tracking()
     generator = generator or torch.Generator().manual_seed(config.seed)
-    loader = BatchLoader(dataset.train.to(device), config.batch_size, shuffle=True, generator=generator,
-                         shard=world.shard)
-    schedule = _Schedule(optimizer, config, len(loader), progress.epoch)
-    step = _epoch_runner(model, optimizer, config, engine, world, teacher)
-    augmentation = config.augmentation()
-    best = best or BestEpoch()
-    logits = torch.empty(len(loader.labels), len(dataset.classes), device=device)
+    epochs = _Epochs(trainee, dataset, config, generator, tracking.progress.epoch)
+    with _denormals_flushed():
+        for epoch_number in range(tracking.progress.epoch + 1, config.epochs + 1):
+            started = time.perf_counter()
+            record = {"epoch": epoch_number, **epochs.train(),
+                      **_scores("val", _val_logits(trainee.model, dataset.val), dataset.val.labels),
+                      "lr": trainee.optimizer.param_groups[0]["lr"]}
+            record["seconds"] = time.perf_counter() - started
+            tracking.add(record, trainee.model, config.keep_best)
+    if config.keep_best:
+        tracking.best.restore(trainee.model)
+    return tracking.progress.history
+
+
+@contextlib.contextmanager
+def _denormals_flushed():
+    """Flush denormal floats to zero meanwhile: Adam's second moments of tiny gradients otherwise
+    fall into the slow denormal path and cost several times more."""
     flushing = torch.set_flush_denormal(True)
     try:
-        for epoch_number in range(progress.epoch + 1, config.epochs + 1):
-            started = time.perf_counter()
-            model.train()
-            order = loader.order()
-            batches = loader.batches(order)
-            if augmentation.active:
-                batches = augmented(batches, augmentation, generator)
-            filled = step(batches, logits, schedule.on_step)
-            seen = loader.labels[loader.local_indices(order)]
-            record = {"epoch": epoch_number, **_scores("train", logits[:filled], seen, world),
-                      **_scores("val", _val_logits(model, dataset.val), dataset.val.labels),
-                      "lr": optimizer.param_groups[0]["lr"]}
-            record["seconds"] = time.perf_counter() - started
-            progress = Progress(epoch_number, progress.history + [record])
-            if config.keep_best:
-                best.offer(record, model)
-            if checkpoint is not None:
-                checkpoint(progress)
-            if on_epoch is not None:
-                on_epoch(record)
+        yield
     finally:
         if flushing:
             torch.set_flush_denormal(False)
-    if config.keep_best:
-        best.restore(model)
-    return progress.history
 
 
-class _Schedule:
-    """Sets the learning rate before every step, from the global step count (so resuming needs no state)."""
+class _Epochs:
+    """The training pass of each epoch: shuffled (and augmented) batches through the engine's step,
+    the learning rate set before every step, the logits kept to score the epoch."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int, done_epochs: int):
-        self.optimizer, self.config = optimizer, config
-        self.total = config.epochs * steps_per_epoch
-        self.step = done_epochs * steps_per_epoch
-        self.on_step = None if config.schedule == "constant" and not config.warmup else self._advance
+    def __init__(self, trainee: Trainee, dataset: Dataset, config: TrainConfig, generator: torch.Generator,
+                 done_epochs: int):
+        device = next(trainee.model.parameters()).device
+        self.model, self.world, self.generator = trainee.model, trainee.world, generator
+        self.loader = BatchLoader(dataset.train.to(device), config.batch_size, shuffle=True, generator=generator,
+                                  shard=trainee.world.shard)
+        self.schedule = Schedule(trainee.optimizer, config, len(self.loader), done_epochs)
+        self.step = epoch_runner(trainee, config)
+        self.augmentation = config.augmentation()
+        self.logits = torch.empty(len(self.loader.labels), len(dataset.classes), device=device)
 
-    def _advance(self) -> None:
-        rate = learning_rate(self.step, self.total, self.config)
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate
-        self.step += 1
-
-
-def _epoch_runner(model, optimizer, config: TrainConfig, engine: str, world: World, teacher):
-    """A function (batches, logits_out, on_step) -> rows filled, for the chosen engine."""
-    if engine == "fused":
-        reducer = world.average_ if world.distributed else None
-        trainer = fastmlp.FusedMLPTrainer(model, optimizer, reducer, label_smoothing=config.label_smoothing)
-        return trainer.train_epoch
-    network = DistributedDataParallel(model) if world.distributed else model
-    objective = Objective(config.label_smoothing, teacher, config.distill_temperature, config.distill_weight)
-    return lambda batches, logits, on_step: autograd_epoch(network, optimizer, batches, logits, on_step, objective)
+    def train(self) -> dict:
+        """One pass over the training split; returns its running train loss and accuracy."""
+        self.model.train()
+        order = self.loader.order()
+        batches = self.loader.batches(order)
+        if self.augmentation.active:
+            batches = augmented(batches, self.augmentation, self.generator)
+        filled = self.step(batches, self.logits, self.schedule.on_step)
+        seen = self.loader.labels[self.loader.local_indices(order)]
+        return _scores("train", self.logits[:filled], seen, self.world)
 
 
 def _val_logits(model: nn.Module, val: Split) -> torch.Tensor | None:
@@ -236,13 +186,13 @@ def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
     checkpoint = None
     if writer is not None:
         checkpoint = lambda done: save_checkpoint(writer / CHECKPOINT_FILE, model, optimizer, generator, done)  # noqa: E731
-    engine = choose_engine(config, model, optimizer)
+    trainee = Trainee(model, optimizer, choose_engine(config, model, optimizer), teacher, world)
+    tracking = Tracking(progress, best, checkpoint, on_epoch)
     try:
-        history = fit(model, optimizer, dataset, config, on_epoch, engine, progress, generator, checkpoint, world,
-                      teacher, best)
+        history = fit(trainee, dataset, config, generator, tracking)
     except KeyboardInterrupt:
         raise Interrupted(folder) from None
-    run = _finish(model, config, dataset, history, engine, device, writer, best, test)
+    run = _finish(model, config, dataset, history, trainee.engine, device, writer, best, test)
     world.barrier()
     return run
 

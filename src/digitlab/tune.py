@@ -260,7 +260,8 @@ class _Reporter:
     """Study callback: after each finished trial, refresh best.json and trials.csv and tell `on_trial`."""
 
     def __init__(self, folder: Path, on_trial: TrialCallback | None):
-        self.folder, self.on_trial, self.finished = folder, on_trial, []
+        self.folder, self.on_trial = folder, on_trial
+        self.finished: list[int] = []
 
     def __call__(self, study, frozen) -> None:
         if frozen.user_attrs.get("surplus"):

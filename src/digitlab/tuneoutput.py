@@ -7,6 +7,7 @@ marked "surplus" (started after the budget was claimed; they trained nothing) ar
 
 from __future__ import annotations
 
+import functools
 import csv
 import io
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ def write_outputs(study, folder: Path, new: int = 0) -> TuneResult:
                "parallel.png": tuneviz.parallel_coordinates(records, study_distributions(trials)),
                "curves.png": tuneviz.learning_curves(records)}
     for name, figure in figures.items():
-        atomic_write(folder / name, lambda temp, figure=figure: figure.savefig(temp, format="png"))
+        atomic_write(folder / name, functools.partial(figure.savefig, format="png"))
     best = best_trial(trials)
     files = [folder / name for name in (TRIALS_FILE, *FIGURES)] + ([folder / BEST_FILE] if best else [])
     finished = [record for record in records if record["state"] in ("complete", "pruned")]

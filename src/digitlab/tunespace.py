@@ -11,6 +11,7 @@ head width (0 = none).
 
 from __future__ import annotations
 
+from typing import Any
 import json
 import math
 import tomllib
@@ -22,14 +23,14 @@ from .errors import ConfigError
 from .models import create_model
 from .recipes import AUGMENT
 
-_COMMON = {
+_COMMON: dict[str, dict] = {
     "lr": {"low": 1e-4, "high": 3e-2, "log": True},
     "batch_size": {"choices": [64, 128, 256, 512]},
     "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
     "schedule": {"choices": ["constant", "cosine", "onecycle"]},
     "augment": {"low": 0.0, "high": 1.0},
 }
-_CNN_HEAD = {"head": {"choices": [0, 64, 128, 256]}}
+_CNN_HEAD: dict[str, dict] = {"head": {"choices": [0, 64, 128, 256]}}
 
 SPACES: dict[str, dict[str, dict]] = {
     "mlp": {**_COMMON, "epochs": {"low": 3, "high": 15}, "dropout": {"low": 0.0, "high": 0.3},
@@ -40,7 +41,7 @@ SPACES: dict[str, dict[str, dict]] = {
                  "channels": {"low": 4, "high": 16, "log": True}, **_CNN_HEAD},
     "lenet5": {**_COMMON, "epochs": {"low": 2, "high": 6}},
 }
-_OTHER_MODELS = {**_COMMON, "epochs": {"low": 2, "high": 10}}
+_OTHER_MODELS: dict[str, dict] = {**_COMMON, "epochs": {"low": 2, "high": 10}}
 
 TRAINING_PARAMETERS = ("lr", "batch_size", "weight_decay", "epochs", "optimizer", "schedule", "warmup",
                        "label_smoothing", "augment", "augment_rotate", "augment_translate", "augment_scale",
@@ -143,7 +144,9 @@ def parse_param(name: str, spec) -> Param:
 
 
 def _parse_range(name: str, spec: dict, where: str) -> Param:
-    low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), spec.get("step")
+    low: Any = spec.get("low")  # checked to be numbers just below
+    high: Any = spec.get("high")
+    log, step = spec.get("log", False), spec.get("step")
     numbers = (low, high) + ((step,) if step is not None else ())
     if any(isinstance(value, bool) or not isinstance(value, (int, float)) for value in numbers):
         raise ConfigError(f"{where} needs numeric low and high (or choices, or value)")

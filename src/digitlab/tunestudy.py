@@ -20,7 +20,7 @@ HEARTBEAT_SECONDS = 10  # a worker that dies has its running trial failed after 
 GRACE_SECONDS = 60
 
 
-def claimed_before(study, number: int) -> int:
+def claimed_before(study, number: int | None) -> int:
     """Finished trials, plus running trials numbered below `number` (every trial, if `number` is None)."""
     from optuna.trial import TrialState
 

@@ -39,12 +39,13 @@ def optimization_history(records: list[dict]) -> Figure:
                      label="pruned (last reported)", zorder=2)
     axes.scatter([r["number"] for r in complete], [r["value"] for r in complete], color=VAL_COLOR, label="complete",
                  zorder=3)
-    numbers, best = [], []
+    numbers: list[int] = []
+    best: list[float] = []
     for record in sorted(complete, key=lambda r: r["number"]):
         numbers.append(record["number"])
         best.append(max(record["value"], best[-1]) if best else record["value"])
     last = max(record["number"] for record in records)
-    axes.step(numbers + [last], best + best[-1:], where="post", color=BEST_COLOR, label="best so far", zorder=4)
+    axes.step([*numbers, last], [*best, *best[-1:]], where="post", color=BEST_COLOR, label="best so far", zorder=4)
     axes.set_xlabel("trial")
     axes.set_ylabel("validation accuracy")
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -120,7 +121,7 @@ def parallel_coordinates(records: list[dict], distributions: dict) -> Figure:
         axes.axvline(position, color="#444444", linewidth=0.8, zorder=1)
         for height, label in ticks:
             axes.text(position + 0.04, height, label, fontsize=8, va="center", color="#333333")
-    axes.set_xticks(range(len(columns)), names + ["val accuracy"], rotation=20)
+    axes.set_xticks(range(len(columns)), [*names, "val accuracy"], rotation=20)
     axes.set_yticks([])
     axes.set_xlim(-0.2, len(columns) - 0.5)
     axes.set_ylim(-0.05, 1.05)
