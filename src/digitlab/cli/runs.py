@@ -44,6 +44,9 @@ def add_parsers(commands) -> None:
     predict.add_argument("--preprocess", metavar="STEPS",
                          help="change the run's preprocessing steps: flatten, clean, stroke, deskew (no-STEP "
                               "switches one off), or legacy")
+    predict.add_argument("--number", action="store_true",
+                         help="read each picture as a whole number of several digits (2026, a phone number): "
+                              "the number and each digit's confidence; with --json, boxes too")
     predict.set_defaults(handler=cmd_predict)
 
     export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
@@ -121,6 +124,8 @@ def cmd_predict(args) -> int:
 
     run = load_run(args.run)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
+    if args.number:
+        return _read_numbers(run, args, options)
     results = run.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
                           preprocess=options)
     if args.save_preprocessed:
@@ -144,6 +149,33 @@ def _print_predictions(results, top_k: int) -> None:
     for result in results:
         ranked = "  " + ", ".join(f"{label} {p:.1%}" for label, p in result.top_k) if top_k > 1 else ""
         print(f"{result.source:<{width}}  {result.label:>5}  {result.confidence:>10.1%}{ranked}")
+
+
+def _read_numbers(run, args, options) -> int:
+    from ..errors import ConfigError
+
+    if args.top_k != 1 or args.save_preprocessed:
+        raise ConfigError("--number cannot be combined with --top-k or --save-preprocessed")
+    readings = run.read_number(args.paths, errors="collect", preprocess=options)
+    for reading in readings:
+        if not reading.ok:
+            log(f"digitlab: error: {reading.source}: {reading.error}")
+    if args.json:
+        print(json.dumps([reading.to_dict() for reading in readings]))
+    else:
+        _print_numbers([reading for reading in readings if reading.ok])
+    return 0 if all(reading.ok for reading in readings) else 1
+
+
+def _print_numbers(readings) -> None:
+    if not readings:
+        return
+    width = max(len("file"), *(len(reading.source) for reading in readings))
+    number_width = max(len("number"), *(len(reading.number) for reading in readings))
+    print(f"{'file':<{width}}  {'number':>{number_width}}  {'confidence':>10}  digits")
+    for reading in readings:
+        digits = ", ".join(f"{digit.label} {digit.confidence:.1%}" for digit in reading.digits)
+        print(f"{reading.source:<{width}}  {reading.number:>{number_width}}  {reading.confidence:>10.1%}  {digits}")
 
 
 def cmd_export(args) -> int:
