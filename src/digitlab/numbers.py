@@ -38,9 +38,9 @@ SPLIT = 1.45  # without a model, a blob wider than this many typical digits is c
 CUT_WINDOW = 0.35  # ... each cut within this fraction of a part's width of where it is expected
 MINIMUM_REACH = 0.08  # with a model, candidate cuts are minima of the ink per column over ± this × height
 NARROW, BROAD = 0.08, 1.4  # ... and the parts tried are this narrow to this broad (× height)
-PART_BONUS = 0.5  # added per part read: a cut must make each part's reading more likely than e^-0.5
+PART_BONUS = 0.3  # added per part read: a cut must make each part's reading more likely than e^-0.3
 TALL = 0.6  # ... parts whose ink is shorter than this × height are not digits (the bar of a 7, a 5's flag)
-PEN, CUT_COST = 0.125, 0.3  # a cut costs CUT_COST per pen width (PEN × height) of ink it crosses
+PEN, CUT_COST = 0.125, 0.15  # a cut costs CUT_COST per pen width (PEN × height) of ink it crosses
 
 
 @dataclass
