@@ -58,7 +58,7 @@ def test_health_model_page_static_files_and_docs(client, seed_run):
         assert response.status_code == 200 and kind in response.headers["content-type"] and len(response.text) > 500
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/healthz", "/api/model", "/api/predict"}
+    assert set(schema["paths"]) == {"/healthz", "/api/model", "/api/predict", "/api/number"}
     body = schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
 
@@ -179,8 +179,8 @@ def test_wrong_method_and_unknown_path_answer_json(client):
 
 def test_the_model_is_loaded_once(seed_run, scan, monkeypatch):
     loads = []
-    real_load_run = digitlab.serve.load_run
-    monkeypatch.setattr(digitlab.serve, "load_run", lambda path: loads.append(path) or real_load_run(path))
+    real_load_run = digitlab.shipped.load_run  # serve resolves its run (or the shipped model) through shipped
+    monkeypatch.setattr(digitlab.shipped, "load_run", lambda path, device="cpu": loads.append(path) or real_load_run(path))
     with TestClient(create_app(seed_run.path)) as test_client:
         for _ in range(3):
             assert test_client.post("/api/predict", files={"file": ("7.png", scan[1], "image/png")}).status_code == 200

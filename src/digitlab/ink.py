@@ -6,7 +6,8 @@ paper behind it, in gray levels) and a mask of the strokes. The paper is estimat
 uneven light are subtracted rather than mistaken for ink. `strokes` keeps the connected pieces
 that form the digit: long, thin, straight lines that run off the page (ruled or squared paper, a
 margin) and isolated specks are dropped when `clean` is on, and the largest piece is kept with
-the pieces that lie near it (the flag of a 5, a stroke broken by a faint pen).
+the pieces that lie near it (the flag of a 5, a stroke broken by a faint pen). `all_strokes`
+keeps every piece (less the lines), for a number of several digits.
 """
 
 from __future__ import annotations
@@ -93,6 +94,18 @@ def strokes(ink: Ink, clean: bool = True) -> np.ndarray:
     for number, box in enumerate(boxes):
         keep[number + 1] = number == main or (mass[number] >= 0.02 * mass[main] and _near(box, boxes[main]))
     return keep[labels]
+
+
+def all_strokes(ink: Ink, clean: bool = True) -> np.ndarray:
+    """The mask of every piece of ink (a whole number's digits), ruled lines dropped when `clean` is on.
+
+    Unlike `strokes`, no piece is chosen: telling the digits apart, and specks from them, is left to
+    the caller (digitlab.numbers). ImageError if nothing is left.
+    """
+    mask = _without_lines(ink.mask) if clean else ink.mask
+    if not mask.any():
+        raise ImageError("no ink found (blank image)")
+    return mask
 
 
 def _near(box: tuple[slice, slice], main: tuple[slice, slice]) -> bool:

@@ -29,6 +29,7 @@ from .errors import ConfigError, RunError
 from .evaluate import evaluate, robustness
 from .files import atomic_write, make_folder, read_json, write_json
 from .models import create_model
+from .numbers import read_numbers
 from .predict import predict
 from .realworld import DEFAULT_COUNT, score_suite
 from .version import __version__
@@ -142,6 +143,11 @@ class Run:
         """
         return predict(self.model, images, self.classes, top_k=top_k, batch_size=batch_size, errors=errors,
                        options=preprocess or self.preprocess)
+
+    def read_number(self, images, errors: str = "raise", preprocess: PreprocessOptions | None = None) -> list:
+        """Read the whole number written in each picture (file paths, folders, PIL images, arrays): one
+        NumberReading per input, see digitlab.numbers.read_numbers. A single picture gives a list of one."""
+        return read_numbers(self.model, images, self.classes, options=preprocess or self.preprocess, errors=errors)
 
     def real_world(self, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0,
                    preprocess: PreprocessOptions | None = None) -> dict:

@@ -1,7 +1,8 @@
 """The web demo: draw a digit in the browser and watch the model decide, served by FastAPI under uvicorn.
 
 `create_app(run)` loads the model once and returns the app: the page (static/index.html with its
-CSS and script), `POST /api/predict` (an image upload, or JSON with a base64 image), `GET /api/model`,
+CSS and script), `POST /api/predict` (an image upload, or JSON with a base64 image), `POST /api/number`
+(the same, read as a number of several digits), `GET /api/model`,
 `GET /healthz` and the OpenAPI docs at /docs. Uploads go through the same guards and the same
 preprocessing as `digitlab predict` (preprocess.decode_image, predict.predict); decoding and the
 forward pass run in a worker thread so the event loop keeps answering other requests.
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException
 
 from .errors import ImageError, ServeError
 from .models import count_parameters
+from .numbers import read_number
 from .predict import Prediction, predict
 from .preprocess import decode_image
 from .runs import Run
@@ -71,6 +73,18 @@ class PredictionOut(BaseModel):
     probabilities: list[float] = Field(description="softmax over the classes, in class order; sums to 1")
     image: list[list[int]] = Field(description="the 28×28 image the model saw: rows of gray levels, "
                                                "0 background, 255 ink")
+
+
+class DigitOut(BaseModel):
+    label: str = Field(description="the digit read")
+    confidence: float = Field(description="its probability")
+    box: list[int] = Field(description="where its ink is in the picture: x0, y0, x1, y1 (x1, y1 exclusive)")
+
+
+class NumberOut(BaseModel):
+    number: str = Field(description="the digits read, left to right")
+    confidence: float = Field(description="the product of the digits' probabilities")
+    digits: list[DigitOut]
 
 
 class ErrorOut(BaseModel):
@@ -120,6 +134,20 @@ def create_app(run_or_path: Run | str | Path | None = None) -> FastAPI:
         except ImageError as error:
             raise HTTPException(422, str(error)) from None
 
+    @app.post("/api/number", summary="Read a whole number (several digits, left to right) in one picture",
+              response_model=NumberOut,
+              responses={code: {"model": ErrorOut, "description": text} for code, text in (
+                  (400, "malformed JSON, bad base64 or a form without a file"), (413, "more than 2 MiB"),
+                  (415, "neither JSON nor multipart/form-data"),
+                  (422, "not an image, corrupt, no digit found, more than 32 digits, or larger than 4096×4096"))},
+              openapi_extra={"requestBody": _request_body_schema()})
+    async def number_route(request: Request):
+        data, source = await image_bytes(request)
+        try:
+            return await run_in_threadpool(read_upload, run, data, source)
+        except ImageError as error:
+            raise HTTPException(422, str(error)) from None
+
     return app
 
 
@@ -130,6 +158,18 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
 async def _server_error(request: Request, error: Exception) -> JSONResponse:
     """A bug: a JSON 500 that names the exception type, never a traceback."""
     return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
+
+
+def read_upload(run: Run, data: bytes, source: str) -> dict:
+    """Decode `data` with the upload guards and read the number in it: {number, confidence, digits}."""
+    image = decode_image(data, source, max_bytes=MAX_UPLOAD_BYTES, max_side=MAX_SIDE)
+    try:
+        reading = read_number(run.model, image, run.classes, run.preprocess)
+    except ImageError as error:
+        raise ImageError(error.problem, source) from None
+    answer = reading.to_dict()
+    del answer["file"]
+    return answer
 
 
 def model_info(run: Run) -> dict:

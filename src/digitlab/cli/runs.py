@@ -47,6 +47,9 @@ def add_parsers(commands) -> None:
     predict.add_argument("--preprocess", metavar="STEPS",
                          help="change the run's preprocessing steps: flatten, clean, stroke, deskew (no-STEP "
                               "switches one off), or legacy")
+    predict.add_argument("--number", action="store_true",
+                         help="read each picture as a whole number of several digits (2026, a phone number): "
+                              "the number and each digit's confidence; with --json, boxes too")
     predict.set_defaults(handler=cmd_predict)
 
     export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
@@ -123,6 +126,8 @@ def cmd_predict(args) -> int:
 
     run, paths = _run_and_paths(args.paths)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
+    if args.number:
+        return _read_numbers(run, paths, args, options)
     results = run.predict(paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
                           preprocess=options)
     if args.save_preprocessed:
@@ -139,13 +144,18 @@ def cmd_predict(args) -> int:
 
 def _run_and_paths(items: list[str]):
     """The run named first (a folder holding a model file, or a .safetensors file) and the pictures after it;
-    the shipped model and every item when the first is a picture or a folder of pictures."""
+    the shipped model and every item when the first is a picture or a folder of pictures. A first item that
+    does not exist and is not named like a picture is taken for a mistyped run folder."""
     from pathlib import Path
 
+    from ..errors import RunError
+    from ..preprocess import IMAGE_SUFFIXES
     from ..runs import MODEL_FILE, load_run
     from ..shipped import load_shipped
 
     first = Path(items[0])
+    if not first.exists() and first.suffix.lower() not in IMAGE_SUFFIXES and len(items) > 1:
+        raise RunError(f"no run folder at {first}")
     if (first / MODEL_FILE).is_file() or (first.suffix == ".safetensors" and first.is_file()):
         if len(items) == 1:
             raise ConfigError("no pictures given after the run")
@@ -162,6 +172,33 @@ def _print_predictions(results, top_k: int) -> None:
     for result in results:
         ranked = "  " + ", ".join(f"{label} {p:.1%}" for label, p in result.top_k) if top_k > 1 else ""
         print(f"{result.source:<{width}}  {result.label:>5}  {result.confidence:>10.1%}{ranked}")
+
+
+def _read_numbers(run, paths, args, options) -> int:
+    from ..errors import ConfigError
+
+    if args.top_k != 1 or args.save_preprocessed:
+        raise ConfigError("--number cannot be combined with --top-k or --save-preprocessed")
+    readings = run.read_number(paths, errors="collect", preprocess=options)
+    for reading in readings:
+        if not reading.ok:
+            log(f"digitlab: error: {reading.source}: {reading.error}")
+    if args.json:
+        print(json.dumps([reading.to_dict() for reading in readings]))
+    else:
+        _print_numbers([reading for reading in readings if reading.ok])
+    return 0 if all(reading.ok for reading in readings) else 1
+
+
+def _print_numbers(readings) -> None:
+    if not readings:
+        return
+    width = max(len("file"), *(len(reading.source) for reading in readings))
+    number_width = max(len("number"), *(len(reading.number) for reading in readings))
+    print(f"{'file':<{width}}  {'number':>{number_width}}  {'confidence':>10}  digits")
+    for reading in readings:
+        digits = ", ".join(f"{digit.label} {digit.confidence:.1%}" for digit in reading.digits)
+        print(f"{reading.source:<{width}}  {reading.number:>{number_width}}  {reading.confidence:>10.1%}  {digits}")
 
 
 def cmd_export(args) -> int:

@@ -117,13 +117,13 @@ function schedule() {
 function predictPad() {
   if (!hasInk) return;
   const body = JSON.stringify({ image: pad.toDataURL("image/png"), name: "drawing" });
-  send(() => fetch("api/predict", { method: "POST", headers: { "Content-Type": "application/json" }, body }), "your drawing");
+  send(() => fetch(route(), { method: "POST", headers: { "Content-Type": "application/json" }, body }), "your drawing");
 }
 
 function predictFile(file) {
   const form = new FormData();
   form.append("file", file, file.name);
-  send(() => fetch("api/predict", { method: "POST", body: form }), file.name);
+  send(() => fetch(route(), { method: "POST", body: form }), file.name);
   showUpload(file);
 }
 
@@ -165,7 +165,23 @@ async function send(request, source) {
   setStatus("");
 }
 
+// "Read a number": the picture goes to /api/number, which reads several digits left to right
+const numberMode = document.getElementById("number-mode");
+numberMode.addEventListener("change", schedule);
+
+function route() {
+  return numberMode.checked ? "api/number" : "api/predict";
+}
+
+function showNumber(answer, source) {
+  labelOut.textContent = answer.number;
+  labelOut.classList.remove("empty");
+  confidenceOut.textContent = answer.digits.map((digit) => `${digit.label} ${(digit.confidence * 100).toFixed(1)}%`).join(", ");
+  sourceOut.textContent = `from ${source}`;
+}
+
 function show(answer, source) {
+  if ("number" in answer) return showNumber(answer, source);
   labelOut.textContent = answer.label;
   labelOut.classList.remove("empty");
   confidenceOut.textContent = `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
