@@ -58,6 +58,14 @@ def add_parsers(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on, 0 = any free port (default 8000)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--max-upload-mb", type=float, default=25, metavar="MB",
+                       help="largest image accepted, in MB (default 25); larger gets 413")
+    serve.add_argument("--max-megapixels", type=float, default=100, metavar="MP",
+                       help="largest image accepted, in megapixels, judged before decoding (default 100)")
+    serve.add_argument("--max-decoding", type=int, default=2, metavar="N",
+                       help="images decoded at once (default 2); the rest wait")
+    serve.add_argument("--max-queued", type=int, default=16, metavar="N",
+                       help="images waiting to be decoded (default 16); more get 503 with Retry-After")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -156,8 +164,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..serve import serve
+    from ..serve import Limits, serve
 
+    limits = Limits(max_upload_bytes=round(args.max_upload_mb * 1e6), max_pixels=round(args.max_megapixels * 1e6),
+                    max_decoding=args.max_decoding, max_queued=args.max_queued)
     serve(args.run, host=args.host, port=args.port, access_log=args.access_log,
-          on_ready=lambda message: print(message, flush=True))
+          on_ready=lambda message: print(message, flush=True), limits=limits)
     return 0
