@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 
 from .common import log
 
@@ -41,6 +43,8 @@ def add_parsers(commands) -> None:
                          help="also show the K most likely classes (default 1)")
     predict.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw per file")
     predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default 512)")
+    predict.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="threads that decode and preprocess pictures (default: up to 4, one per core)")
     predict.add_argument("--preprocess", metavar="STEPS",
                          help="change the run's preprocessing steps: flatten, clean, stroke, deskew (no-STEP "
                               "switches one off), or legacy")
@@ -124,13 +128,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..predict import save_preprocessed
+    from ..predict import WORKERS, save_preprocessed
     from ..runs import load_run
 
     run = load_run(args.run)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
-    results = run.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
-                          preprocess=options)
+    with _progress_bar() as progress:
+        results = run.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
+                              preprocess=options, workers=args.workers or WORKERS, progress=progress)
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)
     for result in results:
@@ -141,6 +146,21 @@ def cmd_predict(args) -> int:
     else:
         _print_predictions([result for result in results if result.ok], args.top_k)
     return 0 if all(result.ok for result in results) else 1
+
+
+@contextlib.contextmanager
+def _progress_bar():
+    """A progress callback for predict: a bar on stderr once a folder takes more than 2 s, only on a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="image", delay=2, file=sys.stderr, leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        yield progress
 
 
 def _print_predictions(results, top_k: int) -> None:
