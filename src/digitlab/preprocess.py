@@ -183,7 +183,8 @@ def _decode(file, source: str, max_pixels: int) -> Image.Image:
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - image decoders raise many types on malformed files
-        raise ImageError(f"truncated or corrupt image ({error})", source) from None
+        detail = " ".join(str(error).split())  # one line: some decoders (libheif) answer in several
+        raise ImageError(f"truncated or corrupt image ({detail})", source) from None
 
 
 def _draft_size(width: int, height: int) -> tuple[int, int]:
