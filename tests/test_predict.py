@@ -72,7 +72,7 @@ def mixed_folder(tmp_path, scans):
     (folder / "c-truncated.png").write_bytes(scans[0][1].read_bytes()[:300])
     (folder / "d-empty.jpg").write_bytes(b"")
     (folder / "e-blank.png").write_bytes(png_bytes(Image.new("L", (120, 90), 228)))
-    write_png_with_declared_size(folder / "f-bomb.png", 20_000, 3_000)
+    write_png_with_declared_size(folder / "f-bomb.png", 20_000, 6_000)
     (folder / "g-good.jpg").write_bytes(scans[0][4].read_bytes())
     (folder / "readme.txt").write_text("skipped: not an image suffix\n")
     return folder

@@ -23,15 +23,19 @@ import digitlab.serve
 from digitlab.cli import main
 from digitlab.models import count_parameters
 from digitlab.preprocess import preprocess_file
-from digitlab.serve import MAX_UPLOAD_BYTES, create_app
+from digitlab.serve import Limits, create_app
 
 from scans import png_bytes, render_scan
 from test_preprocess import write_png_with_declared_size
 
 
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # the tests' own limit (the default, 25 MB, is too big to send often)
+SMALL = Limits(max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=16_000_000)
+
+
 @pytest.fixture(scope="module")
 def client(seed_run):
-    with TestClient(create_app(seed_run.path)) as test_client:
+    with TestClient(create_app(seed_run.path, SMALL)) as test_client:
         yield test_client
 
 
@@ -70,6 +74,7 @@ def _check_prediction(answer, expected):
     assert answer["confidence"] == max(answer["probabilities"])
     assert answer["image"] == expected.image[0].tolist()
     assert len(answer["image"]) == 28 and all(len(row) == 28 for row in answer["image"])
+    assert answer["box"] == list(expected.box) and len(answer["box"]) == 4
 
 
 def test_upload_and_base64_json_give_what_predict_gives(client, seed_run, scan):
@@ -119,19 +124,21 @@ def _bad_requests(tmp_path, scan):
     assert MAX_UPLOAD_BYTES < len(big) < 4 * MAX_UPLOAD_BYTES and Image.open(io.BytesIO(big)).size == (900, 900)
     just_over = scan[1] + bytes(MAX_UPLOAD_BYTES + 1 - len(scan[1]))  # a valid PNG with trailing bytes
     bomb = write_png_with_declared_size(tmp_path / "bomb.png", 20_000, 3_000).read_bytes()
-    wide = png_bytes(Image.new("L", (4097, 8), 255))
+    wide = png_bytes(Image.new("L", (4001, 4000), 255))
     multipart = {"content-type": "multipart/form-data; boundary=digitlab"}
     return [
-        ("upload over 2 MiB", {"files": {"file": ("big.png", big, "image/png")}}, 413, "limited to 2,097,152 bytes"),
+        ("upload over 2 MiB", {"files": {"file": ("big.png", big, "image/png")}}, 413,
+         "limited to 2,097,152 bytes (2.1 MB)"),
         ("upload of 2 MiB + 1 byte", {"files": {"file": ("x.png", just_over, "image/png")}}, 413,
          "image is more than 2,097,152 bytes"),
         ("chunked upload over 2 MiB", {"content": _chunks(_multipart(big)), "headers": multipart}, 413,
          "request is more than"),
         ("base64 over 2 MiB", {"json": {"image": base64.b64encode(just_over).decode()}}, 413,
          "image is 2,097,153 bytes"),
-        ("wider than 4096", {"files": {"file": ("wide.png", wide, "image/png")}}, 422,
-         "4097×8 pixels, larger than the 4096×4096 allowed"),
-        ("decompression bomb", {"files": {"file": ("bomb.png", bomb, "image/png")}}, 422, "20000×3000 pixels"),
+        ("over 16 megapixels", {"files": {"file": ("wide.png", wide, "image/png")}}, 413,
+         "4001×4000 pixels (16 megapixels), more than the 16 megapixels allowed"),
+        ("decompression bomb", {"files": {"file": ("bomb.png", bomb, "image/png")}}, 413,
+         "20000×3000 pixels (60 megapixels), more than the 16 megapixels allowed (decompression-bomb guard)"),
         ("text file", {"files": {"file": ("notes.png", b"not a picture\n", "image/png")}}, 422,
          "notes.png: not an image file"),
         ("truncated PNG", {"files": {"file": ("cut.png", scan[1][:300], "image/png")}}, 422, "truncated or corrupt"),
@@ -189,7 +196,7 @@ def test_the_model_is_loaded_once(seed_run, scan, monkeypatch):
 
 
 def test_a_bug_is_a_json_500_and_the_server_goes_on(seed_run, scan, monkeypatch):
-    def broken(run, data, source):
+    def broken(run, data, source, limits):
         raise RuntimeError("a bug")
 
     upload = {"files": {"file": ("seven.png", scan[1], "image/png")}}
@@ -238,11 +245,11 @@ def test_inference_runs_off_the_event_loop(seed_run, scan, monkeypatch):
     entered, release = threading.Event(), threading.Event()
     real_classify = digitlab.serve.classify
 
-    def classify(run, data, source):
+    def classify(run, data, source, limits):
         if source == "stuck.png":
             entered.set()
             assert release.wait(20)
-        return real_classify(run, data, source)
+        return real_classify(run, data, source, limits)
 
     monkeypatch.setattr(digitlab.serve, "classify", classify)
     body = lambda name: json.dumps({"image": base64.b64encode(scan[1]).decode(), "name": name})  # noqa: E731
@@ -266,11 +273,11 @@ def test_inference_runs_off_the_event_loop(seed_run, scan, monkeypatch):
 
 def test_oversized_uploads_get_their_413_over_a_real_connection(seed_run):
     """A client that sends all of a too-large body before it reads still gets the 413 (uvicorn drops the rest)."""
-    with LiveServer(create_app(seed_run)) as live:
+    with LiveServer(create_app(seed_run, SMALL)) as live:
         big = _multipart(bytes(3 * MAX_UPLOAD_BYTES))
         status, answer = live.request("POST", "/api/predict", big,
                                       {"Content-Type": "multipart/form-data; boundary=digitlab"})
-        assert status == 413 and "2 MiB" in answer["error"]
+        assert status == 413 and "images are limited to 2,097,152 bytes (2.1 MB)" in answer["error"]
         assert live.request("GET", "/healthz") == (200, {"status": "ok"})
 
 

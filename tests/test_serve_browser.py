@@ -200,3 +200,35 @@ def _keep(screenshot: Path) -> None:
     folder = os.environ.get("DIGITLAB_SCREENSHOTS")
     if folder:
         shutil.copyfile(screenshot, Path(folder) / screenshot.name)
+
+
+def test_phone_upload_of_a_photo_shows_the_box_and_the_answer(browser, server_url, mnist, tmp_path):
+    """At 390×844 with touch: the camera input is offered, a phone photo uploads, the box is outlined on it."""
+    from digitlab.realworld import phone_page
+
+    picture, truth = phone_page(mnist.test.images[0, 0].numpy(), np.random.default_rng(2), size=(2000, 1500))
+    photo = tmp_path / "photo.jpg"
+    picture.save(photo, format="JPEG", quality=90)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    problems = open_demo(page, server_url)
+    assert page.get_attribute("#camera", "capture") == "environment"
+    assert page.get_attribute("#camera", "accept") == "image/*" and page.is_visible("label[for=camera]")
+    page.set_input_files("#upload", str(photo))
+    result = settled_result(page)
+    assert result["label"] == "7" and result["source"] == "from photo.jpg"
+    page.wait_for_function("document.getElementById('pad').dataset.box !== undefined")
+    box = [int(value) for value in page.evaluate("document.getElementById('pad').dataset.box").split(",")]
+    assert all(abs(found - true) <= 20 for found, true in zip(box, truth)), (box, truth)
+    outline = page.evaluate("""box => {
+        const pad = document.getElementById('pad'), scale = pad.width / 2000, top = (pad.height - 1500 * scale) / 2;
+        const [r, g, b] = pad.getContext('2d').getImageData(Math.round(box[0] * scale - 2),
+            Math.round((box[1] + box[3]) / 2 * scale + top), 1, 1).data;
+        return [r, g, b];
+    }""", box)
+    assert outline[0] > 200 and 100 < outline[1] < 200 and outline[2] < 80, outline  # the amber outline
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=tmp_path / "serve-phone-photo.png", full_page=True)
+    assert problems == []
+    context.close()

@@ -29,6 +29,10 @@ class ImageError(DigitlabError):
         super().__init__(f"{source}: {problem}" if source else problem)
 
 
+class ImageTooLarge(ImageError):
+    """An image over a size limit (bytes or pixels): the web API answers it with 413, not 422."""
+
+
 class ExportError(DigitlabError):
     """A model export failed, could not be verified, or needs packages that are not installed."""
 

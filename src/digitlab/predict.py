@@ -2,14 +2,19 @@
 
 Every input goes through `preprocess.preprocess_image` (the MNIST procedure), then the model.
 One bad input never stops the others: with errors="collect" it becomes a Prediction whose
-`error` says what is wrong, in its place in the input order.
+`error` says what is wrong, in its place in the input order. Pictures are decoded and preprocessed
+by a small pool of threads (the decoders and most array work release the GIL); the forward pass
+is batched.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,6 +26,8 @@ from .evaluate import predict_logits
 from .config import PreprocessOptions
 from .preprocess import Preprocessed, image_files, load_image, prepare
 from .files import atomic_write, make_folder
+
+WORKERS = min(4, os.cpu_count() or 1)  # threads that decode and preprocess; more only add memory
 
 
 @dataclass
@@ -56,15 +63,16 @@ class Prediction:
 
 
 def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 1,
-            batch_size: int = 512, errors: str = "raise",
-            options: PreprocessOptions = PreprocessOptions()) -> list[Prediction]:
+            batch_size: int = 512, errors: str = "raise", options: PreprocessOptions = PreprocessOptions(),
+            workers: int = WORKERS, progress: Callable[[int, int], None] | None = None) -> list[Prediction]:
     """Preprocess and classify `images`; one Prediction per input, in order.
 
     `images` is a list (or tuple) whose items are file paths, folders (their image files, by
     name), PIL images or arrays (see preprocess_image), or one such item alone; a 4-D array or
     tensor (N, C, H, W) is N images. Files are read with load_image's guards. errors="raise"
     raises the first ImageError; errors="collect" puts it in that input's Prediction instead.
-    `options` chooses the preprocessing steps (a run's own are in `Run.preprocess`).
+    `options` chooses the preprocessing steps (a run's own are in `Run.preprocess`). `workers`
+    threads prepare the pictures; `progress(done, total)`, when given, hears of each one prepared.
     Probabilities are the softmax of the logits in float64, so they sum to 1.
     """
     if errors not in ("raise", "collect"):
@@ -73,16 +81,19 @@ def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 
         raise ConfigError(f"top-k must be between 1 and {len(classes)}, got {top_k}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    results, tensors = [], []
-    for source, item in _inputs(images):
-        try:
-            prepared = _prepare(item, source, options)
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    inputs, results, tensors = list(_inputs(images)), [], []
+    for done, (source, prepared) in enumerate(_prepared(inputs, options, workers), start=1):
+        if isinstance(prepared, ImageError):
+            if errors == "raise":
+                raise prepared
+            results.append(Prediction(source, error=prepared.problem))
+        else:
             tensors.append(prepared.image)
             results.append(Prediction(source, box=prepared.box))
-        except ImageError as error:
-            if errors == "raise":
-                raise
-            results.append(Prediction(source, error=error.problem))
+        if progress is not None:
+            progress(done, len(inputs))
     if tensors:
         batch = torch.stack(tensors)
         probabilities = torch.cat([predict_logits(model, batch[start:start + batch_size]).double().softmax(1)
@@ -133,13 +144,26 @@ def _inputs(images):
             yield str(item), Path(item)
 
 
-def _prepare(item, source: str, options: PreprocessOptions) -> Preprocessed:
+def _prepared(inputs: list[tuple[str, object]], options: PreprocessOptions, workers: int):
+    """Yield (source, Preprocessed or ImageError) per input, in input order, prepared by `workers` threads."""
+    if workers == 1 or len(inputs) < 2:
+        yield from ((source, _prepare(item, source, options)) for source, item in inputs)
+        return
+    pool = ThreadPoolExecutor(min(workers, len(inputs)), thread_name_prefix="digitlab-predict")
+    try:  # map submits every input at once, but only `workers` pictures are decoded at a time
+        yield from zip((source for source, _ in inputs),
+                       pool.map(lambda pair: _prepare(pair[1], pair[0], options), inputs))
+    finally:  # errors="raise" stops early: drop the pictures not yet started
+        pool.shutdown(cancel_futures=True)
+
+
+def _prepare(item, source: str, options: PreprocessOptions) -> Preprocessed | ImageError:
     if isinstance(item, ImageError):
-        raise item
+        return item
     try:
         return prepare(load_image(item) if isinstance(item, Path) else item, options)
     except ImageError as error:
-        raise error if error.source else ImageError(error.problem, source) from None
+        return error if error.source else ImageError(error.problem, source)
 
 
 def _fill(result: Prediction, image: torch.Tensor, probabilities: torch.Tensor, classes, top_k: int) -> None:

@@ -6,7 +6,9 @@ on light paper, off-centre and of any size. `preprocess_image` bridges the two: 
 the background from the border and turn the ink bright, subtract the background and its noise,
 crop to the ink, resize the longer side to 20 px, and centre by centre of mass. `load_image`
 reads a file with guards against non-images, truncated files and decompression bombs;
-`decode_image` applies the same guards to bytes in memory (an upload).
+`decode_image` applies the same guards to bytes in memory (an upload). Big pictures are decoded
+already reduced (JPEG's draft scaling) or reduced right after decoding, so a 100-megapixel photo
+never becomes a 100-megapixel float array.
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from .config import PreprocessOptions
-from .errors import ImageError
+from .errors import ImageError, ImageTooLarge
 from .ink import NOISE_SIGMAS, Ink, find_ink, strokes, towards_ink
 
 FIELD, BOX = 28, 20  # output side, and the side the digit's longer dimension is fitted into
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column index; measured mean 14.0 ± 0.3)
-MAX_PIXELS = 4096 * 4096  # decompression-bomb guard, checked on the declared size before decoding
+MAX_PIXELS = 100_000_000  # decompression-bomb guard, checked on the declared size before decoding (a 108-MP phone: 12000×9000)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 WORKING_SIDE = 1024  # larger images are box-averaged down to about this before the analysis
 ZOOM = 160  # the digit's longer side while its strokes are redrawn: 8 px per output pixel
@@ -39,9 +42,15 @@ SCALE_KEY = "digitlab.scale"  # Image.info key: picture pixels per decoded pixel
 LEGACY_MIN_CONTRAST = 24.0  # gray levels (of 255) between background and ink below which an image is blank
 FAINT_INK = 0.05  # fraction of the ink's reach below which pixels count as background
 BBOX_INK = 0.25  # the crop is the box of pixels above this fraction of the stroke level
-FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM")  # openers Image.open may try (phone JPEGs: MPO)
+FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "HEIF")  # openers Image.open may try (phone JPEGs: MPO)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".gif", ".tif", ".tiff",
-                            ".webp", ".ppm", ".pgm", ".pbm", ".pnm"})
+                            ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".hif"})
+READABLE = "PNG, JPEG, HEIC, WebP, BMP, GIF, TIFF or PNM"
+
+pillow_heif.register_heif_opener()  # iPhones save HEIC by default
+# Pillow warns from 89 megapixels on; the guard here (max_pixels, judged from the header) decides instead.
+# Pillow's own error, at twice that, still stands and is caught in _decode.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass
@@ -129,51 +138,74 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = 
     if size == 0:
         raise ImageError("empty file", str(path))
     if size > max_bytes:
-        raise ImageError(f"file is {size:,} bytes, more than the {max_bytes:,} allowed", str(path))
+        raise ImageTooLarge(f"file is {size:,} bytes, more than the {max_bytes:,} allowed", str(path))
     return _decode(path, str(path), max_pixels)
 
 
 def decode_image(data: bytes, source: str = "upload", max_pixels: int = MAX_PIXELS,
-                 max_bytes: int = MAX_FILE_BYTES, max_side: int | None = None) -> Image.Image:
+                 max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
     """load_image for bytes in memory (an upload): the same guards, errors naming `source`.
 
-    `max_side`, when given, also refuses an image wider or taller than that, before decoding.
+    Size limits are refused with ImageTooLarge (an ImageError), so a server can answer 413.
     """
     if not data:
         raise ImageError("empty file", source)
     if len(data) > max_bytes:
-        raise ImageError(f"file is {len(data):,} bytes, more than the {max_bytes:,} allowed", source)
-    return _decode(io.BytesIO(data), source, max_pixels, max_side)
+        raise ImageTooLarge(f"file is {len(data):,} bytes, more than the {max_bytes:,} allowed", source)
+    return _decode(io.BytesIO(data), source, max_pixels)
 
 
-def _decode(file, source: str, max_pixels: int, max_side: int | None = None) -> Image.Image:
-    """Open, check the declared size, then decode (see load_image); `file` is a path or a binary file object."""
+def megapixels(pixels: int) -> str:
+    """`pixels` as a person reads a photo's size: '48 megapixels', '0.5 megapixels'."""
+    return f"{pixels / 1e6:.3g} megapixels"
+
+
+def _decode(file, source: str, max_pixels: int) -> Image.Image:
+    """Open, check the declared size, then decode reduced (see load_image); `file` is a path or a binary file."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file, formats=FORMATS) as opened:
-                width, height = opened.size
-                if max_side is not None and max(width, height) > max_side:
-                    raise ImageError(f"image is {width}×{height} pixels, larger than the "
-                                     f"{max_side}×{max_side} allowed", source)
-                if width * height > max_pixels:
-                    raise ImageError(f"image is {width}×{height} pixels, more than the {max_pixels:,} allowed "
-                                     "(decompression-bomb guard)", source)
-                if opened.format in ("JPEG", "MPO"):
-                    opened.draft("L", (WORKING_SIDE, WORKING_SIDE))  # let the decoder downscale big photos
-                opened.load()
-                picture = ImageOps.exif_transpose(opened)
-                picture.info[SCALE_KEY] = width / opened.size[0]
-                return picture
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("image is too large to decode safely (decompression-bomb guard)", source) from None
+        with Image.open(file, formats=FORMATS) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(f"image is {width}×{height} pixels ({megapixels(width * height)}), more than "
+                                    f"the {megapixels(max_pixels)} allowed (decompression-bomb guard)", source)
+            if opened.format in ("JPEG", "MPO"):
+                opened.draft("L", _draft_size(width, height))  # the decoder itself scales by 1/2, 1/4 or 1/8
+            opened.load()
+            picture = ImageOps.exif_transpose(_reduce(opened))
+            picture.info[SCALE_KEY] = max(width, height) / max(picture.size)  # the same whichever way it is turned
+            return picture
+    except Image.DecompressionBombError:
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        raise ImageTooLarge(f"image is more than the {megapixels(limit)} allowed (decompression-bomb guard)",
+                            source) from None
     except UnidentifiedImageError:
-        raise ImageError("not an image file digitlab can read (PNG, JPEG, BMP, GIF, TIFF, WebP or PNM)",
-                         source) from None
+        raise ImageError(f"not an image file digitlab can read ({READABLE})", source) from None
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - image decoders raise many types on malformed files
-        raise ImageError(f"truncated or corrupt image ({error})", source) from None
+        detail = " ".join(str(error).split())  # one line: some decoders (libheif) answer in several
+        raise ImageError(f"truncated or corrupt image ({detail})", source) from None
+
+
+def _draft_size(width: int, height: int) -> tuple[int, int]:
+    """The size to ask JPEG's draft mode for: the smallest 1/2^k reduction still at least WORKING_SIDE long.
+    (Pillow picks the reduction from the tighter axis, so the request keeps the picture's aspect.)"""
+    factor = max(1, max(width, height) / WORKING_SIDE)
+    return max(1, int(width / factor)), max(1, int(height / factor))
+
+
+def _reduce(picture: Image.Image) -> Image.Image:
+    """A picture over twice WORKING_SIDE, box-averaged by a whole factor right after decoding (before any copy
+    in another mode or as floats); a JPEG's draft has mostly done this already. Modes Pillow cannot reduce stay."""
+    factor = max(picture.size) // WORKING_SIDE
+    if factor < 2:
+        return picture
+    try:
+        reduced = picture.reduce(factor)
+    except ValueError:
+        return picture
+    reduced.info = picture.info
+    return reduced
 
 
 def preprocess_file(path: str | Path, options: PreprocessOptions = PreprocessOptions()) -> torch.Tensor:

@@ -30,7 +30,7 @@ from .evaluate import evaluate, robustness
 from .files import atomic_write, make_folder, read_json, write_json
 from .models import create_model
 from .numbers import read_numbers
-from .predict import predict
+from .predict import WORKERS, predict
 from .realworld import DEFAULT_COUNT, score_suite
 from .version import __version__
 
@@ -136,13 +136,13 @@ class Run:
         return evaluate(self.model, data.splits()[split], data.classes)
 
     def predict(self, images, top_k: int = 1, batch_size: int = 512, errors: str = "raise",
-                preprocess: PreprocessOptions | None = None) -> list:
+                preprocess: PreprocessOptions | None = None, workers: int = WORKERS, progress=None) -> list:
         """Classify pictures of digits (file paths, folders, PIL images, arrays): see digitlab.predict.predict.
 
         Pictures are prepared with the run's own preprocessing unless `preprocess` says otherwise.
         """
         return predict(self.model, images, self.classes, top_k=top_k, batch_size=batch_size, errors=errors,
-                       options=preprocess or self.preprocess)
+                       options=preprocess or self.preprocess, workers=workers, progress=progress)
 
     def read_number(self, images, errors: str = "raise", preprocess: PreprocessOptions | None = None) -> list:
         """Read the whole number written in each picture (file paths, folders, PIL images, arrays): one

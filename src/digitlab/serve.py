@@ -5,7 +5,9 @@ CSS and script), `POST /api/predict` (an image upload, or JSON with a base64 ima
 (the same, read as a number of several digits), `GET /api/model`,
 `GET /healthz` and the OpenAPI docs at /docs. Uploads go through the same guards and the same
 preprocessing as `digitlab predict` (preprocess.decode_image, predict.predict); decoding and the
-forward pass run in a worker thread so the event loop keeps answering other requests.
+forward pass run in a worker thread so the event loop keeps answering other requests. `Limits`
+bounds what one upload may be (bytes, megapixels) and how many are decoded at once: the rest wait
+in a short queue, and a request that finds the queue full gets 503 with Retry-After.
 
 The module runs past 300 lines on purpose: the app, its request and answer models and the
 listener that reports a taken port are read together, following one request through one file.
@@ -13,12 +15,15 @@ listener that reports a taken port are read together, following one request thro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import errno
 import json
 import math
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -31,22 +36,43 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from .errors import ImageError, ServeError
+from .errors import ImageError, ImageTooLarge, ServeError
 from .models import count_parameters
 from .numbers import read_number
 from .predict import Prediction, predict
-from .preprocess import decode_image
+from .preprocess import MAX_PIXELS, decode_image, megapixels
 from .runs import Run
 from .shipped import resolve_run
 from .version import __version__
 
 STATIC = Path(__file__).parent / "static"
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # an image file (or the bytes a base64 string decodes to): 2 MiB
-MAX_SIDE = 4096  # an image wider or taller is refused from its header, before its pixels are decoded
 ENVELOPE_BYTES = 64 * 1024  # room for multipart headers, a data-URL prefix and line breaks around the image
-MULTIPART_LIMIT = MAX_UPLOAD_BYTES + ENVELOPE_BYTES
-JSON_LIMIT = 4 * math.ceil(MAX_UPLOAD_BYTES / 3) + ENVELOPE_BYTES  # base64 is 4 characters per 3 bytes
+RETRY_AFTER_S = 2  # what a 503 tells the client to wait
 USAGE = 'send an image file as multipart/form-data (field "file") or JSON {"image": "<base64 PNG>"}'
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts and how much it does at once (defaults fit phone photos)."""
+
+    max_upload_bytes: int = 25 * 1000 * 1000  # an image file, or the bytes a base64 string decodes to: 25 MB
+    max_pixels: int = MAX_PIXELS  # judged from the header, before any pixel is decoded: 100 megapixels
+    max_decoding: int = 2  # images decoded and classified at once (each one's memory is bounded by the decoder)
+    max_queued: int = 16  # requests waiting for a decoding slot; one more gets 503
+
+    def __post_init__(self):
+        if min(self.max_upload_bytes, self.max_pixels, self.max_decoding) < 1 or self.max_queued < 0:
+            raise ServeError(f"limits must be positive (the queue may be 0): {self}")
+
+    @property
+    def upload(self) -> str:
+        """The byte limit as a person reads it: '25 MB'."""
+        return f"{self.max_upload_bytes / 1e6:.3g} MB"
+
+    def body_limit(self, kind: str) -> int:
+        """The most bytes a request body of `kind` may hold: base64 is 4 characters per 3 bytes."""
+        image = 4 * math.ceil(self.max_upload_bytes / 3) if kind == "application/json" else self.max_upload_bytes
+        return image + ENVELOPE_BYTES
 
 
 class Health(BaseModel):
@@ -73,6 +99,8 @@ class PredictionOut(BaseModel):
     probabilities: list[float] = Field(description="softmax over the classes, in class order; sums to 1")
     image: list[list[int]] = Field(description="the 28×28 image the model saw: rows of gray levels, "
                                                "0 background, 255 ink")
+    box: list[int] = Field(description="where the ink was found: [x0, y0, x1, y1] in the picture's own pixels "
+                                       "(EXIF rotation applied; x1, y1 exclusive)")
 
 
 class DigitOut(BaseModel):
@@ -91,19 +119,22 @@ class ErrorOut(BaseModel):
     error: str
 
 
-def create_app(run_or_path: Run | str | Path | None = None) -> FastAPI:
-    """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors; None: the shipped model).
+def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Limits()) -> FastAPI:
+    """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors; None: the shipped
+    model) within `limits`.
 
     The model is loaded here, once; a missing or corrupt run raises RunError before any server
-    starts. Every error response is JSON {"error": message} with a 4xx status (5xx only for bugs).
+    starts. Every error response is JSON {"error": message} with a 4xx status (503 when busy, 5xx
+    otherwise only for bugs).
     """
     run = resolve_run(run_or_path)
+    gate = Gate(limits)
     run.model.eval()
     about = model_info(run)
     # FastAPIOffline: FastAPI whose /docs and /redoc use bundled Swagger UI and ReDoc files, not a CDN
     app = FastAPIOffline(title="digitlab", version=__version__, summary="Classify pictures of handwritten digits "
                          f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).")
-    app.state.run, app.state.model_info = run, about
+    app.state.run, app.state.model_info, app.state.limits = run, about, limits
     # Starlette picks the handler by exception class; its stubs type every handler for any Exception
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _server_error)
@@ -123,30 +154,41 @@ def create_app(run_or_path: Run | str | Path | None = None) -> FastAPI:
 
     @app.post("/api/predict", summary="Classify one picture of a digit", response_model=PredictionOut,
               responses={code: {"model": ErrorOut, "description": text} for code, text in (
-                  (400, "malformed JSON, bad base64 or a form without a file"), (413, "more than 2 MiB"),
-                  (415, "neither JSON nor multipart/form-data"),
-                  (422, "not an image, corrupt, blank, or larger than 4096×4096"))},
-              openapi_extra={"requestBody": _request_body_schema()})
+                  (400, "malformed JSON, bad base64 or a form without a file"),
+                  (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
+                  (415, "neither JSON nor multipart/form-data"), (422, "not an image, corrupt or blank"),
+                  (503, "too many images waiting: retry after the Retry-After seconds"))},
+              openapi_extra={"requestBody": _request_body_schema(limits)})
     async def predict_route(request: Request):
-        data, source = await image_bytes(request)
-        try:
-            return await run_in_threadpool(answer, run, data, source)
-        except ImageError as error:
-            raise HTTPException(422, str(error)) from None
+        async with gate.ticket():  # a place in the queue before the body is read: memory stays bounded
+            data, source = await image_bytes(request, limits)
+            async with gate.turns:
+                try:
+                    return await run_in_threadpool(answer, run, data, source, limits)
+                except ImageTooLarge as error:
+                    raise HTTPException(413, str(error)) from None
+                except ImageError as error:
+                    raise HTTPException(422, str(error)) from None
 
     @app.post("/api/number", summary="Read a whole number (several digits, left to right) in one picture",
               response_model=NumberOut,
               responses={code: {"model": ErrorOut, "description": text} for code, text in (
-                  (400, "malformed JSON, bad base64 or a form without a file"), (413, "more than 2 MiB"),
+                  (400, "malformed JSON, bad base64 or a form without a file"),
+                  (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
                   (415, "neither JSON nor multipart/form-data"),
-                  (422, "not an image, corrupt, no digit found, more than 32 digits, or larger than 4096×4096"))},
-              openapi_extra={"requestBody": _request_body_schema()})
+                  (422, "not an image, corrupt, no digit found, or more than 32 digits"),
+                  (503, "too many images waiting: retry after the Retry-After seconds"))},
+              openapi_extra={"requestBody": _request_body_schema(limits)})
     async def number_route(request: Request):
-        data, source = await image_bytes(request)
-        try:
-            return await run_in_threadpool(read_upload, run, data, source)
-        except ImageError as error:
-            raise HTTPException(422, str(error)) from None
+        async with gate.ticket():
+            data, source = await image_bytes(request, limits)
+            async with gate.turns:
+                try:
+                    return await run_in_threadpool(read_upload, run, data, source, limits)
+                except ImageTooLarge as error:
+                    raise HTTPException(413, str(error)) from None
+                except ImageError as error:
+                    raise HTTPException(422, str(error)) from None
 
     return app
 
@@ -160,9 +202,9 @@ async def _server_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
 
 
-def read_upload(run: Run, data: bytes, source: str) -> dict:
+def read_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dict:
     """Decode `data` with the upload guards and read the number in it: {number, confidence, digits}."""
-    image = decode_image(data, source, max_bytes=MAX_UPLOAD_BYTES, max_side=MAX_SIDE)
+    image = decode_image(data, source, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
     try:
         reading = read_number(run.model, image, run.classes, run.preprocess)
     except ImageError as error:
@@ -182,27 +224,52 @@ def model_info(run: Run) -> dict:
             "dataset": run.dataset, "classes": [str(name) for name in run.classes], "config": run.config.to_dict()}
 
 
-def classify(run: Run, data: bytes, source: str) -> Prediction:
+class Gate:
+    """At most `max_decoding` requests decode at once and `max_queued` more wait; beyond that, 503.
+
+    Lives on the event loop (no locks needed): a ticket is a place in the whole line, a slot a turn
+    at decoding. A request holds its ticket while its body arrives, so the bodies held in memory are
+    bounded by max_decoding + max_queued uploads.
+    """
+
+    def __init__(self, limits: Limits):
+        self.places, self.held = limits.max_decoding + limits.max_queued, 0
+        self.turns = asyncio.Semaphore(limits.max_decoding)
+
+    @contextlib.asynccontextmanager
+    async def ticket(self):
+        if self.held >= self.places:
+            raise HTTPException(503, f"busy: {self.places} images are already being read or waiting; "
+                                     f"retry in {RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)})
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+
+
+def classify(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> Prediction:
     """Decode `data` with the upload guards, preprocess it as `digitlab predict` does, and classify it."""
-    image = decode_image(data, source, max_bytes=MAX_UPLOAD_BYTES, max_side=MAX_SIDE)
+    image = decode_image(data, source, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
     try:
-        return predict(run.model, [image], run.classes)[0]
+        return predict(run.model, [image], run.classes, options=run.preprocess)[0]
     except ImageError as error:
         raise ImageError(error.problem, source) from None
 
 
-def answer(run: Run, data: bytes, source: str) -> dict:
-    """classify, then the JSON answer: label, confidence, probabilities, and the 28×28 the model saw (0-255 rows).
+def answer(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dict:
+    """classify, then the JSON answer: label, confidence, probabilities, the 28×28 the model saw (0-255 rows)
+    and the box it came from in the picture.
 
     Runs in a worker thread, the list-building included, so the event loop only moves bytes.
     """
-    result = classify(run, data, source)
+    result = classify(run, data, source, limits)
     assert result.image is not None  # classify raises ImageError for an unusable image, so there always is one
     return {"label": result.label, "index": result.index, "confidence": result.confidence,
-            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist()}
+            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist(), "box": list(result.box)}
 
 
-async def image_bytes(request: Request) -> tuple[bytes, str]:
+async def image_bytes(request: Request, limits: Limits = Limits()) -> tuple[bytes, str]:
     """The image's bytes and a name for messages, from a multipart upload or a JSON base64 string.
 
     The body is capped while it streams in (Content-Length is checked first), so an oversized
@@ -211,20 +278,20 @@ async def image_bytes(request: Request) -> tuple[bytes, str]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/json", "multipart/form-data"):
         raise HTTPException(415, f"unsupported content type {kind or 'none'!r}: {USAGE}")
-    limit = JSON_LIMIT if kind == "application/json" else MULTIPART_LIMIT
+    limit = limits.body_limit(kind)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, _too_large("request", int(declared)))
+        raise HTTPException(413, _too_large("request", int(declared), limits))
     capped = Request(request.scope, _capped_receive(request.receive, limit))
     try:
         if kind == "application/json":
-            return _from_json(await capped.body())
-        return await _from_form(capped)
+            return _from_json(await capped.body(), limits)
+        return await _from_form(capped, limits)
     except _BodyTooLarge:
-        raise HTTPException(413, _too_large("request", limit, exact=False)) from None
+        raise HTTPException(413, _too_large("request", limit, limits, exact=False)) from None
 
 
-def _from_json(body: bytes) -> tuple[bytes, str]:
+def _from_json(body: bytes, limits: Limits) -> tuple[bytes, str]:
     try:
         value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -238,19 +305,19 @@ def _from_json(body: bytes) -> tuple[bytes, str]:
         data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as error:
         raise HTTPException(400, f'"image" is not valid base64 ({error})') from None
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, _too_large("image", len(data)))
+    if len(data) > limits.max_upload_bytes:
+        raise HTTPException(413, _too_large("image", len(data), limits))
     return data, str(value.get("name") or "image")[:100]
 
 
-async def _from_form(request: Request) -> tuple[bytes, str]:
+async def _from_form(request: Request, limits: Limits) -> tuple[bytes, str]:
     async with request.form(max_files=1, max_fields=8) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise HTTPException(400, f'the form has no file in its "file" field: {USAGE}')
-        data = await upload.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, _too_large("image", MAX_UPLOAD_BYTES, exact=False))
+        data = await upload.read(limits.max_upload_bytes + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise HTTPException(413, _too_large("image", limits.max_upload_bytes, limits, exact=False))
         return data, Path(upload.filename or "upload").name[:100] or "upload"
 
 
@@ -273,13 +340,13 @@ def _capped_receive(receive, limit: int):
     return capped
 
 
-def _too_large(what: str, size: int, exact: bool = True) -> str:
+def _too_large(what: str, size: int, limits: Limits, exact: bool = True) -> str:
     amount = f"{size:,} bytes" if exact else f"more than {size:,} bytes"
-    return f"{what} is {amount}; images are limited to {MAX_UPLOAD_BYTES:,} bytes (2 MiB)"
+    return f"{what} is {amount}; images are limited to {limits.max_upload_bytes:,} bytes ({limits.upload})"
 
 
 def serve(run: Run | str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False,
-          on_ready=print) -> None:
+          on_ready=print, limits: Limits = Limits()) -> None:
     """Load the run, listen on host:port (0 = any free port) and serve the demo until Ctrl-C.
 
     The socket is bound before uvicorn starts, so a taken port or an unknown host is a ServeError
@@ -287,7 +354,7 @@ def serve(run: Run | str | Path | None = None, host: str = "127.0.0.1", port: in
     """
     if not 0 <= port <= 65535:
         raise ServeError(f"port must be between 0 and 65535, got {port}")
-    app = create_app(run)
+    app = create_app(run, limits)
     listener = _listen(host, port)
     bound_port = listener.getsockname()[1]
     about = app.state.model_info
@@ -321,11 +388,13 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _request_body_schema() -> dict:
+def _request_body_schema(limits: Limits) -> dict:
     """The two accepted request bodies, for the OpenAPI docs (the route reads the body itself)."""
+    most = f"at most {limits.upload} and {megapixels(limits.max_pixels)}"
     return {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary", "description": "image file, at most 2 MiB"}}}},
+            "file": {"type": "string", "format": "binary", "description": f"image file (JPEG, PNG, HEIC, "
+                                                                          f"WebP...), {most}"}}}},
         "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
             "image": {"type": "string", "description": "base64 image (PNG, JPEG, ...), or a data: URL"},
             "name": {"type": "string", "description": "optional name used in error messages"}}}}}}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 
 from ..errors import ConfigError
 from .common import log
@@ -44,6 +46,8 @@ def add_parsers(commands) -> None:
                          help="also show the K most likely classes (default 1)")
     predict.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw per file")
     predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default 512)")
+    predict.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="threads that decode and preprocess pictures (default: up to 4, one per core)")
     predict.add_argument("--preprocess", metavar="STEPS",
                          help="change the run's preprocessing steps: flatten, clean, stroke, deskew (no-STEP "
                               "switches one off), or legacy")
@@ -64,6 +68,14 @@ def add_parsers(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on, 0 = any free port (default 8000)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--max-upload-mb", type=float, default=25, metavar="MB",
+                       help="largest image accepted, in MB (default 25); larger gets 413")
+    serve.add_argument("--max-megapixels", type=float, default=100, metavar="MP",
+                       help="largest image accepted, in megapixels, judged before decoding (default 100)")
+    serve.add_argument("--max-decoding", type=int, default=2, metavar="N",
+                       help="images decoded at once (default 2); the rest wait")
+    serve.add_argument("--max-queued", type=int, default=16, metavar="N",
+                       help="images waiting to be decoded (default 16); more get 503 with Retry-After")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -122,14 +134,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..predict import save_preprocessed
+    from ..predict import WORKERS, save_preprocessed
 
     run, paths = _run_and_paths(args.paths)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
     if args.number:
         return _read_numbers(run, paths, args, options)
-    results = run.predict(paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
-                          preprocess=options)
+    with _progress_bar() as progress:
+        results = run.predict(paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
+                              preprocess=options, workers=args.workers or WORKERS, progress=progress)
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)
     for result in results:
@@ -161,6 +174,21 @@ def _run_and_paths(items: list[str]):
             raise ConfigError("no pictures given after the run")
         return load_run(first), items[1:]
     return load_shipped(), items
+
+
+@contextlib.contextmanager
+def _progress_bar():
+    """A progress callback for predict: a bar on stderr once a folder takes more than 2 s, only on a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="image", delay=2, file=sys.stderr, leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        yield progress
 
 
 def _print_predictions(results, top_k: int) -> None:
@@ -211,8 +239,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..serve import serve
+    from ..serve import Limits, serve
 
+    limits = Limits(max_upload_bytes=round(args.max_upload_mb * 1e6), max_pixels=round(args.max_megapixels * 1e6),
+                    max_decoding=args.max_decoding, max_queued=args.max_queued)
     serve(args.run, host=args.host, port=args.port, access_log=args.access_log,
-          on_ready=lambda message: print(message, flush=True))
+          on_ready=lambda message: print(message, flush=True), limits=limits)
     return 0

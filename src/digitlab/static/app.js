@@ -12,6 +12,7 @@ const sourceOut = document.getElementById("source");
 const statusOut = document.getElementById("status");
 const barsBox = document.getElementById("bars");
 const upload = document.getElementById("upload");
+const camera = document.getElementById("camera");
 
 let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 let bars = [];
@@ -21,6 +22,7 @@ let hasInk = false;
 let showingUpload = false;
 let timer = null;
 let latest = 0; // number of the newest request; older answers are dropped
+let shownPhoto = null; // where an uploaded photo sits on the pad: a promise of {scale, left, top}, or null
 
 function buildBars() {
   barsBox.replaceChildren();
@@ -52,6 +54,8 @@ function clearPad() {
   pen.fillRect(0, 0, pad.width, pad.height);
   hasInk = false;
   showingUpload = false;
+  shownPhoto = null;
+  delete pad.dataset.box;
   clearTimeout(timer);
   timer = null;
   latest += 1;
@@ -123,25 +127,40 @@ function predictPad() {
 function predictFile(file) {
   const form = new FormData();
   form.append("file", file, file.name);
+  shownPhoto = showUpload(file);
   send(() => fetch(route(), { method: "POST", body: form }), file.name);
-  showUpload(file);
 }
 
+// Draw the photo into the pad (EXIF rotation applied, as the server applies it); resolves to where it went.
 async function showUpload(file) {
   clearTimeout(timer);
   timer = null;
   hasInk = false;
   showingUpload = true;
+  delete pad.dataset.box;
   pen.fillStyle = "#000";
   pen.fillRect(0, 0, pad.width, pad.height);
   try {
-    const picture = await createImageBitmap(file);
+    const picture = await createImageBitmap(file, { imageOrientation: "from-image" });
     const scale = Math.min(pad.width / picture.width, pad.height / picture.height);
     const width = picture.width * scale, height = picture.height * scale;
-    pen.drawImage(picture, (pad.width - width) / 2, (pad.height - height) / 2, width, height);
+    const place = { scale, left: (pad.width - width) / 2, top: (pad.height - height) / 2 };
+    pen.drawImage(picture, place.left, place.top, width, height);
+    return place;
   } catch {
-    // a format the browser cannot draw (TIFF, say): the server may still read it
+    return null; // a format the browser cannot draw (HEIC or TIFF, say): the server may still read it
   }
+}
+
+// Outline, on the photo in the pad, the box (x0, y0, x1, y1 in the photo's pixels) where the server found the ink.
+async function drawBox(box, photo) {
+  const place = await photo;
+  if (!place || photo !== shownPhoto) return;
+  const [x0, y0, x1, y1] = box.map((value, index) => value * place.scale + (index % 2 ? place.top : place.left));
+  pen.strokeStyle = "#f59e0b";
+  pen.lineWidth = 3;
+  pen.strokeRect(x0 - 2, y0 - 2, x1 - x0 + 4, y1 - y0 + 4);
+  pad.dataset.box = box.join(",");
 }
 
 async function send(request, source) {
@@ -198,6 +217,7 @@ function show(answer, source) {
     pixels.data.set([level, level, level, 255], index * 4);
   });
   seen.putImageData(pixels, 0, 0);
+  if (showingUpload && answer.box) drawBox(answer.box, shownPhoto);
 }
 
 async function loadModelInfo() {
@@ -229,9 +249,27 @@ pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 pad.addEventListener("lostpointercapture", endStroke);
 document.getElementById("clear").addEventListener("click", clearPad);
-upload.addEventListener("change", () => {
-  if (upload.files.length) predictFile(upload.files[0]);
-  upload.value = "";
+for (const input of [upload, camera]) {
+  input.addEventListener("change", () => {
+    if (input.files.length) predictFile(input.files[0]);
+    input.value = "";
+  });
+}
+// A desktop's ways in: a photo dropped anywhere on the page, or pasted from the clipboard.
+document.addEventListener("dragover", (event) => {
+  if (event.dataTransfer.types.includes("Files")) event.preventDefault();
+});
+document.addEventListener("drop", (event) => {
+  const file = Array.from(event.dataTransfer.files).find((item) => item.type.startsWith("image/") || !item.type);
+  if (!file) return;
+  event.preventDefault();
+  predictFile(file);
+});
+document.addEventListener("paste", (event) => {
+  const file = Array.from(event.clipboardData.files).find((item) => item.type.startsWith("image/"));
+  if (!file) return;
+  event.preventDefault();
+  predictFile(file.name ? file : new File([file], "pasted image", { type: file.type }));
 });
 
 buildBars();
