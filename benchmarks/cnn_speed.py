@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import digitlab
-
 from common import NotebookDataset, Stopwatch, loader_accuracy, time_recipe, write_result
 
 

@@ -14,8 +14,8 @@ from PIL import Image
 import digitlab
 from digitlab.data import Split
 from digitlab.evaluate import accuracy
-from digitlab.recipes import apply_recipe
 from digitlab.files import atomic_write
+from digitlab.recipes import apply_recipe
 from digitlab.train import Tracking, Trainee, build, choose_engine, fit
 
 RESULTS = Path(__file__).parent / "results"

@@ -14,9 +14,8 @@ import argparse
 import statistics
 
 import digitlab
-from digitlab.recipes import apply_recipe
-
 from common import write_result
+from digitlab.recipes import apply_recipe
 
 SEEDS = (1, 2, 3, 24)
 

@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 import digitlab
+from common import train_or_continue, write_result
 from digitlab.config import PreprocessOptions
 from digitlab.predict import save_preprocessed
 from digitlab.realworld import CONDITIONS, DEFAULT_COUNT, read_suite, render_suite, suite_accuracy
 from digitlab.recipes import apply_recipe
 from digitlab.shipped import SHIPPED_MODEL, load_shipped
-
-from common import train_or_continue, write_result
 
 RUNS = Path("runs/realworld")
 CONFIGS = {
@@ -70,7 +69,7 @@ def idempotence(run: digitlab.Run, samples: list) -> dict:
         saved = save_preprocessed(first, Path(folder) / "seen")
         second = run.predict([str(path) for path in saved], errors="collect")
     answered = [result for result in first if result.ok]
-    changed = sum(a.label != b.label for a, b in zip(answered, second))
+    changed = sum(a.label != b.label for a, b in zip(answered, second, strict=False))
     return {"pictures": len(answered), "changed": changed}
 
 

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 import digitlab
-
 from common import NotebookDataset, Stopwatch, loader_accuracy, write_result
 
 

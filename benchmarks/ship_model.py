@@ -9,11 +9,9 @@ weights, the resolved config, the dataset's checksums, the preprocessing and the
 
 from __future__ import annotations
 
-
 import digitlab
-from digitlab.shipped import SHIPPED_MODEL, ship
-
 from common import train_or_continue
+from digitlab.shipped import SHIPPED_MODEL, ship
 from real_world import CONFIGS, RUNS
 
 RECIPE = "cnn --recipe robust"

@@ -23,9 +23,8 @@ import time
 import numpy as np
 
 import digitlab
-from digitlab.numbers import read_numbers, compose_number
-
 from common import write_result
+from digitlab.numbers import compose_number, read_numbers
 
 GOAL = 0.97
 
@@ -47,10 +46,10 @@ def score(readings, numbers) -> dict:
     """Exact-read rates (all, clean, touching), digits dropped and invented, and per-digit accuracy where
     the count of digits came out right."""
     rows = {"all": [], "clean": [], "touching": []}
-    for reading, (_, truth, touching) in zip(readings, numbers):
+    for reading, (_, truth, touching) in zip(readings, numbers, strict=False):
         found = reading.number if reading.ok else ""
         row = (found == truth, max(0, len(truth) - len(found)), max(0, len(found) - len(truth)),
-               sum(a == b for a, b in zip(found, truth)) if len(found) == len(truth) else None, len(truth))
+               sum(a == b for a, b in zip(found, truth, strict=False)) if len(found) == len(truth) else None, len(truth))
         rows["all"].append(row)
         rows["touching" if touching else "clean"].append(row)
     return {name: _summary(part) for name, part in rows.items()}

@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from digitlab.cli import main
-
 from conftest import tiny_dataset_arrays, write_idx
+from digitlab.cli import main
 
 
 def run_cli(*args, env=None):

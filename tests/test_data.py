@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from digitlab.data import BatchLoader, DatasetInfo, Split, dataset_info, load_dataset, read_idx, register_dataset, stratified_split
+from conftest import idx_bytes, tiny_dataset_arrays, write_idx
+from digitlab.data import (
+    BatchLoader,
+    DatasetInfo,
+    Split,
+    dataset_info,
+    load_dataset,
+    read_idx,
+    register_dataset,
+    stratified_split,
+)
 from digitlab.errors import DataError
 from digitlab.fetch import data_root, fetch, sha256_of
-
-from conftest import idx_bytes, tiny_dataset_arrays, write_idx
-
 
 # --- real MNIST -----------------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from digitlab.export import export_model, load_torchscript, read_onnx_metadata
 from digitlab.runs import Run
 
 
-
 @pytest.fixture
 def run_copy(seed_run, tmp_path):
     """A private copy of the session's short real run, so exports do not touch the shared folder."""

@@ -47,7 +47,7 @@ def test_digits_come_left_to_right_with_boxes_in_the_pictures_pixels(seed_run, c
     assert max(big.shape) > 1024
     reading = read_number(seed_run.model, big, seed_run.classes, seed_run.preprocess)
     assert reading.number == truth
-    for digit, box in zip(reading.digits, boxes):
+    for digit, box in zip(reading.digits, boxes, strict=False):
         assert np.allclose(digit.box, np.array(box) * 4, atol=16)
     assert [digit.box[0] for digit in reading.digits] == sorted(digit.box[0] for digit in reading.digits)
 
@@ -66,7 +66,7 @@ def test_the_flag_of_a_five_stays_with_its_body():
 
 
 def test_two_touching_digits_are_split(seed_run, clear_digits):
-    page, truth, _ = composed(clear_digits, 2, seed=3, touching=True)
+    page, _truth, _ = composed(clear_digits, 2, seed=3, touching=True)
     reading = read_number(seed_run.model, page, seed_run.classes, seed_run.preprocess)
     assert len(reading.digits) == 2
     joined = np.zeros((40, 60), bool)

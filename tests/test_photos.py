@@ -18,7 +18,6 @@ import digitlab.serve
 from digitlab.cli import main
 from digitlab.realworld import phone_page
 from digitlab.serve import Limits, create_app
-
 from test_serve import LiveServer
 
 pillow_heif.register_heif_opener()
@@ -75,7 +74,7 @@ def kinds(page) -> dict[str, bytes]:
 
 
 def assert_near(box, truth, tolerance=12):
-    assert all(abs(found - true) <= tolerance for found, true in zip(box, truth)), (box, truth)
+    assert all(abs(found - true) <= tolerance for found, true in zip(box, truth, strict=False)), (box, truth)
 
 
 def test_every_format_reads_the_same_through_the_api_the_cli_and_http(seed_run, page, client, tmp_path, capsys):

@@ -11,7 +11,6 @@ from PIL import Image
 
 from digitlab.errors import ImageError
 from digitlab.preprocess import image_files, load_image, preprocess_file, preprocess_image
-
 from scans import png_bytes, render_scan
 
 

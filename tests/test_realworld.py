@@ -33,7 +33,7 @@ def test_the_suite_is_fixed_by_its_seed_and_covers_every_condition(mnist, suite)
     other = list(render_suite(mnist.val.images, mnist.val.labels, count=10, seed=4))
     assert [sample.data for sample in other] != [sample.data for sample in suite]
     assert [sample.condition for sample in suite] == [name for name in CONDITIONS for _ in range(10)]
-    canvas = [sample for sample in suite if sample.condition == "canvas"][0]
+    canvas = next(sample for sample in suite if sample.condition == "canvas")
     assert Image.open(io.BytesIO(canvas.data)).size == (280, 280)  # as the web page's pad sends it
     only = list(render_suite(mnist.val.images, mnist.val.labels, count=10, seed=3, conditions=("slant",)))
     assert [sample.data for sample in only] == [sample.data for sample in suite if sample.condition == "slant"]
@@ -167,3 +167,16 @@ def test_evaluate_real_world_scores_each_condition_and_writes_metrics(seed_run, 
     assert main(["evaluate", str(seed_run.path), "--real-world", "--count", "2"]) == 0
     table = capsys.readouterr().out
     assert "real-world suite (22 pictures from test digits)" in table and "thin-pen" in table
+
+
+def test_a_model_trained_deskewed_records_it_and_reads_pictures_deskewed(mnist, tmp_path):
+    import digitlab
+
+    config = digitlab.TrainConfig(epochs=1, lr=5e-3, train_size=5000, preprocess="deskew", out=str(tmp_path / "run"))
+    run = digitlab.train(config, dataset=mnist)
+    loaded = digitlab.load_run(tmp_path / "run")
+    assert loaded.preprocess.deskew and run.preprocess == loaded.preprocess
+    assert run.metrics["test_accuracy"] > 0.85  # tested on deskewed test digits, as it was trained
+    picture = mnist.test.images[0, 0].numpy()
+    seen = loaded.predict([picture])[0].image
+    assert torch.equal(seen, preprocess_image(picture, PreprocessOptions(deskew=True)))

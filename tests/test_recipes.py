@@ -10,15 +10,14 @@ import torch.nn.functional as F
 
 import digitlab
 from digitlab import TrainConfig
-from digitlab.errors import ConfigError
-from digitlab.fastmlp import FusedMLPTrainer
 from digitlab.data import to_float
+from digitlab.errors import ConfigError
 from digitlab.evaluate import accuracy
-from digitlab.recipes import RECIPES, apply_recipe, learning_rate
+from digitlab.fastmlp import FusedMLPTrainer
 from digitlab.models import count_parameters
+from digitlab.recipes import RECIPES, apply_recipe, learning_rate
 from digitlab.steps import Objective
 from digitlab.train import build, build_optimizer
-
 from test_cli import run_cli
 
 

@@ -19,7 +19,6 @@ from digitlab import TrainConfig
 from digitlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from digitlab.errors import RunError
 from digitlab.runs import MODEL_FORMAT, load_model
-
 from test_cli import assert_one_line_error, run_cli
 
 SRC = Path(digitlab.__file__).parent

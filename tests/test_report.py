@@ -16,11 +16,16 @@ from torch import nn
 import digitlab
 from digitlab import TrainConfig, viz
 from digitlab.cli import main
-from digitlab.evaluate import (calibration, confident_mistakes, misclassified, most_confused_pairs, predict_logits,
-                               uncertain_predictions)
+from digitlab.evaluate import (
+    calibration,
+    confident_mistakes,
+    misclassified,
+    most_confused_pairs,
+    predict_logits,
+    uncertain_predictions,
+)
 from digitlab.report import Section, render_html, write_report
 from digitlab.runs import Run
-
 from test_cli import assert_one_line_error, run_cli
 
 FIXED_SIZES = {  # figures whose size does not depend on the data, in pixels

@@ -24,10 +24,8 @@ from digitlab.cli import main
 from digitlab.models import count_parameters
 from digitlab.preprocess import preprocess_file
 from digitlab.serve import Limits, create_app
-
 from scans import png_bytes, render_scan
 from test_preprocess import write_png_with_declared_size
-
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # the tests' own limit (the default, 25 MB, is too big to send often)
 SMALL = Limits(max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=16_000_000)

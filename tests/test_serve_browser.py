@@ -220,7 +220,7 @@ def test_phone_upload_of_a_photo_shows_the_box_and_the_answer(browser, server_ur
     assert result["label"] == "7" and result["source"] == "from photo.jpg"
     page.wait_for_function("document.getElementById('pad').dataset.box !== undefined")
     box = [int(value) for value in page.evaluate("document.getElementById('pad').dataset.box").split(",")]
-    assert all(abs(found - true) <= 20 for found, true in zip(box, truth)), (box, truth)
+    assert all(abs(found - true) <= 20 for found, true in zip(box, truth, strict=False)), (box, truth)
     outline = page.evaluate("""box => {
         const pad = document.getElementById('pad'), scale = pad.width / 2000, top = (pad.height - 1500 * scale) / 2;
         const [r, g, b] = pad.getContext('2d').getImageData(Math.round(box[0] * scale - 2),

@@ -5,14 +5,14 @@ from .data import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
 from .runs import Run, evaluate_real_world, load_model, load_run
-from .train import Tracking, Trainee, fit, resume, train
-from .tune import tune
-from .version import __version__
 
 # Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` and
 # `digitlab.predict` name.
-from .runs import evaluate_run as evaluate  # noqa: E402
-from .shipped import predict  # noqa: E402
+from .runs import evaluate_run as evaluate
+from .shipped import predict
+from .train import Tracking, Trainee, fit, resume, train
+from .tune import tune
+from .version import __version__
 
 __all__ = [
     "ConfigError", "DataError", "Dataset", "DigitlabError", "ExportError", "ImageError", "Run", "RunError", "Split",

@@ -122,13 +122,21 @@ def pen_thickness(images: torch.Tensor, steps: float, generator: torch.Generator
     towards the grey erosion (t < 0; at most half of it, as a full erosion wipes out thin strokes) or the
     grey dilation by one or two 3×3 max-pools (t > 0)."""
     step = _uniform(len(images), -0.5, steps, generator, images).view(-1, 1, 1, 1)
-    eroded = -F.max_pool2d(-images, 3, 1, 1)
-    dilated = F.max_pool2d(images, 3, 1, 1)
-    thicker = F.max_pool2d(dilated, 3, 1, 1) if steps > 1 else dilated
+    eroded = -_max3(-images)
+    dilated = _max3(images)
+    thicker = _max3(dilated) if steps > 1 else dilated
     thin = images + (-step).clamp(0, 1) * (eroded - images)
     heavy = torch.where(step <= 1, images + step.clamp(0, 1) * (dilated - images),
                         dilated + (step - 1).clamp(0, 1) * (thicker - dilated))
     return torch.where(step < 0, thin, heavy)
+
+
+def _max3(images: torch.Tensor) -> torch.Tensor:
+    """3×3 grey dilation (edges padded with the border's value): two separable passes of shifted maxima,
+    several times cheaper on a CPU than a stride-1 max_pool2d."""
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    rows = torch.maximum(torch.maximum(padded[..., :-2, :], padded[..., 1:-1, :]), padded[..., 2:, :])
+    return torch.maximum(torch.maximum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

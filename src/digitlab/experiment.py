@@ -8,14 +8,14 @@ and scaled copies of it (`evaluate.robustness`). Results are mean ± std over se
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .evaluate import robustness
-from .recipes import AUGMENT, apply_recipe
 from .files import atomic_write, write_json
+from .recipes import AUGMENT, apply_recipe
 
 
 def augmentation_study(seeds: int = 3, models: tuple[str, ...] = ("mlp", "cnn"), recipe: str = "fast",

@@ -64,7 +64,7 @@ def export_model(run: Run | str | Path, format: str = "onnx", out: str | Path | 
                     found = load_torchscript(temp)(images)
         except (ExportError, OSError):
             raise
-        except Exception as error:  # noqa: BLE001 - exporters and runtimes raise many types for unsupported models
+        except Exception as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ExportError(f"{format} export failed: {first_line}") from None
         report.update(compare(expected, found, tolerance, format))

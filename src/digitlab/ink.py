@@ -188,7 +188,7 @@ def _lines(mask: np.ndarray) -> np.ndarray:
     band = ndimage.binary_opening(pooled, np.ones((1, length // pool)))
     band = np.repeat(band, pool, axis=1)
     band = np.pad(band, ((0, 0), (0, width - band.shape[1])), mode="edge") & mask
-    labels, count = ndimage.label(band, np.ones((3, 3)))
+    labels, _count = ndimage.label(band, np.ones((3, 3)))
     lines = np.zeros_like(mask)
     for number, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
         span = cols.stop - cols.start

@@ -8,7 +8,8 @@ all a checkpoint needs to rebuild it.
 from __future__ import annotations
 
 import inspect
-from typing import Callable, cast
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn

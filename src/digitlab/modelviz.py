@@ -16,12 +16,12 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 from matplotlib.figure import Figure
+from torch import nn
 
 from .data import to_float
-from .models import MLP
 from .figures import DPI, Mosaic, frame, pixels, styled, tile_figure
+from .models import MLP
 
 MAX_UNITS = 64  # first-layer units drawn at most; wider layers show the first MAX_UNITS
 GRID = Mosaic(cell=1.0, gap_x=0.12, gap_y=0.3, top=0.7, right=1.2)  # inches; the right margin holds the colorbar

@@ -12,6 +12,7 @@ digits side by side on paper: the tests and benchmarks/numbers.py read such numb
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,18 +229,18 @@ def _split(keep: np.ndarray, group: _Group, height: float) -> list[np.ndarray]:
     expected = group.width / (ASPECT * height)
     if expected < SPLIT:
         return [keep]
-    parts = int(round(expected))
+    parts = round(expected)
     ink_per_column = keep[:, group.cols].sum(0)
     step = group.width / parts
     reach = max(1, int(CUT_WINDOW * step))
     cuts = [0]
     for number in range(1, parts):
-        centre = int(round(number * step))
+        centre = round(number * step)
         window = np.arange(max(cuts[-1] + 1, centre - reach), min(group.width - 1, centre + reach + 1))
         # the least ink wins; among equals, the column nearest the expected cut
         cuts.append(int(window[np.lexsort((np.abs(window - centre), ink_per_column[window]))[0]]))
     cuts.append(group.width)
-    return [part for start, stop in zip(cuts, cuts[1:]) if (part := _columns(keep, group, start, stop)).any()]
+    return [part for start, stop in itertools.pairwise(cuts) if (part := _columns(keep, group, start, stop)).any()]
 
 
 def _height(mask: np.ndarray) -> int:
@@ -262,9 +263,9 @@ def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np
     ink_per_column = ndimage.uniform_filter1d(keep[:, group.cols].sum(0).astype(np.float32), 3)
     reach = max(1, int(MINIMUM_REACH * height))
     lowest = ndimage.minimum_filter1d(ink_per_column, 2 * reach + 1)
-    cuts = [0] + [x for x in range(1, group.width - 1) if ink_per_column[x] <= lowest[x]
-                  and ink_per_column[x] < ink_per_column[x - 1] + 1e-6 and ink_per_column[x] < ink_per_column[x + 1]
-                  or ink_per_column[x] == 0 and ink_per_column[x - 1] > 0] + [group.width]
+    cuts = [0] + [x for x in range(1, group.width - 1) if (ink_per_column[x] <= lowest[x]
+                  and ink_per_column[x] < ink_per_column[x - 1] + 1e-6 and ink_per_column[x] < ink_per_column[x + 1])
+                  or (ink_per_column[x] == 0 and ink_per_column[x - 1] > 0)] + [group.width]
     spans = [(i, j) for i in range(len(cuts)) for j in range(i + 1, len(cuts))
              if (i, j) == (0, len(cuts) - 1)
              or NARROW * height <= cuts[j] - cuts[i] <= BROAD * height]
@@ -274,7 +275,7 @@ def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np
         return [keep]
     cost = CUT_COST * ink_per_column / (PEN * height)
     scores = {span: score - cost[cuts[span[1]] - 1] * (span[1] < len(cuts) - 1)
-              for span, score in zip(parts, judge(list(parts.values())))}
+              for span, score in zip(parts, judge(list(parts.values())), strict=False)}
     best = {0: (0.0, [])}
     for j in range(1, len(cuts)):
         options = [(best[i][0] + scores[(i, j)] + PART_BONUS, best[i][1] + [(i, j)])
@@ -304,7 +305,7 @@ def _classify(model: nn.Module, readings: list[NumberReading], prepared: list[li
                                for start in range(0, len(images), batch_size)])
     best, indices = probabilities.max(1)
     position = 0
-    for reading, digits in zip(readings, prepared):
+    for reading, digits in zip(readings, prepared, strict=False):
         for digit in digits:
             index = int(indices[position])
             reading.digits.append(Digit(str(classes[index]), index, float(best[position]), digit.box,
@@ -333,7 +334,7 @@ def compose_number(digits, rng: np.random.Generator, touching: bool = False
                    np.float32)
     darkness = rng.uniform(10, 70)
     boxes = []
-    for ink, top, left in zip(inks, tops, lefts):
+    for ink, top, left in zip(inks, tops, lefts, strict=False):
         _place(page, ink, top, int(left), darkness)
         boxes.append((int(left), top, int(left) + ink.shape[1], top + ink.shape[0]))
     page = _noise(page, rng, rng.uniform(1, 4))

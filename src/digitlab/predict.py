@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from .config import PreprocessOptions
 from .errors import ConfigError, ImageError
 from .evaluate import predict_logits
-from .config import PreprocessOptions
-from .preprocess import Preprocessed, image_files, load_image, prepare
 from .files import atomic_write, make_folder
+from .preprocess import Preprocessed, image_files, load_image, prepare
 
 WORKERS = min(4, os.cpu_count() or 1)  # threads that decode and preprocess; more only add memory
 
@@ -152,7 +152,7 @@ def _prepared(inputs: list[tuple[str, object]], options: PreprocessOptions, work
     pool = ThreadPoolExecutor(min(workers, len(inputs)), thread_name_prefix="digitlab-predict")
     try:  # map submits every input at once, but only `workers` pictures are decoded at a time
         yield from zip((source for source, _ in inputs),
-                       pool.map(lambda pair: _prepare(pair[1], pair[0], options), inputs))
+                       pool.map(lambda pair: _prepare(pair[1], pair[0], options), inputs), strict=False)
     finally:  # errors="raise" stops early: drop the pictures not yet started
         pool.shutdown(cancel_futures=True)
 

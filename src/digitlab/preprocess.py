@@ -110,7 +110,7 @@ def finish(field: np.ndarray, box: tuple[int, ...], scale: float, options: Prepr
     if options.deskew:
         field = deskew(torch.from_numpy(np.ascontiguousarray(field, np.float32))[None, None])[0, 0].numpy()
     pixels = torch.from_numpy(np.rint(np.clip(field, 0, 1) * 255).astype(np.uint8)).unsqueeze(0)
-    return Preprocessed(pixels, tuple(int(round(value * scale)) for value in box))
+    return Preprocessed(pixels, tuple(round(value * scale) for value in box))
 
 
 def preprocess_image(image, options: PreprocessOptions = PreprocessOptions()) -> torch.Tensor:
@@ -182,7 +182,7 @@ def _decode(file, source: str, max_pixels: int) -> Image.Image:
         raise ImageError(f"not an image file digitlab can read ({READABLE})", source) from None
     except ImageError:
         raise
-    except Exception as error:  # noqa: BLE001 - image decoders raise many types on malformed files
+    except Exception as error:
         detail = " ".join(str(error).split())  # one line: some decoders (libheif) answer in several
         raise ImageError(f"truncated or corrupt image ({detail})", source) from None
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -186,7 +186,7 @@ def phone_photo(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str
 def _perspective(source: np.ndarray, target: np.ndarray) -> tuple[float, ...]:
     """Coefficients of PIL's PERSPECTIVE transform mapping `target` corners back onto `source`."""
     rows = []
-    for (x, y), (u, v) in zip(target, source):
+    for (x, y), (u, v) in zip(target, source, strict=False):
         rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
         rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
     return tuple(np.linalg.solve(np.array(rows), source.reshape(-1)).tolist())

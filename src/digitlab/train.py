@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from torch import nn
 
 from .checkpoint import CHECKPOINT_FILE, BestEpoch, Progress, load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve_device
-from .data import BatchLoader, Dataset, Split, load_dataset
+from .data import BatchLoader, Dataset, Split, load_dataset, to_float
 from .distributed import World, init_from_environment, local_device
 from .errors import ConfigError, DigitlabError, RunError
 from .evaluate import evaluate, predict_logits

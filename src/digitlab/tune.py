@@ -18,8 +18,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset
@@ -29,8 +29,7 @@ from .recipes import RECIPES, apply_recipe
 from .train import Interrupted, train
 from .tuneoutput import TuneResult, best_trial, trial_record, write_outputs, write_tables
 from .tunespace import Param, build_space, check_space, config_for, read_space_file
-from .tunestudy import (GRACE_SECONDS, claimed_before, first_line, make_pruner, open_study, safe_url,
-                        study_trials)
+from .tunestudy import GRACE_SECONDS, claimed_before, first_line, make_pruner, open_study, safe_url, study_trials
 
 WAIT_SECONDS = 1.0  # how often a worker waiting for others' last trials looks again
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial, in trials.csv
@@ -236,7 +235,7 @@ def _run_workers(study, objective: Objective, trials: int, timeout: float | None
                     continue
                 waiting = False
                 study.optimize(objective, n_trials=1, callbacks=[report], catch=(_Surplus,))
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which re-raises it
+        except BaseException as error:
             stop.set()
             errors.append(error)
 

@@ -7,8 +7,8 @@ marked "surplus" (started after the budget was claimed; they trained nothing) ar
 
 from __future__ import annotations
 
-import functools
 import csv
+import functools
 import io
 from dataclasses import dataclass, field
 from pathlib import Path

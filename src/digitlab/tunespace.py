@@ -11,12 +11,12 @@ head width (0 = none).
 
 from __future__ import annotations
 
-from typing import Any
 import json
 import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import TrainConfig
 from .errors import ConfigError

@@ -14,13 +14,17 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .evaluate import (calibration, confident_mistakes, confusion_matrix as count_confusion, misclassified,
-                       most_confused_pairs, uncertain_predictions)
-from .dataviz import (augmentation_preview as augmentation_preview, augmentation_study as augmentation_study,
-                      class_distribution as class_distribution, digit_examples as digit_examples,
-                      training_curves as training_curves, training_digits as training_digits)  # re-exported
+from .dataviz import augmentation_preview as augmentation_preview
+from .dataviz import augmentation_study as augmentation_study
+from .dataviz import class_distribution as class_distribution
+from .dataviz import digit_examples as digit_examples
+from .dataviz import training_curves as training_curves  # re-exported
+from .dataviz import training_digits as training_digits
+from .evaluate import calibration, confident_mistakes, misclassified, most_confused_pairs, uncertain_predictions
+from .evaluate import confusion_matrix as count_confusion
 from .figures import RIGHT, TRAIN_COLOR, WRONG, Mosaic, digit_grid, new_figure, note_figure, pixels, styled, tile_figure
-from .modelviz import activations as activations, first_layer as first_layer  # re-exported
+from .modelviz import activations as activations  # re-exported
+from .modelviz import first_layer as first_layer
 
 
 def prediction_grid(images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor,

@@ -92,8 +92,8 @@ def cmd_augment_preview(args) -> int:
     from ..augment import augment_batch
     from ..config import TrainConfig
     from ..data import load_dataset, to_float
-    from ..recipes import AUGMENT
     from ..files import atomic_write
+    from ..recipes import AUGMENT
     from ..viz import augmentation_preview
 
     values = {name: getattr(args, name) for name in AUGMENT if getattr(args, name) is not None}
