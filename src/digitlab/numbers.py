@@ -52,7 +52,7 @@ class Digit:
     label: str
     index: int
     confidence: float
-    box: tuple[int, int, int, int]
+    box: tuple[int, ...]
     image: torch.Tensor = field(repr=False)
 
 
@@ -276,7 +276,7 @@ def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np
     cost = CUT_COST * ink_per_column / (PEN * height)
     scores = {span: score - cost[cuts[span[1]] - 1] * (span[1] < len(cuts) - 1)
               for span, score in zip(parts, judge(list(parts.values())), strict=False)}
-    best = {0: (0.0, [])}
+    best: dict[int, tuple[float, list[tuple[int, int]]]] = {0: (0.0, [])}
     for j in range(1, len(cuts)):
         options = [(best[i][0] + scores[(i, j)] + PART_BONUS, best[i][1] + [(i, j)])
                    for i in range(j) if i in best and (i, j) in scores]

@@ -46,7 +46,7 @@ class Prediction:
     probabilities: list[float] | None = None
     top_k: list[tuple[str, float]] = field(default_factory=list)
     image: torch.Tensor | None = field(default=None, repr=False)
-    box: tuple[int, int, int, int] | None = None
+    box: tuple[int, ...] | None = None
     error: str | None = None
 
     @property

@@ -59,7 +59,7 @@ class Preprocessed:
     `box` is (x0, y0, x1, y1) in the picture's own pixels (x1, y1 exclusive)."""
 
     image: torch.Tensor
-    box: tuple[int, int, int, int]
+    box: tuple[int, ...]
 
 
 def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preprocessed:
@@ -71,6 +71,7 @@ def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preproce
     background. Raises ImageError when no ink stands out from the paper (blank).
     """
     gray, scale = working_gray(image)
+    box: tuple[int, ...]
     if not options.legacy and _already_mnist(towards_ink(gray)):
         field = towards_ink(gray) / 255
         rows, cols = np.flatnonzero(field.any(1)), np.flatnonzero(field.any(0))

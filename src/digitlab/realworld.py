@@ -88,17 +88,17 @@ def _coverage(mask: np.ndarray, height: int) -> np.ndarray:
     return np.clip(_resize(crop, (max(1, round(crop.shape[1] * scale)), height)), 0, 1)
 
 
-def _place(page: np.ndarray, coverage: np.ndarray, top: int, left: int, ink: np.ndarray | float) -> None:
-    """Lay ink of darkness `ink` over `page` (in place) where `coverage` says, at (top, left)."""
+def _place(page: np.ndarray, coverage: np.ndarray, top: int, left: int, ink: float) -> None:
+    """Lay ink of gray level `ink` over `page` (in place) where `coverage` says, at (top, left)."""
     height, width = coverage.shape
     region = page[top:top + height, left:left + width]
-    shade = ink if np.isscalar(ink) else ink[:region.shape[0], :region.shape[1]]
-    region[...] = region * (1 - coverage[:region.shape[0], :region.shape[1]]) + \
-        shade * coverage[:region.shape[0], :region.shape[1]]
+    cover = coverage[:region.shape[0], :region.shape[1]]
+    region[...] = region * (1 - cover) + ink * cover
 
 
-def _lighting(height: int, width: int, rng: np.random.Generator, strength: float) -> np.ndarray:
+def _lighting(shape: tuple[int, ...], rng: np.random.Generator, strength: float) -> np.ndarray:
     """A multiplicative light field: a linear gradient across the page in a random direction."""
+    height, width = shape[:2]
     angle = rng.uniform(0, 2 * math.pi)
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
     ramp = (np.cos(angle) * cols / width + np.sin(angle) * rows / height)
@@ -106,8 +106,9 @@ def _lighting(height: int, width: int, rng: np.random.Generator, strength: float
     return 1 - strength * ramp
 
 
-def _shadow(height: int, width: int, rng: np.random.Generator, depth: float) -> np.ndarray:
+def _shadow(shape: tuple[int, ...], rng: np.random.Generator, depth: float) -> np.ndarray:
     """A soft-edged shadow (a hand or a phone) over part of the page, as a multiplicative field."""
+    height, width = shape[:2]
     angle = rng.uniform(0, 2 * math.pi)
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
     centre = rng.uniform(0.2, 0.8, 2) * (width, height)
@@ -146,7 +147,7 @@ def _sheet(coverage: np.ndarray, rng: np.random.Generator, margin: tuple[float, 
 def paper_shadow(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
     """Dark ink on light paper, a light gradient across the page and a soft shadow over part of it."""
     page = _sheet(_coverage(stroke_mask(digit, rng.uniform(0.8, 1.4)), int(rng.integers(80, 300))), rng)
-    page = page * _lighting(*page.shape, rng, rng.uniform(0.1, 0.35)) * _shadow(*page.shape, rng, rng.uniform(0.2, 0.5))
+    page = page * _lighting(page.shape, rng, rng.uniform(0.1, 0.35)) * _shadow(page.shape, rng, rng.uniform(0.2, 0.5))
     return _encode(_noise(page, rng, rng.uniform(1, 5))), ".png"
 
 
@@ -156,7 +157,7 @@ def pencil_grey(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str
     coverage = coverage * rng.uniform(0.55, 1.0, coverage.shape)  # graphite leaves the paper's grain showing
     paper = rng.uniform(110, 175)
     page = _sheet(coverage, rng, paper=paper, ink=paper - rng.uniform(20, 45))
-    page = page * _lighting(*page.shape, rng, rng.uniform(0.0, 0.15))
+    page = page * _lighting(page.shape, rng, rng.uniform(0.0, 0.15))
     return _encode(_noise(page, rng, rng.uniform(2, 5)), ".jpg", quality=int(rng.integers(80, 95))), ".jpg"
 
 
@@ -170,7 +171,7 @@ def phone_photo(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str
     """A phone photo of a note: tinted paper, perspective, blur, sensor noise, JPEG."""
     height = int(rng.integers(150, 420))
     page = _sheet(_coverage(stroke_mask(digit, rng.uniform(0.7, 1.6)), height), rng, margin=(1.8, 3.2))
-    page = page * _lighting(*page.shape, rng, rng.uniform(0.05, 0.3))
+    page = page * _lighting(page.shape, rng, rng.uniform(0.05, 0.3))
     tint = rng.uniform(0.88, 1.0, 3)
     colour = Image.fromarray(np.clip(np.stack([page * t for t in tint], -1), 0, 255).astype(np.uint8))
     width, tall = colour.size
@@ -219,7 +220,7 @@ def off_centre(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]
     top = int(rng.integers(0, page_h - coverage.shape[0]))
     left = int(rng.integers(0, page_w - coverage.shape[1]))
     _place(page, coverage, top, left, rng.uniform(10, 70))
-    page = page * _lighting(page_h, page_w, rng, rng.uniform(0.0, 0.2))
+    page = page * _lighting((page_h, page_w), rng, rng.uniform(0.0, 0.2))
     return _encode(_noise(page, rng, rng.uniform(1, 4)), ".jpg", quality=90), ".jpg"
 
 
@@ -291,7 +292,7 @@ def phone_page(digit: np.ndarray, rng: np.random.Generator, size: tuple[int, int
     width, tall = size
     coverage = _coverage(stroke_mask(digit, rng.uniform(0.9, 1.3)), height or tall // 6)
     texture = rng.normal(rng.uniform(200, 235), 5, (max(2, tall // 16), max(2, width // 16))).astype(np.float32)
-    texture *= _lighting(*texture.shape, rng, rng.uniform(0.05, 0.2))
+    texture *= _lighting(texture.shape, rng, rng.uniform(0.05, 0.2))
     page = np.asarray(Image.fromarray(texture).resize(size, Image.Resampling.BILINEAR))
     grain = rng.normal(0, rng.uniform(1.5, 4), (256, 256)).astype(np.float32)
     page = page + np.tile(grain, (-(-tall // 256), -(-width // 256)))[:tall, :width]

@@ -266,7 +266,7 @@ def answer(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dic
     result = classify(run, data, source, limits)
     assert result.image is not None  # classify raises ImageError for an unusable image, so there always is one
     return {"label": result.label, "index": result.index, "confidence": result.confidence,
-            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist(), "box": list(result.box)}
+            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist(), "box": list(result.box or ())}
 
 
 async def image_bytes(request: Request, limits: Limits = Limits()) -> tuple[bytes, str]:
