@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("errors", "files", "version", "distributed"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
-    "inference": ("evaluate", "predict", "realworld"),
+    "inference": ("evaluate", "ood", "predict", "realworld"),
     "runs": ("runs",),
     "training": ("checkpoint", "train"),
     "outputs": ("figures", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),

@@ -67,6 +67,10 @@ class PredictionOut(BaseModel):
     probabilities: list[float] = Field(description="softmax over the classes, in class order; sums to 1")
     image: list[list[int]] = Field(description="the 28×28 image the model saw: rows of gray levels, "
                                                "0 background, 255 ink")
+    ood_score: float | None = Field(description="how unlike a digit the picture is (higher: less); "
+                                                "null for a model without a 'not a digit' detector")
+    rejected: bool | None = Field(description="true when the score is above the model's threshold: "
+                                              "this does not look like a digit (null without a detector)")
 
 
 class ErrorOut(BaseModel):
@@ -145,13 +149,15 @@ def classify(run: Run, data: bytes, source: str) -> Prediction:
 
 
 def answer(run: Run, data: bytes, source: str) -> dict:
-    """classify, then the JSON answer: label, confidence, probabilities, and the 28×28 the model saw (0-255 rows).
+    """classify, then the JSON answer: label, confidence, probabilities, the 28×28 the model saw (0-255 rows),
+    and the out-of-distribution score and verdict (`rejected`: not a digit).
 
     Runs in a worker thread, the list-building included, so the event loop only moves bytes.
     """
     result = classify(run, data, source)
     return {"label": result.label, "index": result.index, "confidence": result.confidence,
-            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist()}
+            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist(),
+            "ood_score": result.ood_score, "rejected": result.rejected}
 
 
 async def image_bytes(request: Request) -> tuple[bytes, str]:

@@ -1,4 +1,4 @@
-"""Commands that use a trained run: evaluate, report, predict, export, serve."""
+"""Commands that use a trained run: evaluate, report, predict, calibrate, export, serve."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def add_parsers(commands) -> None:
     report.add_argument("--out", metavar="DIR", help="report folder (default RUN/report)")
     report.set_defaults(handler=cmd_report)
 
-    predict = commands.add_parser("predict", help="classify image files (photos, scans) with a run's model")
+    predict = commands.add_parser("predict", help="classify image files (photos, scans) with a run's model; "
+                                                  "'?' marks a picture that does not look like a digit")
     predict.add_argument("run", help="run folder (or its model.safetensors)")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of them")
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per input (in order)")
@@ -45,6 +46,13 @@ def add_parsers(commands) -> None:
                          help="change the run's preprocessing steps: flatten, clean, stroke, deskew (no-STEP "
                               "switches one off), or legacy")
     predict.set_defaults(handler=cmd_predict)
+
+    calibrate = commands.add_parser("calibrate", help="fit a run's 'not a digit' detector (training digits, "
+                                                      "threshold on validation) and store it in its model file")
+    calibrate.add_argument("run", help="run folder")
+    calibrate.add_argument("--quantile", type=float, default=None, metavar="Q",
+                           help="share of validation digits the threshold accepts (default 0.995)")
+    calibrate.set_defaults(handler=cmd_calibrate)
 
     export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
     export.add_argument("run", help="run folder (or its model.safetensors)")
@@ -136,14 +144,32 @@ def cmd_predict(args) -> int:
 
 
 def _print_predictions(results, top_k: int) -> None:
+    """The table; a rejected picture shows '?' and why, in place of its label (it is an answer, not an error)."""
     if not results:
         return
     width = max(len("file"), *(len(result.source) for result in results))
     extra = f"  top {top_k}" if top_k > 1 else ""
     print(f"{'file':<{width}}  {'label':>5}  {'confidence':>10}{extra}")
     for result in results:
+        if result.rejected:
+            print(f"{result.source:<{width}}  {'?':>5}  {result.rejection}")
+            continue
         ranked = "  " + ", ".join(f"{label} {p:.1%}" for label, p in result.top_k) if top_k > 1 else ""
         print(f"{result.source:<{width}}  {result.label:>5}  {result.confidence:>10.1%}{ranked}")
+
+
+def cmd_calibrate(args) -> int:
+    from ..errors import RunError
+    from ..ood import QUANTILE
+    from ..runs import load_run
+
+    run = load_run(args.run)
+    if run.path is None:
+        raise RunError(f"{args.run}: calibrate needs a run folder (it rewrites RUN/model.safetensors)")
+    detector = run.calibrate_ood(args.quantile or QUANTILE)
+    print(f"{run.path}: 'not a digit' above score {detector.threshold:.2f} "
+          f"(accepts {detector.quantile:.1%} of validation digits); stored in {run.path}/model.safetensors")
+    return 0
 
 
 def cmd_export(args) -> int:

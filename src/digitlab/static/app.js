@@ -166,9 +166,12 @@ async function send(request, source) {
 }
 
 function show(answer, source) {
-  labelOut.textContent = answer.label;
-  labelOut.classList.remove("empty");
-  confidenceOut.textContent = `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
+  // A rejected picture keeps its bars (what the model would have said) but gets no label.
+  labelOut.textContent = answer.rejected ? "?" : answer.label;
+  labelOut.classList.toggle("empty", Boolean(answer.rejected));
+  confidenceOut.textContent = answer.rejected
+    ? "this does not look like a digit"
+    : `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
   sourceOut.textContent = `from ${source}`;
   answer.probabilities.forEach((p, index) => {
     const bar = bars[index];
