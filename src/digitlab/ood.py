@@ -117,8 +117,9 @@ class Detector:
             raise ConfigError(f"incomplete out-of-distribution statistics ({error!r})") from None
         shapes = {name: tuple(tensor.shape) for name, tensor in found.items()}
         pixels = found["pixel_means"].shape[-1]
-        if (method != METHOD or shapes["means"][1:] != (dim,) or shapes["precision"] != (dim, dim)
-                or shapes["pixel_precision"] != (pixels, pixels) or shapes["centre"] != (3,) or shapes["spread"] != (3,)):
+        expected = {"precision": (dim, dim), "pixel_precision": (pixels, pixels), "centre": (3,), "spread": (3,)}
+        if (method != METHOD or shapes["means"][1:] != (dim,)
+                or any(shapes[name] != shape for name, shape in expected.items())):
             raise ConfigError(f"out-of-distribution statistics do not fit: method {method!r}, "
                               f"feature_dim {dim}, tensors {shapes}")
         return cls(Gaussians(found["pixel_means"], found["pixel_precision"]),
