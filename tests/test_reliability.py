@@ -211,7 +211,10 @@ def test_two_processes_match_one_and_resume(tmp_path, mnist):
     assert single.returncode == 0, single.stderr
     ddp, one = load_file(tmp_path / "ddp" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
     for name in one:
-        torch.testing.assert_close(ddp[name], one[name], rtol=0, atol=1e-4)
+        # the out-of-distribution statistics are derived from the weights; precision entries run to
+        # thousands, so they are held to a relative tolerance instead
+        relative = name.startswith("ood.")
+        torch.testing.assert_close(ddp[name], one[name], rtol=1e-4 if relative else 0, atol=0 if relative else 1e-4)
     read = lambda folder: json.loads((tmp_path / folder / "metrics.json").read_text())  # noqa: E731
     assert len(read("ddp")["history"]) == 2
     assert abs(read("ddp")["test_accuracy"] - read("one")["test_accuracy"]) <= 0.001

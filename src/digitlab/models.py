@@ -1,6 +1,9 @@
 """Models, registered by name: `create_model(name, **kwargs)`, `list_models()`.
 
 Every model takes float images (B, 1, 28, 28) in [0, 1] and returns logits (B, num_classes).
+It also splits in two: `penultimate(images)` gives the activations (B, D) its last layer reads and
+`head(activations)` the logits, with `forward(x) == head(penultimate(x))` exactly; the
+out-of-distribution score (digitlab.ood) reads the first half.
 `create_model` records the name and keyword arguments on the model (`model.spec`), which is
 all a checkpoint needs to rebuild it.
 """
@@ -77,7 +80,13 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, images):
-        return self.net(images.flatten(1))
+        return self.head(self.penultimate(images))
+
+    def penultimate(self, images):
+        return self.net[:-1](images.flatten(1))
+
+    def head(self, activations):
+        return self.net[-1](activations)
 
     def linear_layers(self) -> list[nn.Linear]:
         return [layer for layer in self.net if isinstance(layer, nn.Linear)]
@@ -128,7 +137,13 @@ class ConvNet(nn.Module):
         self.classifier = nn.Sequential(*head)
 
     def forward(self, images):
-        return self.classifier(self.features(images))
+        return self.head(self.penultimate(images))
+
+    def penultimate(self, images):
+        return self.classifier[:-2](self.features(images))
+
+    def head(self, activations):
+        return self.classifier[-2:](activations)
 
     def first_conv(self) -> nn.Conv2d:
         return cast(nn.Conv2d, self.features[0])
@@ -167,7 +182,13 @@ class LeNet5(nn.Module):
                                         nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, num_classes))
 
     def forward(self, images):
-        return self.classifier(self.features(images))
+        return self.head(self.penultimate(images))
+
+    def penultimate(self, images):
+        return self.classifier[:-1](self.features(images))
+
+    def head(self, activations):
+        return self.classifier[-1:](activations)
 
     def first_conv(self) -> nn.Conv2d:
         return cast(nn.Conv2d, self.features[0])

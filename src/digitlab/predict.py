@@ -25,6 +25,7 @@ from .config import PreprocessOptions
 from .errors import ConfigError, ImageError
 from .evaluate import predict_logits
 from .files import atomic_write, make_folder
+from .ood import Detector, detector_of, observe
 from .preprocess import Preprocessed, image_files, load_image, prepare
 
 WORKERS = min(4, os.cpu_count() or 1)  # threads that decode and preprocess; more only add memory
@@ -48,18 +49,30 @@ class Prediction:
     image: torch.Tensor | None = field(default=None, repr=False)
     box: tuple[int, ...] | None = None
     error: str | None = None
+    ood_score: float | None = None
+    ood_threshold: float | None = None
+    rejected: bool | None = None
+
+    @property
+    def rejection(self) -> str | None:
+        """Why the model refuses to call this a digit, or None when it accepts it (or cannot tell)."""
+        if not self.rejected:
+            return None
+        return f"does not look like a digit (score {self.ood_score:.1f} above threshold {self.ood_threshold:.1f})"
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict:
-        """The JSON form: {file, label, confidence, probabilities, top_k, box}, or {file, error}."""
+        """The JSON form: {file, label, confidence, probabilities, top_k, box, ood_score, rejected}, or
+        {file, error}; ood_score and rejected are null for a model without an out-of-distribution detector."""
         if not self.ok:
             return {"file": self.source, "error": self.error}
         return {"file": self.source, "label": self.label, "confidence": self.confidence,
                 "probabilities": self.probabilities, "box": list(self.box) if self.box else None,
-                "top_k": [{"label": label, "probability": p} for label, p in self.top_k]}
+                "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
+                "ood_score": self.ood_score, "rejected": self.rejected}
 
 
 def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 1,
@@ -73,7 +86,9 @@ def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 
     raises the first ImageError; errors="collect" puts it in that input's Prediction instead.
     `options` chooses the preprocessing steps (a run's own are in `Run.preprocess`). `workers`
     threads prepare the pictures; `progress(done, total)`, when given, hears of each one prepared.
-    Probabilities are the softmax of the logits in float64, so they sum to 1.
+    Probabilities are the softmax of the logits in float64, so they sum to 1. A model with an
+    out-of-distribution detector (`model.ood`, see digitlab.ood) also scores every input and flags
+    the ones above its threshold as `rejected`; they keep their label and probabilities.
     """
     if errors not in ("raise", "collect"):
         raise ConfigError(f"errors must be 'raise' or 'collect', got {errors!r}")
@@ -96,12 +111,29 @@ def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 
             progress(done, len(inputs))
     if tensors:
         batch = torch.stack(tensors)
-        probabilities = torch.cat([predict_logits(model, batch[start:start + batch_size]).double().softmax(1)
-                                   for start in range(0, len(batch), batch_size)])
+        logits, scores = _logits_and_scores(model, batch, batch_size)
         good = [result for result in results if result.ok]
-        for result, image, row in zip(good, batch, probabilities, strict=True):
+        for result, image, row in zip(good, batch, logits.double().softmax(1), strict=True):
             _fill(result, image, row, classes, top_k)
+        detector = detector_of(model)
+        if scores is not None and detector is not None:
+            _flag(good, scores, detector)
     return results
+
+
+def _logits_and_scores(model: nn.Module, batch: torch.Tensor, batch_size: int):
+    """Logits (N, C) and, for a model with a detector, out-of-distribution scores (N,), else None."""
+    detector = detector_of(model)
+    if detector is None:
+        return torch.cat([predict_logits(model, batch[start:start + batch_size])
+                          for start in range(0, len(batch), batch_size)]), None
+    seen = observe(model, batch, batch_size)
+    return seen.logits, detector.score(seen)
+
+
+def _flag(results: list[Prediction], scores: torch.Tensor, detector: Detector) -> None:
+    for result, score, rejected in zip(results, scores.tolist(), detector.rejects(scores).tolist(), strict=True):
+        result.ood_score, result.ood_threshold, result.rejected = score, detector.threshold, rejected
 
 
 def save_preprocessed(predictions: list[Prediction], folder: str | Path) -> list[Path]:

@@ -30,7 +30,10 @@ from .evaluate import evaluate, robustness
 from .files import atomic_write, make_folder, read_json, write_json
 from .models import create_model
 from .numbers import read_numbers
+from .ood import PREFIX as OOD_PREFIX
+from .ood import QUANTILE, Detector, detector_of, fit_detector
 from .predict import WORKERS, predict
+from .preprocess import deskew
 from .realworld import DEFAULT_COUNT, score_suite
 from .version import __version__
 
@@ -44,13 +47,18 @@ def versions() -> dict:
 
 
 def save_model(model: nn.Module, path: Path, dtype: torch.dtype | None = None, **about) -> None:
-    """Write weights as safetensors with the model's name and arguments (and `about`) in its metadata.
+    """Write weights as safetensors with the model's name and arguments (and `about`) in its metadata,
+    and the out-of-distribution detector the model carries, if any (tensors `ood.*`, metadata `ood`).
 
-    `dtype` (e.g. torch.float16) stores the floating-point tensors in that type; loading converts
-    them back to the model's own.
+    `dtype` (e.g. torch.float16) stores the weights' floating-point tensors in that type (the
+    detector's stay float32); loading converts them back to the model's own.
     """
     tensors = {name: _stored(tensor.detach().cpu().contiguous().clone(), dtype)
                for name, tensor in model.state_dict().items()}
+    detector = detector_of(model)
+    if detector is not None:
+        tensors.update(detector.tensors())
+        about = {**about, "ood": detector.metadata()}
     spec: dict = model.spec  # type: ignore[assignment]  # set by create_model; nn.Module types attributes as tensors
     metadata = {"format": MODEL_FORMAT, "model": spec["name"], "model_kwargs": json.dumps(spec["kwargs"]),
                 **{key: json.dumps(value) for key, value in about.items()}}
@@ -78,7 +86,11 @@ def read_model_metadata(path: Path) -> dict:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a model from its safetensors file alone; refuse tensors that do not fit the declared model."""
+    """Rebuild a model from its safetensors file alone; refuse tensors that do not fit the declared model.
+
+    A file with out-of-distribution statistics gives the model its detector (`model.ood`); one
+    without them loads as before, and its predictions carry no out-of-distribution score.
+    """
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path} is missing")
@@ -91,13 +103,28 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise RunError(f"{path} is truncated or corrupt ({error})") from None
+    detector = _split_detector(tensors, metadata, path)
     if "stored_dtype" in metadata:  # weights kept in a smaller float type (see save_model)
         expected = model.state_dict()
         tensors = {name: tensor.to(expected[name].dtype) if name in expected and tensor.is_floating_point() else tensor
                    for name, tensor in tensors.items()}
     check_state(model.state_dict(), tensors, path)
     model.load_state_dict(tensors)
+    if detector is not None:
+        model.ood = detector  # type: ignore[assignment]  # a plain attribute, not a parameter or buffer
     return model.to(device).eval(), metadata
+
+
+def _split_detector(tensors: dict, metadata: dict, path: Path) -> Detector | None:
+    """Take the `ood.*` tensors out of `tensors` (so the rest must match the model) and rebuild the
+    detector they describe with metadata `ood`; tensors without that metadata stay, to be refused."""
+    if "ood" not in metadata:
+        return None
+    statistics = {name: tensors.pop(name) for name in list(tensors) if name.startswith(OOD_PREFIX)}
+    try:
+        return Detector.from_file(statistics, metadata["ood"])
+    except ConfigError as error:
+        raise RunError(f"{path}: {error}") from None
 
 
 def check_state(expected: dict, found: dict, path: Path) -> None:
@@ -156,6 +183,24 @@ class Run:
         return score_suite(self.model, split, part=part, count=count, seed=seed,
                                    options=preprocess or self.preprocess)
 
+    @property
+    def ood(self) -> Detector | None:
+        """The model's out-of-distribution detector, or None if its file has none (see digitlab.ood)."""
+        return detector_of(self.model)
+
+    def calibrate_ood(self, quantile: float = QUANTILE) -> Detector:
+        """Fit the out-of-distribution detector on the run's training digits with its threshold at the
+        `quantile` of the validation digits' scores (the test split is never looked at), give it to the
+        model and, when the run has a folder, rewrite model.safetensors with it. Returns the detector."""
+        data = self.data("calibrated on")
+        transform = deskew if self.preprocess.deskew else None
+        detector = fit_detector(self.model, data.train.images, data.train.labels, data.val.images,
+                                len(self.classes), quantile, transform, self.config.seed)
+        self.model.ood = detector  # type: ignore[assignment]  # a plain attribute, not a parameter or buffer
+        if self.path is not None:
+            _save_model_file(self)
+        return detector
+
     def robustness(self, split: str = "test") -> dict[str, float]:
         """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
         return robustness(self.model, self.data().splits()[split])
@@ -209,6 +254,12 @@ def save_run(run: Run) -> None:
     dataset = _dataset_record(run.dataset, run.dataset_sha256, run.classes)
     _write_config(run.path, run.config, dataset)
     write_json(run.path / METRICS_FILE, run.metrics)
+    _save_model_file(run)
+
+
+def _save_model_file(run: Run) -> None:
+    assert run.path is not None  # callers check that the run has a folder
+    dataset = _dataset_record(run.dataset, run.dataset_sha256, run.classes)
     save_model(run.model, run.path / MODEL_FILE, dataset=dataset, config=run.config.to_dict(),
                preprocess=run.preprocess.to_dict())
 

@@ -101,6 +101,10 @@ class PredictionOut(BaseModel):
                                                "0 background, 255 ink")
     box: list[int] = Field(description="where the ink was found: [x0, y0, x1, y1] in the picture's own pixels "
                                        "(EXIF rotation applied; x1, y1 exclusive)")
+    ood_score: float | None = Field(description="how unlike a digit the picture is (higher: less); "
+                                                "null for a model without a 'not a digit' detector")
+    rejected: bool | None = Field(description="true when the score is above the model's threshold: "
+                                              "this does not look like a digit (null without a detector)")
 
 
 class DigitOut(BaseModel):
@@ -258,15 +262,16 @@ def classify(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> P
 
 
 def answer(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dict:
-    """classify, then the JSON answer: label, confidence, probabilities, the 28×28 the model saw (0-255 rows)
-    and the box it came from in the picture.
+    """classify, then the JSON answer: label, confidence, probabilities, the 28×28 the model saw (0-255 rows),
+    the box it came from in the picture, and the out-of-distribution score and verdict (`rejected`: not a digit).
 
     Runs in a worker thread, the list-building included, so the event loop only moves bytes.
     """
     result = classify(run, data, source, limits)
     assert result.image is not None  # classify raises ImageError for an unusable image, so there always is one
     return {"label": result.label, "index": result.index, "confidence": result.confidence,
-            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist(), "box": list(result.box or ())}
+            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist(), "box": list(result.box or ()),
+            "ood_score": result.ood_score, "rejected": result.rejected}
 
 
 async def image_bytes(request: Request, limits: Limits = Limits()) -> tuple[bytes, str]:

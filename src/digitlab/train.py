@@ -20,6 +20,7 @@ from .errors import ConfigError, DigitlabError, RunError
 from .evaluate import evaluate, predict_logits
 from .files import read_json
 from .models import count_parameters, create_model, in_preferred_layout
+from .ood import fit_detector
 from .preprocess import deskew
 from .runs import CONFIG_FILE, Run, load_run, new_run_folder, save_config, save_run
 from .steps import Schedule, Trainee, augmented, choose_engine, epoch_runner
@@ -158,7 +159,8 @@ def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
     dies can continue with `resume`. Returns the Run (model, resolved config, metrics, folder).
     With save=False nothing is written; with test=False the test set is never looked at (model
     selection, e.g. tuning) and the metrics hold no test figures. Ctrl-C raises Interrupted,
-    naming the resume command.
+    naming the resume command. With a validation split, the model gets its out-of-distribution
+    detector (`run.ood`, see digitlab.ood) before it is tested and saved.
     """
     config = config or TrainConfig()
     device = resolve_device(config.device)
@@ -248,6 +250,11 @@ class Interrupted(DigitlabError):
 
 
 def _finish(model, config, dataset, history, engine, device, folder, best: BestEpoch, test: bool = True) -> Run:
+    # The out-of-distribution threshold is set on validation digits, so none without them; tuning
+    # trials (test=False) are thrown away and skip the cost.
+    if test and len(dataset.val):
+        model.ood = fit_detector(model, dataset.train.images, dataset.train.labels, dataset.val.images,
+                                 len(dataset.classes), seed=config.seed)
     scores = evaluate(model, dataset.test, dataset.classes) if test else None
     final = history[best.epoch - 1] if config.keep_best and best.epoch else (history[-1] if history else {})
     metrics = {

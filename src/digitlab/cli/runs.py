@@ -1,4 +1,4 @@
-"""Commands that use a trained run: evaluate, report, predict, export, serve."""
+"""Commands that use a trained run: evaluate, report, predict, calibrate, export, serve."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def add_parsers(commands) -> None:
     report.set_defaults(handler=cmd_report)
 
     predict = commands.add_parser("predict", help="classify image files (photos, scans) with a run's model, "
-                                                  "or with the model shipped with digitlab")
+                                                  "or with the model shipped with digitlab; '?' marks a picture that does not look like a digit")
     predict.add_argument("paths", nargs="+", metavar="[RUN] PATH",
                          help="a run folder (or a model .safetensors file) first, then image files or folders of "
                               "them; without a run, the shipped model reads them")
@@ -55,6 +55,13 @@ def add_parsers(commands) -> None:
                          help="read each picture as a whole number of several digits (2026, a phone number): "
                               "the number and each digit's confidence; with --json, boxes too")
     predict.set_defaults(handler=cmd_predict)
+
+    calibrate = commands.add_parser("calibrate", help="fit a run's 'not a digit' detector (training digits, "
+                                                      "threshold on validation) and store it in its model file")
+    calibrate.add_argument("run", help="run folder")
+    calibrate.add_argument("--quantile", type=float, default=None, metavar="Q",
+                           help="share of validation digits the threshold accepts (default 0.995)")
+    calibrate.set_defaults(handler=cmd_calibrate)
 
     export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
     export.add_argument("run", help="run folder (or its model.safetensors)")
@@ -192,12 +199,16 @@ def _progress_bar():
 
 
 def _print_predictions(results, top_k: int) -> None:
+    """The table; a rejected picture shows '?' and why, in place of its label (it is an answer, not an error)."""
     if not results:
         return
     width = max(len("file"), *(len(result.source) for result in results))
     extra = f"  top {top_k}" if top_k > 1 else ""
     print(f"{'file':<{width}}  {'label':>5}  {'confidence':>10}{extra}")
     for result in results:
+        if result.rejected:
+            print(f"{result.source:<{width}}  {'?':>5}  {result.rejection}")
+            continue
         ranked = "  " + ", ".join(f"{label} {p:.1%}" for label, p in result.top_k) if top_k > 1 else ""
         print(f"{result.source:<{width}}  {result.label:>5}  {result.confidence:>10.1%}{ranked}")
 
@@ -227,6 +238,20 @@ def _print_numbers(readings) -> None:
     for reading in readings:
         digits = ", ".join(f"{digit.label} {digit.confidence:.1%}" for digit in reading.digits)
         print(f"{reading.source:<{width}}  {reading.number:>{number_width}}  {reading.confidence:>10.1%}  {digits}")
+
+
+def cmd_calibrate(args) -> int:
+    from ..errors import RunError
+    from ..ood import QUANTILE
+    from ..runs import load_run
+
+    run = load_run(args.run)
+    if run.path is None:
+        raise RunError(f"{args.run}: calibrate needs a run folder (it rewrites RUN/model.safetensors)")
+    detector = run.calibrate_ood(args.quantile or QUANTILE)
+    print(f"{run.path}: 'not a digit' above score {detector.threshold:.2f} "
+          f"(accepts {detector.quantile:.1%} of validation digits); stored in {run.path}/model.safetensors")
+    return 0
 
 
 def cmd_export(args) -> int:

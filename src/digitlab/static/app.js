@@ -201,9 +201,12 @@ function showNumber(answer, source) {
 
 function show(answer, source) {
   if ("number" in answer) return showNumber(answer, source);
-  labelOut.textContent = answer.label;
-  labelOut.classList.remove("empty");
-  confidenceOut.textContent = `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
+  // A rejected picture keeps its bars (what the model would have said) but gets no label.
+  labelOut.textContent = answer.rejected ? "?" : answer.label;
+  labelOut.classList.toggle("empty", Boolean(answer.rejected));
+  confidenceOut.textContent = answer.rejected
+    ? "this does not look like a digit"
+    : `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
   sourceOut.textContent = `from ${source}`;
   answer.probabilities.forEach((p, index) => {
     const bar = bars[index];

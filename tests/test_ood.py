@@ -1,0 +1,159 @@
+"""'Not a digit': the out-of-distribution detector, its storage in model files, and its answers in
+predict, the CLI and the web API. The real-data tests use seed_run (conftest: the seed MLP, one
+epoch), whose training fitted a detector."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import digitlab
+from digitlab.cli import main
+from digitlab.errors import DigitlabError, RunError
+from digitlab.models import create_model, list_models
+from digitlab.ood import auroc, blank_noise, observe, random_strokes
+from digitlab.runs import load_model, read_model_metadata, save_model
+from digitlab.serve import create_app
+from scans import png_bytes
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    try:
+        return digitlab.load_dataset("fashion-mnist")
+    except DigitlabError as error:
+        pytest.skip(f"Fashion-MNIST is not available ({error})")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_head_of_penultimate_is_forward(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    images = torch.rand(5, 1, 28, 28)
+    activations = model.penultimate(images)
+    assert activations.ndim == 2 and activations.shape[0] == 5
+    torch.testing.assert_close(model.head(activations), model(images), rtol=0, atol=0)
+
+
+def test_auroc_matches_pairwise_definition():
+    inliers, outliers = torch.tensor([0.1, 0.4, 0.4, 0.9]), torch.tensor([0.4, 1.0, 0.05])
+    pairs = [(o > i) + 0.5 * (o == i) for o in outliers.tolist() for i in inliers.tolist()]
+    assert auroc(inliers, outliers) == pytest.approx(sum(pairs) / len(pairs))
+
+
+def test_outlier_generators_are_images_and_seeded():
+    strokes, noise = random_strokes(8, seed=3), blank_noise(8, seed=3)
+    assert strokes.shape == noise.shape == (8, 1, 28, 28) and strokes.dtype == noise.dtype == torch.uint8
+    assert torch.equal(strokes, random_strokes(8, seed=3)) and not torch.equal(strokes, random_strokes(8, seed=4))
+    assert (strokes.flatten(1) > 128).sum(1).min() >= 10  # every scribble has ink
+    assert noise.float().mean() < 0.3 * 255
+
+
+def test_training_fits_a_detector_that_rejects_fashion_and_keeps_digits(seed_run, mnist, fashion):
+    detector = seed_run.ood
+    assert detector is not None and detector.threshold > 0
+    digits = detector.rejects(detector.score(observe(seed_run.model, mnist.test.images)))
+    clothes = detector.score(observe(seed_run.model, fashion.test.images))
+    assert digits.double().mean() <= 0.02  # at least 98% of MNIST test digits accepted
+    assert detector.rejects(clothes).double().mean() >= 0.9
+    assert auroc(detector.score(observe(seed_run.model, mnist.test.images)), clothes) >= 0.98
+    assert detector.rejects(detector.score(observe(seed_run.model, blank_noise(500)))).double().mean() >= 0.9
+
+
+def test_statistics_round_trip_through_the_model_file(seed_run):
+    loaded = digitlab.load_run(seed_run.path)
+    assert loaded.ood.threshold == seed_run.ood.threshold
+    for name, tensor in seed_run.ood.tensors().items():
+        assert torch.equal(loaded.ood.tensors()[name], tensor), name
+    assert read_model_metadata(seed_run.path / "model.safetensors")["ood"]["feature_dim"] == 16
+
+
+def test_unknown_tensors_are_still_refused(seed_run, tmp_path):
+    path = seed_run.path / "model.safetensors"
+    tensors, metadata = load_file(str(path)), _raw_metadata(path)
+    save_file({**tensors, "bogus": torch.zeros(2)}, str(tmp_path / "extra.safetensors"), metadata=metadata)
+    with pytest.raises(RunError, match="bogus"):
+        load_model(tmp_path / "extra.safetensors")
+    without_metadata = {key: value for key, value in metadata.items() if key != "ood"}
+    save_file(tensors, str(tmp_path / "orphan.safetensors"), metadata=without_metadata)
+    with pytest.raises(RunError, match=r"ood\.means"):  # statistics without their metadata are unexpected tensors
+        load_model(tmp_path / "orphan.safetensors")
+    broken = {key: value for key, value in tensors.items() if key != "ood.spread"}
+    save_file(broken, str(tmp_path / "broken.safetensors"), metadata=metadata)
+    with pytest.raises(RunError, match="out-of-distribution"):
+        load_model(tmp_path / "broken.safetensors")
+
+
+def _raw_metadata(path):
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
+
+
+def test_model_files_without_a_detector_load_and_predict(seed_run, mnist, tmp_path, capsys):
+    model = create_model("mlp")
+    model.load_state_dict(seed_run.model.state_dict())
+    save_model(model, tmp_path / "old.safetensors", preprocess=seed_run.preprocess.to_dict())
+    run = digitlab.load_run(tmp_path / "old.safetensors")
+    assert run.ood is None
+    result = run.predict(mnist.test.images[:1])[0]
+    assert result.rejected is None and result.ood_score is None and result.rejection is None
+    assert result.to_dict()["rejected"] is None
+    Image.fromarray(mnist.test.images[0, 0].numpy()).save(tmp_path / "digit.png")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "old.safetensors"), str(tmp_path / "digit.png")]) == 0
+    assert "?" not in capsys.readouterr().out
+
+
+def _rejected_fashion_item(run, fashion) -> np.ndarray:
+    """The first Fashion-MNIST test picture that, read through predict's preprocessing, the run rejects."""
+    results = run.predict(fashion.test.images[:200], errors="collect")
+    rejected = [index for index, result in enumerate(results) if result.ok and result.rejected]
+    assert rejected, "no Fashion-MNIST picture among 200 was rejected after preprocessing"
+    return fashion.test.images[rejected[0], 0].numpy()
+
+
+def test_predict_cli_marks_a_fashion_picture_with_a_question_mark(seed_run, fashion, mnist, tmp_path, capsys):
+    Image.fromarray(_rejected_fashion_item(seed_run, fashion)).save(tmp_path / "clothes.png")
+    Image.fromarray(mnist.test.images[0, 0].numpy()).save(tmp_path / "digit.png")
+    files = [str(tmp_path / "clothes.png"), str(tmp_path / "digit.png")]
+    capsys.readouterr()
+    assert main(["predict", str(seed_run.path), *files]) == 0  # a rejection is an answer, not an error
+    clothes, digit = capsys.readouterr().out.splitlines()[1:]
+    assert clothes.split()[1] == "?" and "does not look like a digit (score" in clothes
+    assert digit.split()[1] == mnist.classes[mnist.test.labels[0]]
+    assert main(["predict", str(seed_run.path), *files, "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [answer["rejected"] for answer in answers] == [True, False]
+    assert answers[0]["ood_score"] > seed_run.ood.threshold >= answers[1]["ood_score"]
+
+
+def test_api_answer_carries_the_score_and_verdict(seed_run, fashion, mnist):
+    with TestClient(create_app(seed_run.path)) as client:
+        pictures = [Image.fromarray(_rejected_fashion_item(seed_run, fashion)),
+                    Image.fromarray(mnist.test.images[0, 0].numpy())]
+        clothes, digit = (client.post("/api/predict", files={"file": ("p.png", png_bytes(picture), "image/png")}).json()
+                          for picture in pictures)
+    assert clothes["rejected"] is True and clothes["ood_score"] > seed_run.ood.threshold
+    assert digit["rejected"] is False and isinstance(digit["ood_score"], float)
+
+
+def test_calibrate_cli_adds_a_detector_to_an_existing_run(seed_run, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(seed_run.path, folder)
+    model = digitlab.load_run(folder).model
+    del model.ood
+    save_model(model, folder / "model.safetensors", **{key: value for key, value in
+                                                         read_model_metadata(folder / "model.safetensors").items()
+                                                         if key not in ("format", "model", "model_kwargs", "ood")})
+    assert digitlab.load_run(folder).ood is None
+    assert main(["calibrate", str(folder), "--quantile", "0.99"]) == 0
+    assert "not a digit" in capsys.readouterr().out
+    calibrated = digitlab.load_run(folder).ood
+    assert calibrated is not None and calibrated.quantile == 0.99
+    assert calibrated.threshold < seed_run.ood.threshold  # a lower quantile of the same validation scores
