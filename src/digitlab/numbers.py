@@ -42,6 +42,7 @@ NARROW, BROAD = 0.08, 1.4  # ... and the parts tried are this narrow to this bro
 PART_BONUS = 0.3  # added per part read: a cut must make each part's reading more likely than e^-0.3
 TALL = 0.6  # ... parts whose ink is shorter than this × height are not digits (the bar of a 7, a 5's flag)
 PEN, CUT_COST = 0.125, 0.15  # a cut costs CUT_COST per pen width (PEN × height) of ink it crosses
+WIDEST, WIDTH_COST = 1.5, 1.0  # a part wider than WIDEST × height costs WIDTH_COST per (height × 0.1) beyond
 
 
 @dataclass
@@ -275,6 +276,7 @@ def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np
         return [keep]
     cost = CUT_COST * ink_per_column / (PEN * height)
     scores = {span: score - cost[cuts[span[1]] - 1] * (span[1] < len(cuts) - 1)
+              - _width_cost(cuts[span[1]] - cuts[span[0]], height)
               for span, score in zip(parts, judge(list(parts.values())), strict=False)}
     best: dict[int, tuple[float, list[tuple[int, int]]]] = {0: (0.0, [])}
     for j in range(1, len(cuts)):
@@ -284,6 +286,12 @@ def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np
             best[j] = max(options, key=lambda option: option[0])
     path = best.get(len(cuts) - 1, (0.0, [(0, len(cuts) - 1)]))[1]
     return [parts[span] for span in path]
+
+
+def _width_cost(width: int, height: float) -> float:
+    """The prior against a part too wide to be one digit: nothing up to WIDEST × height (a wide 0, 2 or 7),
+    then WIDTH_COST per tenth of the height beyond, so a blob of several digits is not read as one."""
+    return WIDTH_COST * max(0.0, width / height - WIDEST) * 10
 
 
 def _picture(item):
