@@ -4,7 +4,7 @@ A picture's ink is found as for a single digit (ink.find_ink), but every piece i
 (ink.all_strokes). `segment` turns the pieces into digits: dust is dropped, pieces stacked in the
 same columns (the flag of a 5, a 7's bar, a stroke broken by a faint pen) are merged, pieces
 that are small against the number's digits are dropped as specks, and a blob much wider than a
-digit of its height (neighbours that touch) is cut into parts at the columns of least ink near
+digit of its height (neighbours that touch) is cut into parts along paths of least ink near
 where the cuts are expected. Each digit's mask then goes through preprocess.digit_field and
 finish, so it reaches the model exactly as a single digit would. `compose_number` lays MNIST
 digits side by side on paper: the tests and benchmarks/numbers.py read such numbers.
@@ -42,6 +42,7 @@ NARROW, BROAD = 0.08, 1.4  # ... and the parts tried are this narrow to this bro
 PART_BONUS = 0.3  # added per part read: a cut must make each part's reading more likely than e^-0.3
 TALL = 0.6  # ... parts whose ink is shorter than this × height are not digits (the bar of a 7, a 5's flag)
 PEN, CUT_COST = 0.125, 0.15  # a cut costs CUT_COST per pen width (PEN × height) of ink it crosses
+BAND = 0.1  # ... along a path of least ink that strays at most this × height from its column
 WIDEST, WIDTH_COST = 1.5, 1.0  # a part wider than WIDEST × height costs WIDTH_COST per (height × 0.1) beyond
 
 
@@ -142,7 +143,7 @@ def segment(mask: np.ndarray, judge=None) -> list[np.ndarray]:
 
     A blob wider than WIDE × the digits' height may hold touching digits. `judge`, given a list of
     digit masks, returns each one's log-probability under the model; with it, such a blob is cut
-    at the columns of least ink that make the most confident reading (`_best_cuts`); without it,
+    along the paths of least ink that make the most confident reading (`_best_cuts`); without it,
     into as many equal parts as its width suggests (`_split`).
     """
     labels, count = ndimage.label(mask, np.ones((3, 3)))
@@ -258,26 +259,29 @@ def _columns(keep: np.ndarray, group: _Group, start: int, stop: int) -> np.ndarr
 
 
 def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np.ndarray]:
-    """`keep` cut at the candidate columns (local minima of the ink per column) whose parts the model reads
-    best: the path through the cuts that maximises the sum over parts of (log-probability + PART_BONUS),
-    by dynamic programming. Parts narrower than NARROW or wider than BROAD × the height are not tried."""
+    """`keep` cut along the candidate paths (`_cut_paths`) whose parts the model reads best: the path through
+    the cuts that maximises the sum over parts of (log-probability + PART_BONUS - the ink the cut crosses
+    - the width prior), by dynamic programming. Parts narrower than NARROW or wider than BROAD × the height
+    are not tried."""
     ink_per_column = ndimage.uniform_filter1d(keep[:, group.cols].sum(0).astype(np.float32), 3)
     reach = max(1, int(MINIMUM_REACH * height))
     lowest = ndimage.minimum_filter1d(ink_per_column, 2 * reach + 1)
-    cuts = [0] + [x for x in range(1, group.width - 1) if (ink_per_column[x] <= lowest[x]
-                  and ink_per_column[x] < ink_per_column[x - 1] + 1e-6 and ink_per_column[x] < ink_per_column[x + 1])
-                  or (ink_per_column[x] == 0 and ink_per_column[x - 1] > 0)] + [group.width]
+    columns = [x for x in range(1, group.width - 1) if (ink_per_column[x] <= lowest[x]
+               and ink_per_column[x] < ink_per_column[x - 1] + 1e-6 and ink_per_column[x] < ink_per_column[x + 1])
+               or (ink_per_column[x] == 0 and ink_per_column[x - 1] > 0)]
+    block = keep[group.rows, group.cols]
+    paths, crossed = _cut_paths(block, columns, max(1, int(BAND * height)))
+    cuts = [0, *columns, group.width]
     spans = [(i, j) for i in range(len(cuts)) for j in range(i + 1, len(cuts))
              if (i, j) == (0, len(cuts) - 1)
              or NARROW * height <= cuts[j] - cuts[i] <= BROAD * height]
-    parts = {span: _columns(keep, group, cuts[span[0]], cuts[span[1]]) for span in spans}
+    parts = {span: _between(keep, group, paths[span[0]], paths[span[1]]) for span in spans}
     parts = {span: part for span, part in parts.items() if _height(part) >= TALL * height}
     if not parts:
         return [keep]
-    cost = CUT_COST * ink_per_column / (PEN * height)
-    scores = {span: score - cost[cuts[span[1]] - 1] * (span[1] < len(cuts) - 1)
-              - _width_cost(cuts[span[1]] - cuts[span[0]], height)
-              for span, score in zip(parts, judge(list(parts.values())), strict=False)}
+    cost = CUT_COST * crossed / (PEN * height)
+    scores = {span: score - cost[span[1]] - _width_cost(_width(part), height)
+              for (span, part), score in zip(parts.items(), judge(list(parts.values())), strict=False)}
     best: dict[int, tuple[float, list[tuple[int, int]]]] = {0: (0.0, [])}
     for j in range(1, len(cuts)):
         options = [(best[i][0] + scores[(i, j)] + PART_BONUS, best[i][1] + [(i, j)])
@@ -286,6 +290,53 @@ def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np
             best[j] = max(options, key=lambda option: option[0])
     path = best.get(len(cuts) - 1, (0.0, [(0, len(cuts) - 1)]))[1]
     return [parts[span] for span in path]
+
+
+def _cut_paths(block: np.ndarray, columns: list[int], band: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """For each candidate column, the path from top to bottom (a column per row, moving at most one column
+    a row, within ± `band` of the candidate) that crosses the least ink, so that neighbours which overlap
+    (a 7's bar over the next digit) are parted along a diagonal rather than a straight column. Returns the
+    paths with the block's left and right edges first and last (pixels left of a path's column are left of
+    the cut), and the ink each crosses (0 for the edges)."""
+    rows, width = block.shape
+    paths = [np.zeros(rows, int)]
+    crossed = [0.0]
+    for column in columns:
+        xs = np.arange(max(0, column - band), min(width, column + band + 1))
+        ink = block[:, xs].astype(np.float64) + 1e-3 * np.abs(xs - column)  # among equals, the straightest
+        total, step = ink[0].copy(), np.zeros(ink.shape, int)
+        for row in range(1, rows):
+            neighbours = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])
+            step[row] = neighbours.argmin(0) - 1
+            total = neighbours.min(0) + ink[row]
+        position = int(total.argmin())
+        crossed.append(float(block[:, xs].astype(np.float64)[np.arange(rows), _traced(step, position)].sum()))
+        paths.append(xs[_traced(step, position)])
+    paths.append(np.full(rows, width))
+    crossed.append(0.0)
+    return paths, np.asarray(crossed)
+
+
+def _traced(step: np.ndarray, position: int) -> np.ndarray:
+    """The positions, row by row, of the least-ink path ending at `position` in the last row."""
+    trace = np.empty(len(step), int)
+    for row in range(len(step) - 1, -1, -1):
+        trace[row] = position
+        position += step[row, position]
+    return trace
+
+
+def _between(keep: np.ndarray, group: _Group, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The part of `keep` between two cut paths (columns per row of the group, relative to its left edge)."""
+    xs = np.arange(group.width)
+    part = np.zeros_like(keep)
+    part[group.rows, group.cols] = keep[group.rows, group.cols] & (xs >= left[:, None]) & (xs < right[:, None])
+    return part
+
+
+def _width(mask: np.ndarray) -> int:
+    columns = np.flatnonzero(mask.any(0))
+    return int(columns[-1] - columns[0] + 1) if columns.size else 0
 
 
 def _width_cost(width: int, height: float) -> float:
