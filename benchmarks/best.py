@@ -36,19 +36,34 @@ def best_runs(data: digitlab.Dataset, model: str, seeds: int, teacher: str | Non
     runs = []
     for seed in range(1, seeds + 1):
         config = apply_recipe(digitlab.TrainConfig(model=model), "best").replace(
-            seed=seed, teacher=teacher, out=str(RUNS / f"{model}-seed{seed}"))
+            seed=seed, teacher=teacher, out=str(RUNS / f"{model}-seed{seed}")
+        )
         run = train_or_continue(config, data)
-        runs.append({"seed": seed, "run": str(run.path), "test_accuracy": run.metrics["test_accuracy"],
-                     "val_accuracy": run.metrics["val_accuracy"], "best_epoch": run.metrics["epoch"],
-                     "train_seconds": run.metrics["train_seconds"]})
-        print(f"  {model} seed {seed}: test {run.metrics['test_accuracy']:.2%} (val {run.metrics['val_accuracy']:.2%}, "
-              f"epoch {run.metrics['epoch']}), {run.metrics['train_seconds']:.0f} s", flush=True)
+        runs.append(
+            {
+                "seed": seed,
+                "run": str(run.path),
+                "test_accuracy": run.metrics["test_accuracy"],
+                "val_accuracy": run.metrics["val_accuracy"],
+                "best_epoch": run.metrics["epoch"],
+                "train_seconds": run.metrics["train_seconds"],
+            }
+        )
+        print(
+            f"  {model} seed {seed}: test {run.metrics['test_accuracy']:.2%} (val {run.metrics['val_accuracy']:.2%}, "
+            f"epoch {run.metrics['epoch']}), {run.metrics['train_seconds']:.0f} s",
+            flush=True,
+        )
     accuracies = [run["test_accuracy"] for run in runs]
     mean = statistics.fmean(accuracies)
-    return {"runs": runs, "test_accuracy_mean": mean,
-            "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-            "config": apply_recipe(digitlab.TrainConfig(model=model), "best").replace(teacher=teacher).to_dict(),
-            "goal": GOALS[model], "passed": mean >= GOALS[model]}
+    return {
+        "runs": runs,
+        "test_accuracy_mean": mean,
+        "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "config": apply_recipe(digitlab.TrainConfig(model=model), "best").replace(teacher=teacher).to_dict(),
+        "goal": GOALS[model],
+        "passed": mean >= GOALS[model],
+    }
 
 
 def speed_to_96_5(data: digitlab.Dataset, target: float = 0.965) -> dict:
@@ -57,16 +72,28 @@ def speed_to_96_5(data: digitlab.Dataset, target: float = 0.965) -> dict:
     baseline = run_baseline(data, epochs=40, test_each_epoch=True, stop_at=target)
     ours_time, baseline_time = ours.time_to(target), time_to(baseline["epochs"], target)
     speedup = baseline_time / ours_time if ours_time and baseline_time else None
-    return {"target": target, "digitlab_seconds": ours_time, "digitlab_epochs": ours.epochs,
-            "baseline_seconds": baseline_time, "baseline_epochs": baseline["epochs"], "speedup": speedup,
-            "goal_speedup": 50.0, "passed": bool(speedup and speedup >= 50.0)}
+    return {
+        "target": target,
+        "digitlab_seconds": ours_time,
+        "digitlab_epochs": ours.epochs,
+        "baseline_seconds": baseline_time,
+        "baseline_epochs": baseline["epochs"],
+        "speedup": speedup,
+        "goal_speedup": 50.0,
+        "passed": bool(speedup and speedup >= 50.0),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per model")
-    parser.add_argument("--only", nargs="+", default=["cnn", "cnn-tiny", "mlp", "speed"],
-                        choices=["cnn", "cnn-tiny", "mlp", "speed"], help="parts to run")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["cnn", "cnn-tiny", "mlp", "speed"],
+        choices=["cnn", "cnn-tiny", "mlp", "speed"],
+        help="parts to run",
+    )
     parser.add_argument("--teacher", help="distil the mlp from this run (default: no distillation)")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -84,8 +111,11 @@ def main() -> None:
     path = write_result("best", results)
     for name, part in results.items():
         if isinstance(part, dict) and "passed" in part:
-            figure = (f"{part['test_accuracy_mean']:.2%} ± {part['test_accuracy_std']:.2%}" if "test_accuracy_mean" in part
-                      else f"{part['speedup'] and round(part['speedup'], 1)}x")
+            figure = (
+                f"{part['test_accuracy_mean']:.2%} ± {part['test_accuracy_std']:.2%}"
+                if "test_accuracy_mean" in part
+                else f"{part['speedup'] and round(part['speedup'], 1)}x"
+            )
             print(f"{name}: {figure} -> {'PASS' if part['passed'] else 'FAIL'}")
     print(f"wrote {path} after {results['wall_seconds'] / 60:.1f} min")
 

@@ -56,7 +56,10 @@ def run_reference(data: digitlab.Dataset, target: float, max_epochs: int) -> Sto
         scheduler.step()
         watch.stop()
         watch.lap(loader_accuracy(model, test_loader))
-        print(f"  reference epoch {epoch + 1}: {watch.seconds:.1f} s, test {watch.epochs[-1]['test_accuracy']:.2%}", flush=True)
+        print(
+            f"  reference epoch {epoch + 1}: {watch.seconds:.1f} s, test {watch.epochs[-1]['test_accuracy']:.2%}",
+            flush=True,
+        )
         if watch.epochs[-1]["test_accuracy"] >= target:
             break
     return watch
@@ -77,15 +80,24 @@ def main() -> None:
     ours_time, reference_time = ours.time_to(args.target), reference.time_to(args.target)
     speedup = reference_time / ours_time if ours_time and reference_time else None
     result = {
-        "target": args.target, "goal_speedup": 8.0,
-        "digitlab": {"model": args.model, "recipe": args.recipe, "config": config.to_dict(),
-                     "seconds_to_target": ours_time, "epochs": ours.epochs},
+        "target": args.target,
+        "goal_speedup": 8.0,
+        "digitlab": {
+            "model": args.model,
+            "recipe": args.recipe,
+            "config": config.to_dict(),
+            "seconds_to_target": ours_time,
+            "epochs": ours.epochs,
+        },
         "reference": {"seconds_to_target": reference_time, "epochs": reference.epochs},
-        "speedup": speedup, "passed": bool(speedup and speedup >= 8.0),
+        "speedup": speedup,
+        "passed": bool(speedup and speedup >= 8.0),
     }
     path = write_result("cnn_speed", result)
-    print(f"to {args.target:.1%}: digitlab {ours_time} s, reference {reference_time} s, speedup "
-          f"{speedup and round(speedup, 1)}x -> {'PASS' if result['passed'] else 'FAIL'}; wrote {path}")
+    print(
+        f"to {args.target:.1%}: digitlab {ours_time} s, reference {reference_time} s, speedup "
+        f"{speedup and round(speedup, 1)}x -> {'PASS' if result['passed'] else 'FAIL'}; wrote {path}"
+    )
 
 
 if __name__ == "__main__":

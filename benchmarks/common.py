@@ -86,10 +86,18 @@ def time_recipe(data: digitlab.Dataset, model: str, recipe: str) -> tuple[Stopwa
 
     def on_epoch(record):  # record["seconds"]: that epoch's training (and validation) time
         watch.lap(accuracy(network, data.test), record["seconds"])
-        print(f"  digitlab {model} epoch {record['epoch']}: {watch.seconds:.1f} s, "
-              f"test {watch.epochs[-1]['test_accuracy']:.2%}", flush=True)
-    fit(Trainee(network, optimizer, choose_engine(config, network, optimizer)), data, config,
-        tracking=Tracking(on_epoch=on_epoch))
+        print(
+            f"  digitlab {model} epoch {record['epoch']}: {watch.seconds:.1f} s, "
+            f"test {watch.epochs[-1]['test_accuracy']:.2%}",
+            flush=True,
+        )
+
+    fit(
+        Trainee(network, optimizer, choose_engine(config, network, optimizer)),
+        data,
+        config,
+        tracking=Tracking(on_epoch=on_epoch),
+    )
     return watch, config
 
 
@@ -109,19 +117,26 @@ def train_or_continue(config: digitlab.TrainConfig, data: digitlab.Dataset) -> d
 
 def time_to(epochs: list[dict], target: float) -> float | None:
     """Training seconds until test accuracy first reached `target` (epochs as Stopwatch records it), or None."""
-    return next((e["train_seconds"] for e in epochs if e["test_accuracy"] is not None and e["test_accuracy"] >= target),
-                None)
+    return next(
+        (e["train_seconds"] for e in epochs if e["test_accuracy"] is not None and e["test_accuracy"] >= target), None
+    )
 
 
 def machine() -> dict:
-    return {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def write_result(name: str, result: dict, out: Path | None = None) -> Path:
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **result},
-                      indent=2) + "\n"
+    text = (
+        json.dumps({"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **result}, indent=2)
+        + "\n"
+    )
     atomic_write(path, lambda temp: Path(temp).write_text(text))
     return path

@@ -33,12 +33,24 @@ def main() -> None:
     rows = []
     for lr in args.lrs:
         accuracies = [validation_accuracy(data, lr, seed) for seed in SEEDS]
-        rows.append({"lr": lr, "val_accuracy": dict(zip(map(str, SEEDS), accuracies, strict=True)),
-                     "val_accuracy_mean": statistics.fmean(accuracies)})
+        rows.append(
+            {
+                "lr": lr,
+                "val_accuracy": dict(zip(map(str, SEEDS), accuracies, strict=True)),
+                "val_accuracy_mean": statistics.fmean(accuracies),
+            }
+        )
         print(f"lr {lr:g}: validation {statistics.fmean(accuracies):.2%} mean over seeds {list(SEEDS)}", flush=True)
     best = max(rows, key=lambda row: row["val_accuracy_mean"])
-    path = write_result("mlp_fast_sweep", {"recipe": apply_recipe(digitlab.TrainConfig(model="mlp"), "fast").to_dict(),
-                                            "seeds": list(SEEDS), "rows": rows, "best_lr": best["lr"]})
+    path = write_result(
+        "mlp_fast_sweep",
+        {
+            "recipe": apply_recipe(digitlab.TrainConfig(model="mlp"), "fast").to_dict(),
+            "seeds": list(SEEDS),
+            "rows": rows,
+            "best_lr": best["lr"],
+        },
+    )
     print(f"best lr {best['lr']:g}; wrote {path}")
 
 

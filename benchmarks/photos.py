@@ -67,20 +67,33 @@ def main() -> int:
             cpus.append(time.process_time() - cpu)
     correct = sum(result.ok and int(result.label) == label for result, label in zip(results, labels, strict=False))
     best = min(walls)
-    report = {"benchmark": "photos", "photos": args.count, "size": list(PHONE_SIZE),
-              "megapixels": PHONE_SIZE[0] * PHONE_SIZE[1] / 1e6, "mean_file_bytes": round(float(np.mean(sizes))),
-              "workers": args.workers, "wall_seconds": walls, "photos_per_second": args.count / best,
-              "ms_per_photo": 1000 * best / args.count, "cpu_ms_per_photo": 1000 * min(cpus) / args.count,
-              "correct": correct, "errors": sum(not result.ok for result in results), "render_seconds": render_s,
-              "model": {"run": Path(args.run).name, "model": run.config.model},
-              "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0],
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-              "command": "python benchmarks/photos.py " + " ".join(sys.argv[1:])}
+    report = {
+        "benchmark": "photos",
+        "photos": args.count,
+        "size": list(PHONE_SIZE),
+        "megapixels": PHONE_SIZE[0] * PHONE_SIZE[1] / 1e6,
+        "mean_file_bytes": round(float(np.mean(sizes))),
+        "workers": args.workers,
+        "wall_seconds": walls,
+        "photos_per_second": args.count / best,
+        "ms_per_photo": 1000 * best / args.count,
+        "cpu_ms_per_photo": 1000 * min(cpus) / args.count,
+        "correct": correct,
+        "errors": sum(not result.ok for result in results),
+        "render_seconds": render_s,
+        "model": {"run": Path(args.run).name, "model": run.config.model},
+        "load_average_1min_before": load_before,
+        "load_average_1min_after": os.getloadavg()[0],
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "command": "python benchmarks/photos.py " + " ".join(sys.argv[1:]),
+    }
     RESULTS.mkdir(exist_ok=True)
     atomic_write(RESULTS / "photos.json", lambda temp: Path(temp).write_text(json.dumps(report, indent=2) + "\n"))
-    print(f"{report['photos_per_second']:.1f} photos/s ({report['ms_per_photo']:.1f} ms wall, "
-          f"{report['cpu_ms_per_photo']:.1f} ms CPU a photo) on {args.count} 12-MP JPEGs with {args.workers} "
-          f"threads; {correct}/{args.count} correct; load average {load_before:.1f}")
+    print(
+        f"{report['photos_per_second']:.1f} photos/s ({report['ms_per_photo']:.1f} ms wall, "
+        f"{report['cpu_ms_per_photo']:.1f} ms CPU a photo) on {args.count} 12-MP JPEGs with {args.workers} "
+        f"threads; {correct}/{args.count} correct; load average {load_before:.1f}"
+    )
     return 0
 
 

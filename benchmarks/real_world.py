@@ -97,8 +97,9 @@ def main() -> None:
     default = read_suite(samples, PreprocessOptions())
     rows = {}
     for name, run in models.items():
-        scores = suite_accuracy(run.model, default if run.preprocess == default.options else
-                                read_suite(samples, run.preprocess))
+        scores = suite_accuracy(
+            run.model, default if run.preprocess == default.options else read_suite(samples, run.preprocess)
+        )
         rows[name] = {"mnist_test": mnist_test_accuracy(run), **scores}
         print(f"{name:>20}: MNIST test {rows[name]['mnist_test']:.2%}, real world {scores['overall']:.2%}", flush=True)
     shipped = models["shipped"]
@@ -109,14 +110,27 @@ def main() -> None:
     every = max(1, len(samples) // 1000)
     checks = {"idempotence": idempotence(shipped, samples[::every]), "speed": folder_speed(shipped, samples[::every])}
     worst = min(rows["shipped"]["conditions"].values())
-    passed = {"mnist_test": rows["shipped"]["mnist_test"] >= GOALS["mnist_test"],
-              "overall": rows["shipped"]["overall"] >= GOALS["overall"], "worst_condition": worst >= GOALS["worst_condition"]}
-    result = {"count_per_condition": args.count, "conditions": list(CONDITIONS), "models": rows,
-              "ablation_shipped": ablation, **checks, "shipped_file": SHIPPED_MODEL.name, "goals": GOALS,
-              "passed": passed, "wall_seconds": time.time() - started}
+    passed = {
+        "mnist_test": rows["shipped"]["mnist_test"] >= GOALS["mnist_test"],
+        "overall": rows["shipped"]["overall"] >= GOALS["overall"],
+        "worst_condition": worst >= GOALS["worst_condition"],
+    }
+    result = {
+        "count_per_condition": args.count,
+        "conditions": list(CONDITIONS),
+        "models": rows,
+        "ablation_shipped": ablation,
+        **checks,
+        "shipped_file": SHIPPED_MODEL.name,
+        "goals": GOALS,
+        "passed": passed,
+        "wall_seconds": time.time() - started,
+    }
     print(write_result("real_world", result))
-    print(f"idempotence: {checks['idempotence']['changed']} of {checks['idempotence']['pictures']} answers changed; "
-          f"predict: {checks['speed']['images_per_second']:.0f} images/s; goals: {passed}")
+    print(
+        f"idempotence: {checks['idempotence']['changed']} of {checks['idempotence']['pictures']} answers changed; "
+        f"predict: {checks['speed']['images_per_second']:.0f} images/s; goals: {passed}"
+    )
     raise SystemExit(0 if all(passed.values()) else 1)
 
 

@@ -23,8 +23,9 @@ import digitlab
 from common import NotebookDataset, Stopwatch, loader_accuracy, write_result
 
 
-def run_baseline(data: digitlab.Dataset, epochs: int, test_each_epoch: bool = False,
-                 stop_at: float | None = None) -> dict:
+def run_baseline(
+    data: digitlab.Dataset, epochs: int, test_each_epoch: bool = False, stop_at: float | None = None
+) -> dict:
     """The notebook's loop. Timed: training and the validation pass of each epoch. With
     test_each_epoch, the test set is checked after every epoch too (not timed), and training
     stops early once test accuracy reaches `stop_at`."""
@@ -47,20 +48,35 @@ def run_baseline(data: digitlab.Dataset, epochs: int, test_each_epoch: bool = Fa
         watch.stop()
         test_accuracy = loader_accuracy(model, test_loader) if test_each_epoch else None
         watch.lap(test_accuracy)
-        print(f"  baseline epoch {epoch + 1}: {watch.seconds:.1f} s, val accuracy {val_accuracy:.4f}"
-              + (f", test {test_accuracy:.4f}" if test_each_epoch else ""), flush=True)
+        print(
+            f"  baseline epoch {epoch + 1}: {watch.seconds:.1f} s, val accuracy {val_accuracy:.4f}"
+            + (f", test {test_accuracy:.4f}" if test_each_epoch else ""),
+            flush=True,
+        )
         if stop_at is not None and test_accuracy is not None and test_accuracy >= stop_at:
             break
-    return {"train_seconds": watch.seconds, "val_accuracy": val_accuracy,
-            "test_accuracy": loader_accuracy(model, test_loader), "epochs": watch.epochs}
+    return {
+        "train_seconds": watch.seconds,
+        "val_accuracy": val_accuracy,
+        "test_accuracy": loader_accuracy(model, test_loader),
+        "epochs": watch.epochs,
+    }
 
 
 def run_digitlab(data: digitlab.Dataset, epochs: int) -> dict:
-    run = digitlab.train(digitlab.TrainConfig(epochs=epochs), dataset=data, save=False,
-                         on_epoch=lambda r: print(f"  digitlab epoch {r['epoch']}: val accuracy {r['val_accuracy']:.4f}", flush=True))
+    run = digitlab.train(
+        digitlab.TrainConfig(epochs=epochs),
+        dataset=data,
+        save=False,
+        on_epoch=lambda r: print(f"  digitlab epoch {r['epoch']}: val accuracy {r['val_accuracy']:.4f}", flush=True),
+    )
     metrics = run.metrics
-    return {"train_seconds": metrics["train_seconds"], "val_accuracy": metrics["val_accuracy"],
-            "test_accuracy": metrics["test_accuracy"], "engine": metrics["engine"]}
+    return {
+        "train_seconds": metrics["train_seconds"],
+        "val_accuracy": metrics["val_accuracy"],
+        "test_accuracy": metrics["test_accuracy"],
+        "engine": metrics["engine"],
+    }
 
 
 def main() -> None:
@@ -76,15 +92,20 @@ def main() -> None:
     speedup = baseline["train_seconds"] / ours["train_seconds"]
     gap = abs(ours["test_accuracy"] - baseline["test_accuracy"]) * 100
     result = {
-        "epochs": args.epochs, "digitlab": ours, "baseline": baseline,
-        "speedup": speedup, "accuracy_gap_points": gap,
+        "epochs": args.epochs,
+        "digitlab": ours,
+        "baseline": baseline,
+        "speedup": speedup,
+        "accuracy_gap_points": gap,
         "goal": {"speedup_at_least": 10.0, "accuracy_gap_at_most_points": 0.5},
         "passed": speedup >= 10.0 and gap <= 0.5,
     }
     path = write_result("seed_recipe", result, args.out)
-    print(f"digitlab {ours['train_seconds']:.1f} s, test {ours['test_accuracy']:.2%}; "
-          f"baseline {baseline['train_seconds']:.1f} s, test {baseline['test_accuracy']:.2%}; "
-          f"speedup {speedup:.1f}x, gap {gap:.2f} points -> {'PASS' if result['passed'] else 'FAIL'}")
+    print(
+        f"digitlab {ours['train_seconds']:.1f} s, test {ours['test_accuracy']:.2%}; "
+        f"baseline {baseline['train_seconds']:.1f} s, test {baseline['test_accuracy']:.2%}; "
+        f"speedup {speedup:.1f}x, gap {gap:.2f} points -> {'PASS' if result['passed'] else 'FAIL'}"
+    )
     print(f"wrote {path}")
 
 

@@ -56,15 +56,25 @@ def request_body(png: bytes, mode: str) -> tuple[bytes, dict]:
     if mode == "json":
         body = json.dumps({"image": "data:image/png;base64," + base64.b64encode(png).decode()}).encode()
         return body, {"Content-Type": "application/json"}
-    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="seven.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+    body = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="seven.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
 def start_server(run: str) -> tuple[subprocess.Popen, str]:
     """`digitlab serve RUN --port 0`; returns the process and its URL once /healthz answers."""
-    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", run, "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digitlab", "serve", run, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = server.stdout.readline()
     match = re.search(r"http://\S+", line)
     if not match:
@@ -131,11 +141,20 @@ def load(url: str, body: bytes, headers: dict, label: str, count: int, concurren
         thread.join()
     wall = time.perf_counter() - began
     milliseconds = np.array(latencies) * 1000
-    return {"requests": len(latencies), "wall_seconds": wall, "throughput_per_second": len(latencies) / wall,
-            "latency_ms": {"mean": float(milliseconds.mean()), "p50": float(np.percentile(milliseconds, 50)),
-                           "p90": float(np.percentile(milliseconds, 90)), "p99": float(np.percentile(milliseconds, 99)),
-                           "max": float(milliseconds.max())},
-            "errors": len(errors), "first_errors": errors[:5]}
+    return {
+        "requests": len(latencies),
+        "wall_seconds": wall,
+        "throughput_per_second": len(latencies) / wall,
+        "latency_ms": {
+            "mean": float(milliseconds.mean()),
+            "p50": float(np.percentile(milliseconds, 50)),
+            "p90": float(np.percentile(milliseconds, 90)),
+            "p99": float(np.percentile(milliseconds, 99)),
+            "max": float(milliseconds.max()),
+        },
+        "errors": len(errors),
+        "first_errors": errors[:5],
+    }
 
 
 def main() -> int:
@@ -169,23 +188,31 @@ def main() -> int:
             server.terminate()
             server.wait(10)
     report = {
-        "benchmark": "serve_load", "mode": args.mode, "payload_bytes": len(body), "concurrency": args.concurrency,
-        "requests_asked": args.requests, **result,
-        "server_cpu_ms_per_request": (None if cpu_before is None or cpu_after is None
-                                      else 1000 * (cpu_after - cpu_before) / result["requests"]),
+        "benchmark": "serve_load",
+        "mode": args.mode,
+        "payload_bytes": len(body),
+        "concurrency": args.concurrency,
+        "requests_asked": args.requests,
+        **result,
+        "server_cpu_ms_per_request": (
+            None if cpu_before is None or cpu_after is None else 1000 * (cpu_after - cpu_before) / result["requests"]
+        ),
         "server": "digitlab serve (uvicorn, one process)" if server else args.url,
         "model": {key: about[key] for key in ("run", "model", "parameters", "test_accuracy")},
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_1min_before": load_before,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_1min_before": load_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     latency = result["latency_ms"]
-    print(f"{result['requests']:,} requests ({args.mode}, {len(body):,} bytes each) at concurrency {args.concurrency} "
-          f"in {result['wall_seconds']:.2f} s: {result['throughput_per_second']:.0f} requests/s, "
-          f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, max {latency['max']:.1f} ms, "
-          f"{result['errors']} errors")
+    print(
+        f"{result['requests']:,} requests ({args.mode}, {len(body):,} bytes each) at concurrency {args.concurrency} "
+        f"in {result['wall_seconds']:.2f} s: {result['throughput_per_second']:.0f} requests/s, "
+        f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, max {latency['max']:.1f} ms, "
+        f"{result['errors']} errors"
+    )
     if report["server_cpu_ms_per_request"] is not None:
         print(f"server CPU {report['server_cpu_ms_per_request']:.2f} ms per request")
     for problem in result["first_errors"]:
@@ -193,8 +220,11 @@ def main() -> int:
     print(f"wrote {args.out}")
     complete = result["requests"] == args.requests
     if not complete:
-        print(f"serve_load: the {args.time_cap:.0f} s cap stopped the run after {result['requests']:,} of "
-              f"{args.requests:,} requests", file=sys.stderr)
+        print(
+            f"serve_load: the {args.time_cap:.0f} s cap stopped the run after {result['requests']:,} of "
+            f"{args.requests:,} requests",
+            file=sys.stderr,
+        )
     return 0 if complete and result["errors"] == 0 else 1
 
 

@@ -20,11 +20,14 @@ RECIPE = "cnn --recipe robust"
 def main() -> None:
     data = digitlab.load_dataset("mnist")
     run = train_or_continue(CONFIGS[RECIPE].replace(out=str(RUNS / "cnn-robust")), data)
-    metrics = {key: run.metrics[key] for key in ("test_accuracy", "val_accuracy", "epoch", "train_seconds",
-                                                  "parameters")}
+    metrics = {
+        key: run.metrics[key] for key in ("test_accuracy", "val_accuracy", "epoch", "train_seconds", "parameters")
+    }
     path = ship(run, SHIPPED_MODEL, {**metrics, "run": str(run.path), "recipe": RECIPE})
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB) from {run.path}: test {metrics['test_accuracy']:.2%}, "
-          f"{metrics['train_seconds']:.0f} s of training")
+    print(
+        f"wrote {path} ({path.stat().st_size / 1024:.0f} kB) from {run.path}: test {metrics['test_accuracy']:.2%}, "
+        f"{metrics['train_seconds']:.0f} s of training"
+    )
 
 
 if __name__ == "__main__":

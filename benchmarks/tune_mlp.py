@@ -51,24 +51,48 @@ def main() -> None:
     started = time.perf_counter()
     epochs = {"value": args.epochs} if args.epochs else {"low": 5, "high": 40}
     name = args.study or f"tune-mlp-seed-{args.epochs or 'searched'}"
-    study = tune("mlp", args.trials, base=base, space={**SEED_ARCHITECTURE, "epochs": epochs}, timeout=args.timeout,
-                 study=name, seed=args.seed, pruner=args.pruner, dataset=data, on_trial=print_trial)
+    study = tune(
+        "mlp",
+        args.trials,
+        base=base,
+        space={**SEED_ARCHITECTURE, "epochs": epochs},
+        timeout=args.timeout,
+        study=name,
+        seed=args.seed,
+        pruner=args.pruner,
+        dataset=data,
+        on_trial=print_trial,
+    )
     tuning_seconds = time.perf_counter() - started
-    print(f"best validation accuracy {study.best_value:.2%} (trial {study.best_trial} of {study.finished}, "
-          f"{study.pruned} pruned) after {tuning_seconds:.0f} s; retraining it and testing once", flush=True)
+    print(
+        f"best validation accuracy {study.best_value:.2%} (trial {study.best_trial} of {study.finished}, "
+        f"{study.pruned} pruned) after {tuning_seconds:.0f} s; retraining it and testing once",
+        flush=True,
+    )
     run = digitlab.train(study.best_config, dataset=data, save=False)
     metrics = run.metrics
     result = {
-        "benchmark": "tune_mlp", "study": study.study, "architecture": "784-32-16-10 (seed)",
+        "benchmark": "tune_mlp",
+        "study": study.study,
+        "architecture": "784-32-16-10 (seed)",
         "epochs": args.epochs or "searched (5-40)",
-        "trials": study.finished, "pruned": study.pruned, "new_trials": study.new, "best_trial": study.best_trial,
-        "best_val_accuracy": study.best_value, "best_params": study.best_params,
+        "trials": study.finished,
+        "pruned": study.pruned,
+        "new_trials": study.new,
+        "best_trial": study.best_trial,
+        "best_val_accuracy": study.best_value,
+        "best_params": study.best_params,
         "best_config": study.best_config.to_dict(),
-        "retrained": {"val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-                      "train_seconds": metrics["train_seconds"], "engine": metrics["engine"]},
+        "retrained": {
+            "val_accuracy": metrics["val_accuracy"],
+            "test_accuracy": metrics["test_accuracy"],
+            "train_seconds": metrics["train_seconds"],
+            "engine": metrics["engine"],
+        },
         "seed_test_accuracy": SEED_TEST_ACCURACY,
         "test_gain_points": (metrics["test_accuracy"] - SEED_TEST_ACCURACY) * 100,
-        "tuning_seconds": tuning_seconds, "seconds": time.perf_counter() - started,
+        "tuning_seconds": tuning_seconds,
+        "seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
         "date": time.strftime("%Y-%m-%d"),
@@ -80,16 +104,23 @@ def main() -> None:
         for path in study.files:
             if path.suffix == ".png":
                 shutil.copyfile(path, args.figures / f"tune_{path.name}")
-    print(f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy']:.2%}) against the "
-          f"seed's {SEED_TEST_ACCURACY:.2%}: {result['test_gain_points']:+.2f} points")
+    print(
+        f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy']:.2%}) against the "
+        f"seed's {SEED_TEST_ACCURACY:.2%}: {result['test_gain_points']:+.2f} points"
+    )
     print(f"wrote {args.out}; study in {study.folder}")
 
 
 def print_trial(record: dict) -> None:
-    outcome = (f"pruned after epoch {record['epochs']}" if record["state"] == "pruned"
-               else f"val {record['value']:.2%} after {record['epochs']} epochs")
-    print(f"trial {record['number']}: {outcome}, {record['seconds']:.1f} s "
-          f"(best {record['best_value'] or 0:.2%})", flush=True)
+    outcome = (
+        f"pruned after epoch {record['epochs']}"
+        if record["state"] == "pruned"
+        else f"val {record['value']:.2%} after {record['epochs']} epochs"
+    )
+    print(
+        f"trial {record['number']}: {outcome}, {record['seconds']:.1f} s (best {record['best_value'] or 0:.2%})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,13 @@ def score(readings, numbers) -> dict:
     rows = {"all": [], "clean": [], "touching": []}
     for reading, (_, truth, touching) in zip(readings, numbers, strict=False):
         found = reading.number if reading.ok else ""
-        row = (found == truth, max(0, len(truth) - len(found)), max(0, len(found) - len(truth)),
-               sum(a == b for a, b in zip(found, truth, strict=False)) if len(found) == len(truth) else None, len(truth))
+        row = (
+            found == truth,
+            max(0, len(truth) - len(found)),
+            max(0, len(found) - len(truth)),
+            sum(a == b for a, b in zip(found, truth, strict=False)) if len(found) == len(truth) else None,
+            len(truth),
+        )
         rows["all"].append(row)
         rows["touching" if touching else "clean"].append(row)
     return {name: _summary(part) for name, part in rows.items()}
@@ -57,14 +62,19 @@ def score(readings, numbers) -> dict:
 
 def _summary(rows) -> dict:
     counted = [row for row in rows if row[3] is not None]
-    return {"numbers": len(rows), "exact": sum(row[0] for row in rows) / len(rows),
-            "dropped": sum(row[1] for row in rows), "invented": sum(row[2] for row in rows),
-            "digit_accuracy": sum(row[3] for row in counted) / max(1, sum(row[4] for row in counted))}
+    return {
+        "numbers": len(rows),
+        "exact": sum(row[0] for row in rows) / len(rows),
+        "dropped": sum(row[1] for row in rows),
+        "invented": sum(row[2] for row in rows),
+        "digit_accuracy": sum(row[3] for row in counted) / max(1, sum(row[4] for row in counted)),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("run", nargs="?", default="/work/devruns/cnn-fast", help="run folder")
     parser.add_argument("--count", type=int, default=1000, help="numbers to compose")
     parser.add_argument("--part", choices=("test", "val"), default="test", help="digits to compose from")
@@ -74,20 +84,30 @@ def main() -> int:
     split = run.data("composed").splits()[args.part]
     numbers = compose(split, args.count, args.seed)
     started = time.perf_counter()
-    readings = read_numbers(run.model, [page for page, _, _ in numbers], run.classes, run.preprocess,
-                            errors="collect")
+    readings = read_numbers(run.model, [page for page, _, _ in numbers], run.classes, run.preprocess, errors="collect")
     seconds = time.perf_counter() - started
     scores = score(readings, numbers)
     print(f"{'numbers':>10} {'count':>6} {'exact':>8} {'digits':>8} {'dropped':>8} {'invented':>9}")
     for name, row in scores.items():
-        print(f"{name:>10} {row['numbers']:6d} {row['exact']:8.2%} {row['digit_accuracy']:8.2%} "
-              f"{row['dropped']:8d} {row['invented']:9d}")
+        print(
+            f"{name:>10} {row['numbers']:6d} {row['exact']:8.2%} {row['digit_accuracy']:8.2%} "
+            f"{row['dropped']:8d} {row['invented']:9d}"
+        )
     print(f"{len(numbers) / seconds:.1f} numbers per second ({run.path})")
     passed = scores["all"]["exact"] >= GOAL and scores["clean"]["dropped"] == scores["clean"]["invented"] == 0
     if args.part == "test":
-        path = write_result("numbers", {"run": str(run.path), "count": args.count, "seed": args.seed,
-                                        "goal": {"exact": GOAL, "clean_dropped_invented": 0}, "passed": passed,
-                                        "images_per_second": len(numbers) / seconds, **scores})
+        path = write_result(
+            "numbers",
+            {
+                "run": str(run.path),
+                "count": args.count,
+                "seed": args.seed,
+                "goal": {"exact": GOAL, "clean_dropped_invented": 0},
+                "passed": passed,
+                "images_per_second": len(numbers) / seconds,
+                **scores,
+            },
+        )
         print(f"wrote {path}")
     return 0 if passed else 1
 

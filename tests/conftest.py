@@ -43,5 +43,9 @@ def tiny_dataset_arrays(count: int = 40, seed: int = 0) -> dict[str, np.ndarray]
     rng = np.random.default_rng(seed)
     images = lambda n: rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)  # noqa: E731
     labels = lambda n: np.arange(n, dtype=np.uint8) % 10  # noqa: E731
-    return {"train-images-idx3-ubyte": images(count), "train-labels-idx1-ubyte": labels(count),
-            "t10k-images-idx3-ubyte": images(count // 2), "t10k-labels-idx1-ubyte": labels(count // 2)}
+    return {
+        "train-images-idx3-ubyte": images(count),
+        "train-labels-idx1-ubyte": labels(count),
+        "t10k-images-idx3-ubyte": images(count // 2),
+        "t10k-labels-idx1-ubyte": labels(count // 2),
+    }

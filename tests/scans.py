@@ -17,7 +17,7 @@ def render_scan(digit: np.ndarray, rng: np.random.Generator, side: int | None = 
     height, width = int(side * rng.uniform(1.2, 2.0)), int(side * rng.uniform(1.2, 2.0))
     canvas = np.full((height, width), paper, np.float32)
     top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
-    canvas[top:top + side, left:left + side] = big
+    canvas[top : top + side, left : left + side] = big
     canvas += rng.normal(0, rng.uniform(2, 8), canvas.shape)
     return Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
 

@@ -20,8 +20,21 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "runs": ("runs", "shipped"),
     "training": ("checkpoint", "steps", "train"),
     "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
-    "applications": ("serve", "tunespace", "tunestudy", "tuneoutput", "tune",
-                     "cli", "cli.common", "cli.runs", "cli.tools", "cli.train", "cli.tune", "__main__", "digitlab"),
+    "applications": (
+        "serve",
+        "tunespace",
+        "tunestudy",
+        "tuneoutput",
+        "tune",
+        "cli",
+        "cli.common",
+        "cli.runs",
+        "cli.tools",
+        "cli.train",
+        "cli.tune",
+        "__main__",
+        "digitlab",
+    ),
 }
 FLOOR = {module: number for number, modules in enumerate(LAYERS.values()) for module in modules}
 
@@ -46,7 +59,7 @@ def imported_modules(path: Path, root: Path) -> set[str]:
             targets = [alias.name.split(".")[1:] for alias in node.names if alias.name.split(".")[0] == "digitlab"]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+                base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
             elif node.module and node.module.split(".")[0] == "digitlab":
                 base = node.module.split(".")[1:]
             else:
@@ -71,14 +84,17 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
 
 def problems(graph: dict[str, set[str]], floor: dict[str, int]) -> list[str]:
     """One line per module without a floor, per upward import, and per import cycle."""
-    lines = [f"{module} has no layer: add it to LAYERS in tests/test_architecture.py and to docs/architecture.md"
-             for module in sorted(set(graph) - set(floor))]
+    lines = [
+        f"{module} has no layer: add it to LAYERS in tests/test_architecture.py and to docs/architecture.md"
+        for module in sorted(set(graph) - set(floor))
+    ]
     names = list(LAYERS)
     for module, targets in sorted(graph.items()):
         for target in sorted(targets):
             if module in floor and target in floor and floor[target] > floor[module]:
-                lines.append(f"upward import: {module} ({names[floor[module]]}) imports {target} "
-                             f"({names[floor[target]]})")
+                lines.append(
+                    f"upward import: {module} ({names[floor[module]]}) imports {target} ({names[floor[target]]})"
+                )
     lines.extend(f"import cycle: {' -> '.join(cycle)}" for cycle in cycles(graph))
     return lines
 
@@ -93,7 +109,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         path.append(module)
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                found.append([*path[path.index(target):], target])
+                found.append([*path[path.index(target) :], target])
             elif target not in state:
                 visit(target)
         path.pop()
@@ -123,13 +139,16 @@ def test_the_bottom_modules_import_nothing_of_digitlab_but_errors():
     assert graph["files"] == {"errors"}
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from .train import fit\n", "upward import: data (foundations) imports train (training)"),
-    ("def later():\n    from . import viz\n", "upward import: data (foundations) imports viz (outputs)"),
-    ("import digitlab.serve\n", "upward import: data (foundations) imports serve (applications)"),
-    ("from digitlab import __version__\n", "upward import: data (foundations) imports digitlab (applications)"),
-    ("from .models import MLP\n", None),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from .train import fit\n", "upward import: data (foundations) imports train (training)"),
+        ("def later():\n    from . import viz\n", "upward import: data (foundations) imports viz (outputs)"),
+        ("import digitlab.serve\n", "upward import: data (foundations) imports serve (applications)"),
+        ("from digitlab import __version__\n", "upward import: data (foundations) imports digitlab (applications)"),
+        ("from .models import MLP\n", None),
+    ],
+)
 def test_the_checker_sees_every_kind_of_import(tmp_path, source, expected):
     root = tmp_path / "digitlab"
     root.mkdir()

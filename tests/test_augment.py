@@ -27,7 +27,12 @@ def test_a_quarter_turn_rotates_rather_than_mirrors():
     image = torch.zeros(1, 1, 28, 28)
     image[0, 0, 4:10, 4:24] = 1  # a bar near the top
     turned = transform_batch(image, rotate=90)
-    top, bottom, left, right = turned[0, 0, :14].sum(), turned[0, 0, 14:].sum(), turned[0, 0, :, :14].sum(), turned[0, 0, :, 14:].sum()
+    top, bottom, left, right = (
+        turned[0, 0, :14].sum(),
+        turned[0, 0, 14:].sum(),
+        turned[0, 0, :, :14].sum(),
+        turned[0, 0, :, 14:].sum(),
+    )
     assert abs(top - bottom) < 1 and abs(left - right) > 50  # the bar now runs vertically on one side
 
 

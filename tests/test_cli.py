@@ -13,8 +13,14 @@ from digitlab.cli import main
 
 def run_cli(*args, env=None):
     """Run `python -m digitlab ARGS` in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "digitlab", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "digitlab", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
 
 
 def assert_one_line_error(result, *needles):
@@ -52,12 +58,15 @@ def test_train_from_the_cli_writes_a_run(tmp_path, mnist):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["batch_size"] == 256
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["train", "--model", "nope"], ["invalid choice: 'nope'"]),
-    (["train", "--dataset", "nope"], ["invalid choice: 'nope'"]),
-    (["train", "--epochs", "-3"], ["epochs must be at least 1"]),
-    (["evaluate", "/no/such/run"], ["no run folder at /no/such/run"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["train", "--model", "nope"], ["invalid choice: 'nope'"]),
+        (["train", "--dataset", "nope"], ["invalid choice: 'nope'"]),
+        (["train", "--epochs", "-3"], ["epochs must be at least 1"]),
+        (["evaluate", "/no/such/run"], ["no run folder at /no/such/run"]),
+    ],
+)
 def test_bad_input_is_a_one_line_error(args, needles):
     assert_one_line_error(run_cli(*args), *needles)
 

@@ -25,6 +25,7 @@ from digitlab.fetch import data_root, fetch, sha256_of
 
 # --- real MNIST -----------------------------------------------------------------------------------
 
+
 def test_mnist_files_match_their_checksums(mnist):
     info = dataset_info("mnist")
     cached = data_root() / "mnist"
@@ -53,9 +54,12 @@ def test_validation_split_is_stratified_and_fixed(mnist):
 
 # --- the IDX reader -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", ["", ".gz"])
-@pytest.mark.parametrize("type_code, dtype", [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16),
-                                              (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)])
+@pytest.mark.parametrize(
+    "type_code, dtype",
+    [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)],
+)
 def test_read_idx_round_trips_every_type(tmp_path, suffix, type_code, dtype):
     array = (np.arange(2 * 3 * 4) - 5).astype(dtype).reshape(2, 3, 4)
     path = write_idx(tmp_path / f"x.idx{suffix}", array, type_code)
@@ -71,16 +75,19 @@ def _corrupt(tmp_path, name, payload):
 GOOD = idx_bytes(np.zeros((3, 28, 28), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("payload, message", [
-    (b"", "too short"),
-    (b"\x01\x00\x08\x03" + GOOD[4:], "bad magic number"),
-    (b"\x00\x00\x07\x03" + GOOD[4:], "unknown IDX data type"),
-    (b"\x00\x00\x08\x00", "zero dimensions"),
-    (GOOD[:10], "ends inside"),
-    (GOOD[:-1], "holds 2,351 bytes, not that"),
-    (GOOD + b"\x00", "holds more than that"),
-    (b"\x00\x00\x08\x03" + b"\xff\xff\xff\xff" * 3, "more than the"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"", "too short"),
+        (b"\x01\x00\x08\x03" + GOOD[4:], "bad magic number"),
+        (b"\x00\x00\x07\x03" + GOOD[4:], "unknown IDX data type"),
+        (b"\x00\x00\x08\x00", "zero dimensions"),
+        (GOOD[:10], "ends inside"),
+        (GOOD[:-1], "holds 2,351 bytes, not that"),
+        (GOOD + b"\x00", "holds more than that"),
+        (b"\x00\x00\x08\x03" + b"\xff\xff\xff\xff" * 3, "more than the"),
+    ],
+)
 def test_read_idx_refuses_malformed_files(tmp_path, payload, message):
     path = _corrupt(tmp_path, "bad-idx", payload)
     with pytest.raises(DataError, match=message) as error:
@@ -99,6 +106,7 @@ def test_read_idx_refuses_a_corrupt_gzip_and_a_missing_file(tmp_path):
 
 # --- fetching, against a local HTTP server ---------------------------------------------------------
 
+
 @pytest.fixture
 def mirror(tmp_path):
     """A local HTTP mirror on 127.0.0.1 serving gzipped generated IDX files, and their registry entry."""
@@ -114,8 +122,14 @@ def mirror(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    info = register_dataset(DatasetInfo(name="tiny-test", classes=tuple("0123456789"), sha256=checksums,
-                                        mirrors=(f"http://127.0.0.1:{server.server_port}/",)))
+    info = register_dataset(
+        DatasetInfo(
+            name="tiny-test",
+            classes=tuple("0123456789"),
+            sha256=checksums,
+            mirrors=(f"http://127.0.0.1:{server.server_port}/",),
+        )
+    )
     yield info, served
     server.shutdown()
 
@@ -164,9 +178,13 @@ def test_unknown_dataset_is_a_data_error():
         load_dataset("nope")
 
 
-@pytest.mark.skipif(not (dataset_info("fashion-mnist").debian_dir and
-                         __import__("os").path.isdir(dataset_info("fashion-mnist").debian_dir)),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not (
+        dataset_info("fashion-mnist").debian_dir
+        and __import__("os").path.isdir(dataset_info("fashion-mnist").debian_dir)
+    ),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_fashion_mnist_comes_from_the_debian_package(tmp_path):
     data = load_dataset("fashion-mnist", root=tmp_path)
     assert (len(data.train), len(data.val), len(data.test)) == (55_000, 5_000, 10_000)
@@ -175,9 +193,11 @@ def test_fashion_mnist_comes_from_the_debian_package(tmp_path):
 
 # --- the batch loader -----------------------------------------------------------------------------
 
+
 def test_batch_loader_covers_each_example_once_in_a_new_order_each_epoch():
-    split = Split(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 28, 28).contiguous(),
-                  torch.arange(10))
+    split = Split(
+        torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 28, 28).contiguous(), torch.arange(10)
+    )
     loader = BatchLoader(split, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(1))
     assert len(loader) == 3
     epochs = [torch.cat([labels for _, labels in loader]) for _ in range(2)]

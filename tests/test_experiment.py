@@ -19,5 +19,8 @@ def test_augmentation_study_writes_results_table_and_plot(mnist, tmp_path):
     table = (tmp_path / "results.md").read_text().splitlines()
     assert len(table) == 4 and table[2].startswith("| mlp | no |") and table[3].startswith("| mlp | yes |")
     assert (tmp_path / "plot.png").stat().st_size > 10_000
-    assert all((tmp_path / "runs" / f"mlp-{kind}-seed{seed}" / "model.safetensors").exists()
-               for kind in ("plain", "aug") for seed in (1, 2))
+    assert all(
+        (tmp_path / "runs" / f"mlp-{kind}-seed{seed}" / "model.safetensors").exists()
+        for kind in ("plain", "aug")
+        for seed in (1, 2)
+    )

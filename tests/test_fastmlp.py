@@ -12,8 +12,13 @@ from digitlab.train import build_optimizer
 
 def _batches(count, batch_size, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randint(0, 256, (batch_size, 1, 28, 28), dtype=torch.uint8, generator=generator),
-             torch.randint(0, 10, (batch_size,), generator=generator)) for _ in range(count)]
+    return [
+        (
+            torch.randint(0, 256, (batch_size, 1, 28, 28), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 10, (batch_size,), generator=generator),
+        )
+        for _ in range(count)
+    ]
 
 
 def _pair(hidden, optimizer="adam", weight_decay=0.0):
@@ -35,8 +40,9 @@ def test_fused_gradients_equal_autograd_gradients():
         torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("hidden, optimizer, weight_decay", [([32, 16], "adam", 0.0), ([64], "adamw", 0.01),
-                                                            ([48, 24, 12], "adam", 1e-4)])
+@pytest.mark.parametrize(
+    "hidden, optimizer, weight_decay", [([32, 16], "adam", 0.0), ([64], "adamw", 0.01), ([48, 24, 12], "adam", 1e-4)]
+)
 def test_fused_trajectory_follows_autograd(hidden, optimizer, weight_decay):
     (reference, reference_optimizer), (model, fused_optimizer) = _pair(hidden, optimizer, weight_decay)
     batches = _batches(40, 32)

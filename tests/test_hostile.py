@@ -33,8 +33,10 @@ def test_random_bytes_give_data_or_a_data_error(tmp_path, payload, compressed):
 
 
 @FUZZ
-@given(edits=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=6),
-       cut=st.integers(0, len(VALID) + 8))
+@given(
+    edits=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=6),
+    cut=st.integers(0, len(VALID) + 8),
+)
 def test_mutated_files_give_data_or_a_data_error(tmp_path, edits, cut):
     data = bytearray(VALID + bytes(8))[:cut]
     for position, value in edits:
@@ -58,6 +60,7 @@ def test_headers_declaring_huge_data_are_refused_before_allocation(tmp_path, dim
 
 
 # --- image preprocessing --------------------------------------------------------------------------
+
 
 def _valid_png() -> bytes:
     import io
@@ -96,8 +99,10 @@ def test_random_bytes_as_an_image_give_a_digit_or_an_image_error(tmp_path, paylo
 
 
 @FUZZ
-@given(edits=st.lists(st.tuples(st.integers(0, len(PNG) - 1), st.integers(0, 255)), max_size=8),
-       cut=st.integers(0, len(PNG)))
+@given(
+    edits=st.lists(st.tuples(st.integers(0, len(PNG) - 1), st.integers(0, 255)), max_size=8),
+    cut=st.integers(0, len(PNG)),
+)
 def test_mutated_images_give_a_digit_or_an_image_error(tmp_path, edits, cut):
     data = bytearray(PNG)[:cut]
     for position, value in edits:
@@ -115,7 +120,7 @@ def test_arbitrary_pixel_arrays_give_a_digit_or_an_image_error(pixels, width):
     from digitlab.preprocess import preprocess_image
 
     height = max(1, len(pixels) // width)
-    array = np.array(pixels[:height * width] + [0] * max(0, height * width - len(pixels)), dtype=np.uint8)
+    array = np.array(pixels[: height * width] + [0] * max(0, height * width - len(pixels)), dtype=np.uint8)
     try:
         result = preprocess_image(array.reshape(height, width))
     except DigitlabError:

@@ -87,7 +87,7 @@ def test_a_blank_picture_and_more_than_32_digits_are_refused(seed_run):
         read_number(seed_run.model, np.full((50, 80), 230, np.uint8))
     strokes = np.full((60, 40 * (MAX_DIGITS + 3)), 235, np.uint8)
     for number in range(MAX_DIGITS + 3):
-        strokes[10:50, 40 * number + 15:40 * number + 20] = 20
+        strokes[10:50, 40 * number + 15 : 40 * number + 20] = 20
     with pytest.raises(ImageError, match=f"at most {MAX_DIGITS}"):
         read_number(seed_run.model, strokes)
 

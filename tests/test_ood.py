@@ -91,6 +91,7 @@ def test_unknown_tensors_are_still_refused(seed_run, tmp_path):
 
 def _raw_metadata(path):
     from safetensors import safe_open
+
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata()
 
@@ -135,10 +136,14 @@ def test_predict_cli_marks_a_fashion_picture_with_a_question_mark(seed_run, fash
 
 def test_api_answer_carries_the_score_and_verdict(seed_run, fashion, mnist):
     with TestClient(create_app(seed_run.path)) as client:
-        pictures = [Image.fromarray(_rejected_fashion_item(seed_run, fashion)),
-                    Image.fromarray(mnist.test.images[0, 0].numpy())]
-        clothes, digit = (client.post("/api/predict", files={"file": ("p.png", png_bytes(picture), "image/png")}).json()
-                          for picture in pictures)
+        pictures = [
+            Image.fromarray(_rejected_fashion_item(seed_run, fashion)),
+            Image.fromarray(mnist.test.images[0, 0].numpy()),
+        ]
+        clothes, digit = (
+            client.post("/api/predict", files={"file": ("p.png", png_bytes(picture), "image/png")}).json()
+            for picture in pictures
+        )
     assert clothes["rejected"] is True and clothes["ood_score"] > seed_run.ood.threshold
     assert digit["rejected"] is False and isinstance(digit["ood_score"], float)
 
@@ -148,9 +153,15 @@ def test_calibrate_cli_adds_a_detector_to_an_existing_run(seed_run, tmp_path, ca
     shutil.copytree(seed_run.path, folder)
     model = digitlab.load_run(folder).model
     del model.ood
-    save_model(model, folder / "model.safetensors", **{key: value for key, value in
-                                                         read_model_metadata(folder / "model.safetensors").items()
-                                                         if key not in ("format", "model", "model_kwargs", "ood")})
+    save_model(
+        model,
+        folder / "model.safetensors",
+        **{
+            key: value
+            for key, value in read_model_metadata(folder / "model.safetensors").items()
+            if key not in ("format", "model", "model_kwargs", "ood")
+        },
+    )
     assert digitlab.load_run(folder).ood is None
     assert main(["calibrate", str(folder), "--quantile", "0.99"]) == 0
     assert "not a digit" in capsys.readouterr().out

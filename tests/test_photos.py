@@ -136,14 +136,19 @@ def test_megapixels_over_the_limit_get_a_413_naming_it(seed_run, page):
     with TestClient(create_app(seed_run, Limits(max_pixels=1_000_000))) as small:
         answer = small.post("/api/predict", files={"file": ("page.jpg", data, "image/jpeg")})
     assert answer.status_code == 413
-    assert answer.json()["error"] == ("page.jpg: image is 1200×900 pixels (1.08 megapixels), more than the "
-                                      "1 megapixels allowed (decompression-bomb guard)")
+    assert answer.json()["error"] == (
+        "page.jpg: image is 1200×900 pixels (1.08 megapixels), more than the "
+        "1 megapixels allowed (decompression-bomb guard)"
+    )
 
 
 def test_hostile_heic_and_jpeg_files_are_one_line_errors(seed_run, page, client, tmp_path, capsys):
     heic = encode(page[0], "HEIF")
-    bad = {"cut.heic": heic[: len(heic) // 3], "fake.heic": b"\x00\x00\x00\x18ftypheic" + bytes(200),
-           "cut.jpg": encode(page[0], "JPEG")[:2000]}
+    bad = {
+        "cut.heic": heic[: len(heic) // 3],
+        "fake.heic": b"\x00\x00\x00\x18ftypheic" + bytes(200),
+        "cut.jpg": encode(page[0], "JPEG")[:2000],
+    }
     for name, data in bad.items():
         (tmp_path / name).write_bytes(data)
         answer = client.post("/api/predict", files={"file": (name, data, "image/heic")})
@@ -167,13 +172,19 @@ def test_a_full_queue_gets_503_with_retry_after(seed_run, page, monkeypatch):
 
     monkeypatch.setattr(digitlab.serve, "classify", classify)
     data = encode(page[0], "JPEG")
-    body = lambda name: (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + name.encode()  # noqa: E731
-                         + b"\"\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n--b--\r\n")
+    body = lambda name: (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="'
+        + name.encode()
+        + b'"\r\nContent-Type: image/jpeg\r\n\r\n'
+        + data
+        + b"\r\n--b--\r\n"
+    )
     headers = {"Content-Type": "multipart/form-data; boundary=b"}
     with LiveServer(create_app(seed_run, Limits(max_decoding=1, max_queued=0))) as live:
         slow = {}
-        thread = threading.Thread(target=lambda: slow.update(answer=live.request("POST", "/api/predict",
-                                                                                 body("slow.jpg"), headers)))
+        thread = threading.Thread(
+            target=lambda: slow.update(answer=live.request("POST", "/api/predict", body("slow.jpg"), headers))
+        )
         thread.start()
         try:
             assert entered.wait(10)
@@ -218,8 +229,9 @@ def test_a_100_megapixel_jpeg_takes_under_300_mb_above_the_idle_server(seed_run,
     sheet.paste(digit.point(lambda level: level * 228 // 255), (4000, 3000))
     path = tmp_path / "100mp.jpg"
     sheet.convert("RGB").save(path, format="JPEG", quality=90)
-    probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(seed_run.path), str(path)],
-                           capture_output=True, text=True, timeout=300)
+    probe = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(seed_run.path), str(path)], capture_output=True, text=True, timeout=300
+    )
     assert probe.returncode == 0, probe.stderr
     status, label, idle, peak = probe.stdout.split()
     above = (int(peak) - int(idle)) / 2**20

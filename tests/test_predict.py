@@ -77,8 +77,13 @@ def mixed_folder(tmp_path, scans):
     return folder
 
 
-PROBLEMS = {"b-text.png": "not an image file", "c-truncated.png": "truncated or corrupt", "d-empty.jpg": "empty file",
-            "e-blank.png": "no ink found", "f-bomb.png": "decompression-bomb guard"}
+PROBLEMS = {
+    "b-text.png": "not an image file",
+    "c-truncated.png": "truncated or corrupt",
+    "d-empty.jpg": "empty file",
+    "e-blank.png": "no ink found",
+    "f-bomb.png": "decompression-bomb guard",
+}
 
 
 def test_bad_files_get_one_error_line_each_and_the_rest_are_predicted(seed_run, mixed_folder, capsys):
@@ -131,10 +136,13 @@ def test_the_python_api_takes_paths_pil_images_and_arrays(seed_run, mnist, scans
     assert collected[0].error == "no ink found (blank image)" and collected[1].ok
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--top-k", "0"], "top-k must be between 1 and 10"),
-    (["--batch-size", "0"], "batch size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--top-k", "0"], "top-k must be between 1 and 10"),
+        (["--batch-size", "0"], "batch size must be at least 1"),
+    ],
+)
 def test_bad_options_are_usage_errors(seed_run, scans, capsys, args, needle):
     assert main(["predict", str(seed_run.path), str(scans[0][0]), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()

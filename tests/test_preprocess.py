@@ -62,20 +62,33 @@ def test_every_input_layout_gives_the_same_digit(mnist):
     transparent[..., 3] = ink  # black strokes on a transparent background, as a web canvas exports them
     wide = Image.fromarray(paper.astype(np.uint16) * 257)  # 16-bit grayscale
     expected = preprocess_image(Image.fromarray(paper))
-    for variant in (paper, paper / 255.0, torch.from_numpy(paper), ink, rgb, rgb.transpose(2, 0, 1),
-                    Image.fromarray(rgb), Image.fromarray(transparent), transparent, wide):
+    for variant in (
+        paper,
+        paper / 255.0,
+        torch.from_numpy(paper),
+        ink,
+        rgb,
+        rgb.transpose(2, 0, 1),
+        Image.fromarray(rgb),
+        Image.fromarray(transparent),
+        transparent,
+        wide,
+    ):
         assert (preprocess_image(variant).int() - expected.int()).abs().max() <= 1
     binary = preprocess_image(ink > 127)
     assert np.corrcoef(binary.flatten().float(), expected.flatten().float())[0, 1] > 0.9
 
 
-@pytest.mark.parametrize("picture", [
-    np.full((50, 60), 255, np.uint8),
-    np.zeros((50, 60), np.uint8),
-    np.full((50, 60), 128, np.uint8),
-    np.clip(np.random.default_rng(0).normal(220, 6, (300, 300)), 0, 255).astype(np.uint8),
-    np.zeros((40, 40, 4), np.uint8),
-])
+@pytest.mark.parametrize(
+    "picture",
+    [
+        np.full((50, 60), 255, np.uint8),
+        np.zeros((50, 60), np.uint8),
+        np.full((50, 60), 128, np.uint8),
+        np.clip(np.random.default_rng(0).normal(220, 6, (300, 300)), 0, 255).astype(np.uint8),
+        np.zeros((40, 40, 4), np.uint8),
+    ],
+)
 def test_blank_pictures_are_an_error(picture):
     with pytest.raises(ImageError, match="no ink found"):
         preprocess_image(picture)
@@ -114,15 +127,25 @@ def files(tmp_path, mnist):
     truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
     (tmp_path / "notes.png").write_text("not a picture\n")
     (tmp_path / "empty.png").write_bytes(b"")
-    return {"good": good, "truncated": truncated, "text": tmp_path / "notes.png", "empty": tmp_path / "empty.png",
-            "bomb": write_png_with_declared_size(tmp_path / "bomb.png", 12_000, 9_000),
-            "pillow_bomb": write_png_with_declared_size(tmp_path / "huge.png", 20_000, 20_000)}
+    return {
+        "good": good,
+        "truncated": truncated,
+        "text": tmp_path / "notes.png",
+        "empty": tmp_path / "empty.png",
+        "bomb": write_png_with_declared_size(tmp_path / "bomb.png", 12_000, 9_000),
+        "pillow_bomb": write_png_with_declared_size(tmp_path / "huge.png", 20_000, 20_000),
+    }
 
 
-@pytest.mark.parametrize("name, needle", [
-    ("text", "not an image file"), ("empty", "empty file"), ("truncated", "truncated or corrupt"),
-    ("bomb", "12000×9000 pixels (108 megapixels), more than the 100 megapixels allowed (decompression-bomb guard)"),
-])
+@pytest.mark.parametrize(
+    "name, needle",
+    [
+        ("text", "not an image file"),
+        ("empty", "empty file"),
+        ("truncated", "truncated or corrupt"),
+        ("bomb", "12000×9000 pixels (108 megapixels), more than the 100 megapixels allowed (decompression-bomb guard)"),
+    ],
+)
 def test_bad_files_are_one_line_errors_naming_the_file(files, name, needle):
     started = time.perf_counter()
     with pytest.raises(ImageError) as caught:

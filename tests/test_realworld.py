@@ -48,16 +48,20 @@ def test_pen_width_changes_the_strokes_not_the_digit(mnist):
 def test_todays_pipeline_reads_the_suite_far_better_than_digitlab_0_1s(seed_run, suite):
     current = suite_accuracy(seed_run.model, read_suite(suite, PreprocessOptions()))
     legacy = suite_accuracy(seed_run.model, read_suite(suite, LEGACY))
-    print(f"\nseed MLP on 110 suite pictures: {current['overall']:.1%} now, {legacy['overall']:.1%} with 0.1's pipeline")
+    print(
+        f"\nseed MLP on 110 suite pictures: {current['overall']:.1%} now, {legacy['overall']:.1%} with 0.1's pipeline"
+    )
     assert current["overall"] >= legacy["overall"] + 0.05
     assert sum(current["refused"].values()) <= 1 < sum(legacy["refused"].values())
 
 
 def page(digit: np.ndarray, paper: float = 220, ink: float = 40, side: int = 200) -> np.ndarray:
     """A digit as dark ink on a plain page, the digit `side` px tall in a page twice as large."""
-    coverage = np.asarray(Image.fromarray(digit.astype(np.float32) / 255).resize((side, side), Image.Resampling.BICUBIC))
+    coverage = np.asarray(
+        Image.fromarray(digit.astype(np.float32) / 255).resize((side, side), Image.Resampling.BICUBIC)
+    )
     picture = np.full((2 * side, 2 * side), paper, np.float32)
-    region = picture[side // 2:side // 2 + side, side // 2:side // 2 + side]
+    region = picture[side // 2 : side // 2 + side, side // 2 : side // 2 + side]
     region[...] = region * (1 - coverage.clip(0, 1)) + ink * coverage.clip(0, 1)
     return picture
 
@@ -147,6 +151,7 @@ def test_boxes_are_in_the_pictures_own_pixels(mnist, tmp_path):
     path = tmp_path / "big.jpg"
     photo.save(path, quality=90)
     from digitlab.preprocess import load_image
+
     assert prepare(load_image(path)).box == pytest.approx((2000, 400, 2240, 800), abs=12)
 
 

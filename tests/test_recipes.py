@@ -100,7 +100,9 @@ def test_distillation_loss_is_the_blend_it_claims():
 
 
 def test_keep_best_ends_on_the_best_validation_epoch(mnist, tmp_path):
-    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(4000), mnist.val.take(1000), mnist.test.take(2000))
+    small = digitlab.Dataset(
+        "mnist", mnist.classes, mnist.train.take(4000), mnist.val.take(1000), mnist.test.take(2000)
+    )
     run = digitlab.train(TrainConfig(epochs=4, lr=0.05, keep_best=True, out=str(tmp_path / "r")), dataset=small)
     history = run.metrics["history"]
     best = max(history, key=lambda record: record["val_accuracy"])
@@ -121,7 +123,8 @@ def test_a_student_learns_from_a_teacher_run(mnist, seed_run):
 def test_convolutional_models_learn_with_augmentation(model, mnist, tmp_path):
     small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(6000), mnist.val.take(500), mnist.test.take(1000))
     config = apply_recipe(TrainConfig(model=model), "fast").replace(
-        epochs=2, augment_rotate=10, augment_translate=2, keep_best=True, out=str(tmp_path / "run"))
+        epochs=2, augment_rotate=10, augment_translate=2, keep_best=True, out=str(tmp_path / "run")
+    )
     run = digitlab.train(config, dataset=small)
     assert run.metrics["test_accuracy"] > 0.6
     assert (tmp_path / "run" / "best.safetensors").exists() and digitlab.load_run(tmp_path / "run").model

@@ -25,8 +25,14 @@ SRC = Path(digitlab.__file__).parent
 
 
 def start_cli(*args, **popen):
-    return subprocess.Popen([sys.executable, "-m", "digitlab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "digitlab", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        **popen,
+    )
 
 
 def wait_for_checkpoint(folder: Path, process, timeout=120):
@@ -74,8 +80,10 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, mnist):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert stderr.strip().splitlines() == [f"digitlab: error: interrupted; the checkpoint of the last complete "
-                                           f"epoch is kept; resume with: digitlab train --resume {folder}"]
+    assert stderr.strip().splitlines() == [
+        f"digitlab: error: interrupted; the checkpoint of the last complete "
+        f"epoch is kept; resume with: digitlab train --resume {folder}"
+    ]
     model = digitlab.create_model("mlp")
     optimizer = torch.optim.Adam(model.parameters())
     progress = load_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, torch.Generator())
@@ -94,6 +102,7 @@ def test_resume_extends_a_finished_run_and_refuses_other_flags(tmp_path, mnist):
 
 # --- reproducibility ------------------------------------------------------------------------------
 
+
 def test_evaluate_warns_when_the_data_differ_from_training(seed_run, tmp_path, capsys):
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -106,23 +115,28 @@ def test_evaluate_warns_when_the_data_differ_from_training(seed_run, tmp_path, c
         digitlab.evaluate(copy)
     result = run_cli("evaluate", str(copy))
     assert result.returncode == 0
-    assert result.stderr.strip().splitlines() == ["digitlab: warning: run was trained on different mnist files "
-                                                  "than the ones evaluated now"]
+    assert result.stderr.strip().splitlines() == [
+        "digitlab: warning: run was trained on different mnist files than the ones evaluated now"
+    ]
 
 
 # --- safe loading ---------------------------------------------------------------------------------
+
 
 def _model_file(path: Path, tensors: dict) -> Path:
     save_file(tensors, str(path), metadata={"format": MODEL_FORMAT, "model": "mlp", "model_kwargs": "{}"})
     return path
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda t: t.pop("net.4.bias"), "missing \\['net.4.bias'\\]"),
-    (lambda t: t.update(extra=torch.zeros(1)), "unexpected \\['extra'\\]"),
-    (lambda t: t.update({"net.0.weight": torch.zeros(32, 783)}), "net.0.weight is torch.float32 \\(32, 783\\)"),
-    (lambda t: t.update({"net.0.bias": torch.zeros(32, dtype=torch.float64)}), "net.0.bias is torch.float64"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.pop("net.4.bias"), "missing \\['net.4.bias'\\]"),
+        (lambda t: t.update(extra=torch.zeros(1)), "unexpected \\['extra'\\]"),
+        (lambda t: t.update({"net.0.weight": torch.zeros(32, 783)}), "net.0.weight is torch.float32 \\(32, 783\\)"),
+        (lambda t: t.update({"net.0.bias": torch.zeros(32, dtype=torch.float64)}), "net.0.bias is torch.float64"),
+    ],
+)
 def test_tensors_that_do_not_fit_the_declared_model_are_refused(tmp_path, change, message):
     tensors = {name: tensor.clone() for name, tensor in digitlab.create_model("mlp").state_dict().items()}
     change(tensors)
@@ -154,6 +168,7 @@ def test_nothing_unpickles_user_files():
 
 # --- disk trouble ---------------------------------------------------------------------------------
 
+
 def test_an_unwritable_output_folder_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -164,8 +179,14 @@ def test_a_full_disk_is_a_one_line_error(tmp_path, mnist):
     def small_files():  # files may not grow past 100 kB: the 300 kB checkpoint cannot be written
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-    result = subprocess.run([sys.executable, "-m", "digitlab", "train", "--epochs", "1", "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, preexec_fn=small_files, stdin=subprocess.DEVNULL)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "digitlab", "train", "--epochs", "1", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+        stdin=subprocess.DEVNULL,
+    )
     assert_one_line_error(result, "cannot write", CHECKPOINT_FILE)
     json.loads((tmp_path / "run" / "config.json").read_text())
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
@@ -182,22 +203,31 @@ def test_a_failed_write_keeps_the_previous_checkpoint_intact(tmp_path, mnist, mo
         if len(writes) == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         save_file(tensors, path, metadata=metadata)
+
     monkeypatch.setattr(checkpoint, "save_file", save_or_fail)
     with pytest.raises(RunError, match="No space left on device"):
         digitlab.train(TrainConfig(epochs=3, out=str(tmp_path / "run")), dataset=small)
     model = digitlab.create_model("mlp")
-    progress = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE, model, torch.optim.Adam(model.parameters()),
-                               torch.Generator())
+    progress = load_checkpoint(
+        tmp_path / "run" / CHECKPOINT_FILE, model, torch.optim.Adam(model.parameters()), torch.Generator()
+    )
     assert progress.epoch == 1
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [CHECKPOINT_FILE, "config.json"]
 
 
 # --- several processes ----------------------------------------------------------------------------
 
+
 def torchrun(*args):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "digitlab", *args]
-    return subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_two_processes_match_one_and_resume(tmp_path, mnist):

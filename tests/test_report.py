@@ -29,8 +29,10 @@ from digitlab.runs import Run
 from test_cli import assert_one_line_error, run_cli
 
 FIXED_SIZES = {  # figures whose size does not depend on the data, in pixels
-    "class_distribution.png": (900, 400), "training_curves.png": (1000, 400),
-    "confusion_matrix.png": (720, 600), "reliability.png": (650, 700),
+    "class_distribution.png": (900, 400),
+    "training_curves.png": (1000, 400),
+    "confusion_matrix.png": (720, 600),
+    "reliability.png": (650, 700),
 }
 DIGIT, SEED = 3, 5
 
@@ -71,14 +73,19 @@ def numpy_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> 
         lower, upper = number / bins, (number + 1) / bins
         inside = (confidence > lower) & (confidence <= upper)
         if inside.any():
-            total += inside.sum() / len(labels) * abs((predicted[inside] == labels[inside]).mean() - confidence[inside].mean())
+            total += (
+                inside.sum()
+                / len(labels)
+                * abs((predicted[inside] == labels[inside]).mean() - confidence[inside].mean())
+            )
     return total
 
 
 def test_ece_by_hand():
     # confidence 0.9 right and 0.9 wrong share bin 13 (0.867, 0.933]; 0.62 right is in bin 9; 0.5 wrong in bin 7
-    probabilities = torch.tensor([[0.9, 0.1, 0.0], [0.9, 0.05, 0.05], [0.2, 0.62, 0.18], [0.2, 0.5, 0.3]],
-                                 dtype=torch.float64)
+    probabilities = torch.tensor(
+        [[0.9, 0.1, 0.0], [0.9, 0.05, 0.05], [0.2, 0.62, 0.18], [0.2, 0.5, 0.3]], dtype=torch.float64
+    )
     labels = torch.tensor([0, 1, 1, 0])
     expected = (2 / 4) * abs(0.5 - 0.9) + (1 / 4) * abs(1 - 0.62) + (1 / 4) * abs(0 - 0.5)
     result = calibration(probabilities, labels, bins=15)
@@ -125,13 +132,18 @@ def test_prediction_figures_title_and_frame_the_right_digits(mnist, test_predict
     assert [t.split("\n")[0] for t in texts(overview)] == [f"true {labels[i]} · pred {predicted[i]}" for i in first]
     unsure = viz.uncertain(images, labels, test_predictions, classes)
     frames = [patch.get_edgecolor() for patch in unsure.axes[0].patches]
-    expected = [viz.RIGHT if predicted[i] == labels[i] else viz.WRONG for i in uncertain_predictions(test_predictions)[:25]]
+    expected = [
+        viz.RIGHT if predicted[i] == labels[i] else viz.WRONG for i in uncertain_predictions(test_predictions)[:25]
+    ]
     assert frames == [to_rgba(color) for color in expected]
     assert len(set(expected)) == 2  # uncertain digits are both right and wrong, so the check above means something
     sample = viz.random_sample(images, labels, test_predictions, classes, seed=SEED)
     drawn = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SEED))[:25].tolist()
     assert [t.split("\n")[0] for t in texts(sample)] == [f"true {labels[i]} · pred {predicted[i]}" for i in drawn]
-    shown = [float(t.split("\n")[1].split("%")[0]) for t in texts(viz.confidently_wrong(images, labels, test_predictions, classes))]
+    shown = [
+        float(t.split("\n")[1].split("%")[0])
+        for t in texts(viz.confidently_wrong(images, labels, test_predictions, classes))
+    ]
     assert len(shown) == 25 and min(shown) > 80 and shown == sorted(shown, reverse=True)
 
 
@@ -146,7 +158,7 @@ def test_mlp_first_layer_is_a_4x8_grid_of_the_weights_centred_at_zero(seed_run):
     weights = seed_run.model.linear_layers()[0].weight.detach().reshape(32, 28, 28).numpy()
     for unit in (0, 13, 31):
         top, left = row_bands[unit // 8], column_bands[unit % 8]
-        assert np.allclose(canvas[top:top + 28, left:left + 28], weights[unit])
+        assert np.allclose(canvas[top : top + 28, left : left + 28], weights[unit])
     assert image.get_cmap().name == "RdBu_r" and image.norm.vmin == -image.norm.vmax == -np.abs(weights).max()
 
 
@@ -176,13 +188,14 @@ def test_conv_models_get_filters_and_feature_maps(mnist, tmp_path):
     torch.manual_seed(0)
     model = TinyConv().eval()
     filters = viz.first_layer(model)
-    assert np.allclose(np.ma.getdata(filters.axes[0].images[0].get_array())[:5, :5],
-                       model.conv.weight[0, 0].detach().numpy())
+    assert np.allclose(
+        np.ma.getdata(filters.axes[0].images[0].get_array())[:5, :5], model.conv.weight[0, 0].detach().numpy()
+    )
     maps = viz.activations(model, mnist.test.images[:3], mnist.test.labels[:3], mnist.classes)
     expected = model.conv(digitlab.data.to_float(mnist.test.images[:1]))[0, 2].detach().numpy()
     step = 24 + round(0.12 / (1.0 / 24))  # second tile of the first row starts one tile plus a gap in
     canvas = np.ma.getdata(maps.axes[0].images[0].get_array())
-    assert np.allclose(canvas[:24, 2 * step:2 * step + 24], expected, atol=1e-6)
+    assert np.allclose(canvas[:24, 2 * step : 2 * step + 24], expected, atol=1e-6)
     run = Run(path=None, model=model, config=TrainConfig(), metrics={})
     index = write_report(run, out=tmp_path / "conv")
     page = index.read_text()
@@ -204,8 +217,19 @@ def test_unknown_models_get_a_note_and_new_types_register_their_own_figure(seed_
     assert viz.first_layer(Opaque()) is None and viz.first_layer(seed_run.model).axes[0].images
     run = Run(path=None, model=Opaque(), config=TrainConfig(), metrics={})
     metrics = {"accuracy": 0.1, "macro_f1": 0.1, "count": 1}
-    page = render_html(run, metrics, 0.0, [Section("Inside the model", {"first_layer.png": None},
-                                                   note="digitlab has no picture of the inside of a Opaque yet")], {})
+    page = render_html(
+        run,
+        metrics,
+        0.0,
+        [
+            Section(
+                "Inside the model",
+                {"first_layer.png": None},
+                note="digitlab has no picture of the inside of a Opaque yet",
+            )
+        ],
+        {},
+    )
     assert "no picture of the inside of a Opaque yet" in page and "<img" not in page
 
 
@@ -231,16 +255,19 @@ def test_html_references_only_files_that_exist_and_holds_the_per_class_table(rep
         assert (report["index"].parent / tag["src"]).is_file() and tag["alt"]
     metrics = digitlab.evaluate(seed_run)
     for row in metrics["per_class"]:
-        assert (f"<tr><td>{row['class']}</td><td>{row['precision']:.4f}</td><td>{row['recall']:.4f}</td>"
-                f"<td>{row['f1']:.4f}</td>") in page
+        assert (
+            f"<tr><td>{row['class']}</td><td>{row['precision']:.4f}</td><td>{row['recall']:.4f}</td>"
+            f"<td>{row['f1']:.4f}</td>"
+        ) in page
 
 
 def test_ece_is_stored_in_metrics_json(report, seed_run, mnist, test_predictions):
     saved = json.loads((report["run"] / "metrics.json").read_text())
     expected = numpy_ece(test_predictions.double().numpy(), mnist.test.labels.numpy())
     assert saved["ece"] == pytest.approx(expected, abs=1e-9) and 0 < saved["ece"] < 0.1
-    assert {key: value for key, value in saved.items() if key != "ece"} == \
-        json.loads((seed_run.path / "metrics.json").read_text())
+    assert {key: value for key, value in saved.items() if key != "ece"} == json.loads(
+        (seed_run.path / "metrics.json").read_text()
+    )
     assert f"{saved['ece']:.2%}" in report["index"].read_text()
 
 
@@ -253,18 +280,23 @@ def test_train_with_report_writes_it_and_still_ends_with_the_run(tmp_path, mnist
     assert main(["train", "--epochs", "1", "--batch-size", "256", "--report", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"run saved to {out}" and lines[-2] == f"report written to {out / 'report' / 'index.html'}"
-    assert (out / "report" / "confusion_matrix.png").is_file() and "ece" in json.loads((out / "metrics.json").read_text())
+    assert (out / "report" / "confusion_matrix.png").is_file() and "ece" in json.loads(
+        (out / "metrics.json").read_text()
+    )
 
 
 def test_a_missing_run_is_a_one_line_error():
     assert_one_line_error(run_cli("report", "/no/such/run"), "no run folder at /no/such/run")
 
 
-@pytest.mark.parametrize("damage, args, needle", [
-    ("truncate", [], "model.safetensors is not a readable safetensors file"),
-    ("metrics", [], "metrics.json is unreadable or corrupt"),
-    (None, ["--digit", "12"], "digit must be a class index from 0 to 9, got 12"),
-])
+@pytest.mark.parametrize(
+    "damage, args, needle",
+    [
+        ("truncate", [], "model.safetensors is not a readable safetensors file"),
+        ("metrics", [], "metrics.json is unreadable or corrupt"),
+        (None, ["--digit", "12"], "digit must be a class index from 0 to 9, got 12"),
+    ],
+)
 def test_bad_report_input_is_a_one_line_error_and_writes_nothing(damage, args, needle, seed_run, tmp_path, capsys):
     folder = tmp_path / "run"
     shutil.copytree(seed_run.path, folder)

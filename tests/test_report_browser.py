@@ -11,11 +11,19 @@ import pytest
 from digitlab.report import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                                "(.ci/run installs it with apt)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (.ci/run installs it with apt)"
+)
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -51,8 +59,10 @@ def test_every_image_loads_without_console_errors(served_report):
             page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
-            page.on("response", lambda response: response.status >= 400 and problems.append(
-                f"HTTP {response.status}: {response.url}"))
+            page.on(
+                "response",
+                lambda response: response.status >= 400 and problems.append(f"HTTP {response.status}: {response.url}"),
+            )
             response = page.goto(url, wait_until="load")
             assert response is not None and response.ok
             images = page.evaluate("""() => Array.from(document.images).map(image => ({
@@ -68,6 +78,13 @@ def test_every_image_loads_without_console_errors(served_report):
     for image in images:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
     assert title.startswith("digitlab report")
-    assert headings == ["Data", "Training", "Prediction confidence on the test set", "Confusion matrix", "Calibration",
-                        "Inside the model", "Most-confused pairs"]
+    assert headings == [
+        "Data",
+        "Training",
+        "Prediction confidence on the test set",
+        "Confusion matrix",
+        "Calibration",
+        "Inside the model",
+        "Most-confused pairs",
+    ]
     assert table_rows == 10 + 5  # the per-class table and the most-confused pairs

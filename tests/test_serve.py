@@ -81,10 +81,12 @@ def test_upload_and_base64_json_give_what_predict_gives(client, seed_run, scan):
     assert expected.label == "7" and expected.confidence > 0.9
     assert np.array_equal(expected.image.numpy(), preprocess_file(path).numpy())  # predict's preprocessing
     encoded = base64.b64encode(data).decode()
-    for request in ({"files": {"file": ("seven.png", data, "image/png")}},
-                    {"json": {"image": encoded}},
-                    {"json": {"image": f"data:image/png;base64,{encoded}"}},  # what canvas.toDataURL() gives
-                    {"json": {"image": "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))}}):
+    for request in (
+        {"files": {"file": ("seven.png", data, "image/png")}},
+        {"json": {"image": encoded}},
+        {"json": {"image": f"data:image/png;base64,{encoded}"}},  # what canvas.toDataURL() gives
+        {"json": {"image": "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))}},
+    ):
         response = client.post("/api/predict", **request)
         assert response.status_code == 200, response.text
         _check_prediction(response.json(), expected)
@@ -108,12 +110,18 @@ def _noise_png(side: int) -> bytes:
 
 def _chunks(data: bytes, size: int = 64 * 1024):
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def _multipart(data: bytes, boundary: str = "digitlab") -> bytes:
-    return (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
 
 def _bad_requests(tmp_path, scan):
@@ -125,40 +133,96 @@ def _bad_requests(tmp_path, scan):
     wide = png_bytes(Image.new("L", (4001, 4000), 255))
     multipart = {"content-type": "multipart/form-data; boundary=digitlab"}
     return [
-        ("upload over 2 MiB", {"files": {"file": ("big.png", big, "image/png")}}, 413,
-         "limited to 2,097,152 bytes (2.1 MB)"),
-        ("upload of 2 MiB + 1 byte", {"files": {"file": ("x.png", just_over, "image/png")}}, 413,
-         "image is more than 2,097,152 bytes"),
-        ("chunked upload over 2 MiB", {"content": _chunks(_multipart(big)), "headers": multipart}, 413,
-         "request is more than"),
-        ("base64 over 2 MiB", {"json": {"image": base64.b64encode(just_over).decode()}}, 413,
-         "image is 2,097,153 bytes"),
-        ("over 16 megapixels", {"files": {"file": ("wide.png", wide, "image/png")}}, 413,
-         "4001×4000 pixels (16 megapixels), more than the 16 megapixels allowed"),
-        ("decompression bomb", {"files": {"file": ("bomb.png", bomb, "image/png")}}, 413,
-         "20000×3000 pixels (60 megapixels), more than the 16 megapixels allowed (decompression-bomb guard)"),
-        ("text file", {"files": {"file": ("notes.png", b"not a picture\n", "image/png")}}, 422,
-         "notes.png: not an image file"),
+        (
+            "upload over 2 MiB",
+            {"files": {"file": ("big.png", big, "image/png")}},
+            413,
+            "limited to 2,097,152 bytes (2.1 MB)",
+        ),
+        (
+            "upload of 2 MiB + 1 byte",
+            {"files": {"file": ("x.png", just_over, "image/png")}},
+            413,
+            "image is more than 2,097,152 bytes",
+        ),
+        (
+            "chunked upload over 2 MiB",
+            {"content": _chunks(_multipart(big)), "headers": multipart},
+            413,
+            "request is more than",
+        ),
+        (
+            "base64 over 2 MiB",
+            {"json": {"image": base64.b64encode(just_over).decode()}},
+            413,
+            "image is 2,097,153 bytes",
+        ),
+        (
+            "over 16 megapixels",
+            {"files": {"file": ("wide.png", wide, "image/png")}},
+            413,
+            "4001×4000 pixels (16 megapixels), more than the 16 megapixels allowed",
+        ),
+        (
+            "decompression bomb",
+            {"files": {"file": ("bomb.png", bomb, "image/png")}},
+            413,
+            "20000×3000 pixels (60 megapixels), more than the 16 megapixels allowed (decompression-bomb guard)",
+        ),
+        (
+            "text file",
+            {"files": {"file": ("notes.png", b"not a picture\n", "image/png")}},
+            422,
+            "notes.png: not an image file",
+        ),
         ("truncated PNG", {"files": {"file": ("cut.png", scan[1][:300], "image/png")}}, 422, "truncated or corrupt"),
         ("empty file", {"files": {"file": ("empty.png", b"", "image/png")}}, 422, "empty file"),
-        ("blank image", {"json": {"image": base64.b64encode(png_bytes(Image.new("L", (280, 280)))).decode()}}, 422,
-         "no ink found"),
-        ("malformed JSON", {"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400,
-         "malformed JSON"),
-        ("JSON that is not UTF-8", {"content": b'\xff\xfe{', "headers": {"content-type": "application/json"}}, 400,
-         "malformed JSON"),
+        (
+            "blank image",
+            {"json": {"image": base64.b64encode(png_bytes(Image.new("L", (280, 280)))).decode()}},
+            422,
+            "no ink found",
+        ),
+        (
+            "malformed JSON",
+            {"content": b'{"image": ', "headers": {"content-type": "application/json"}},
+            400,
+            "malformed JSON",
+        ),
+        (
+            "JSON that is not UTF-8",
+            {"content": b"\xff\xfe{", "headers": {"content-type": "application/json"}},
+            400,
+            "malformed JSON",
+        ),
         ("JSON list", {"json": [1, 2]}, 400, 'expected a JSON object with an "image" string'),
         ("JSON without image", {"json": {"picture": "iVBOR"}}, 400, 'expected a JSON object with an "image"'),
         ("image not a string", {"json": {"image": 42}}, 400, 'expected a JSON object with an "image"'),
         ("bad base64", {"json": {"image": "not base64!"}}, 400, "not valid base64"),
-        ("form without file", {"data": {"note": "hello"}, "files": {"other": ("x.png", scan[1], "image/png")}}, 400,
-         'no file in its "file" field'),
-        ("form field that is not a file", {"data": {"file": "hello"}, "files": {"x": ("x.png", b"x", "image/png")}},
-         400, 'no file in its "file" field'),
-        ("multipart without boundary", {"content": b"abc", "headers": {"content-type": "multipart/form-data"}}, 400,
-         "boundary"),
-        ("plain text", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415,
-         "unsupported content type 'text/plain'"),
+        (
+            "form without file",
+            {"data": {"note": "hello"}, "files": {"other": ("x.png", scan[1], "image/png")}},
+            400,
+            'no file in its "file" field',
+        ),
+        (
+            "form field that is not a file",
+            {"data": {"file": "hello"}, "files": {"x": ("x.png", b"x", "image/png")}},
+            400,
+            'no file in its "file" field',
+        ),
+        (
+            "multipart without boundary",
+            {"content": b"abc", "headers": {"content-type": "multipart/form-data"}},
+            400,
+            "boundary",
+        ),
+        (
+            "plain text",
+            {"content": b"hello", "headers": {"content-type": "text/plain"}},
+            415,
+            "unsupported content type 'text/plain'",
+        ),
         ("no content type", {"content": b"hello"}, 415, "unsupported content type 'none'"),
     ]
 
@@ -185,7 +249,9 @@ def test_wrong_method_and_unknown_path_answer_json(client):
 def test_the_model_is_loaded_once(seed_run, scan, monkeypatch):
     loads = []
     real_load_run = digitlab.shipped.load_run  # serve resolves its run (or the shipped model) through shipped
-    monkeypatch.setattr(digitlab.shipped, "load_run", lambda path, device="cpu": loads.append(path) or real_load_run(path))
+    monkeypatch.setattr(
+        digitlab.shipped, "load_run", lambda path, device="cpu": loads.append(path) or real_load_run(path)
+    )
     with TestClient(create_app(seed_run.path)) as test_client:
         for _ in range(3):
             assert test_client.post("/api/predict", files={"file": ("7.png", scan[1], "image/png")}).status_code == 200
@@ -254,8 +320,9 @@ def test_inference_runs_off_the_event_loop(seed_run, scan, monkeypatch):
     headers = {"Content-Type": "application/json"}
     with LiveServer(create_app(seed_run)) as live:
         stuck = {}
-        thread = threading.Thread(target=lambda: stuck.update(answer=live.request("POST", "/api/predict",
-                                                                                   body("stuck.png"), headers)))
+        thread = threading.Thread(
+            target=lambda: stuck.update(answer=live.request("POST", "/api/predict", body("stuck.png"), headers))
+        )
         thread.start()
         try:
             assert entered.wait(10)
@@ -273,8 +340,9 @@ def test_oversized_uploads_get_their_413_over_a_real_connection(seed_run):
     """A client that sends all of a too-large body before it reads still gets the 413 (uvicorn drops the rest)."""
     with LiveServer(create_app(seed_run, SMALL)) as live:
         big = _multipart(bytes(3 * MAX_UPLOAD_BYTES))
-        status, answer = live.request("POST", "/api/predict", big,
-                                      {"Content-Type": "multipart/form-data; boundary=digitlab"})
+        status, answer = live.request(
+            "POST", "/api/predict", big, {"Content-Type": "multipart/form-data; boundary=digitlab"}
+        )
         assert status == 413 and "images are limited to 2,097,152 bytes (2.1 MB)" in answer["error"]
         assert live.request("GET", "/healthz") == (200, {"status": "ok"})
 
@@ -300,8 +368,12 @@ def test_cli_refuses_a_missing_or_corrupt_run_and_a_taken_port(seed_run, tmp_pat
 
 def start_server(run_path) -> tuple[subprocess.Popen, str]:
     """`digitlab serve RUN --port 0` in a subprocess; returns it and the URL it printed."""
-    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", str(run_path), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digitlab", "serve", str(run_path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = server.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:\d+", line)
     if not match:

@@ -18,11 +18,19 @@ from scans import png_bytes, render_scan
 from test_serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                                "(.ci/run installs it with apt)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (.ci/run installs it with apt)"
+)
 
 SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.42, 0.82)]  # a stroke path as fractions of the pad: a 7
 VERTICAL = [(0.5, 0.15), (0.5, 0.85)]  # a 1
@@ -59,8 +67,10 @@ def open_demo(page, url):
     page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
-    page.on("response", lambda response: response.status >= 400 and problems.append(
-        f"HTTP {response.status}: {response.url}"))
+    page.on(
+        "response",
+        lambda response: response.status >= 400 and problems.append(f"HTTP {response.status}: {response.url}"),
+    )
     page.goto(url, wait_until="load")
     page.wait_for_function("document.getElementById('model-info').textContent.includes('parameters')")
     return problems
@@ -80,8 +90,10 @@ def stroke(page, path, release=True):
 
 def settled_result(page):
     """Wait for the answer to the latest request, then read the label, the bars and the 28×28 preview."""
-    page.wait_for_function("!document.getElementById('label').classList.contains('empty') && "
-                           "document.getElementById('status').textContent === ''")
+    page.wait_for_function(
+        "!document.getElementById('label').classList.contains('empty') && "
+        "document.getElementById('status').textContent === ''"
+    )
     time.sleep(0.3)  # a request sent on pointer-up may still be on its way; let it land
     page.wait_for_function("document.getElementById('status').textContent === ''")
     return page.evaluate("""() => ({
@@ -126,8 +138,12 @@ def test_draw_clear_draw_a_one_and_upload(browser, server_url, seed_run, mnist, 
 
     page.click("#clear")
     assert page.text_content("#label") == "?" and page.text_content("#confidence") == "draw a digit"
-    assert all(float(height or 0) == 0 for height in page.eval_on_selector_all(
-        "#bars .fill", "fills => fills.map(fill => parseFloat(fill.style.height))"))
+    assert all(
+        float(height or 0) == 0
+        for height in page.eval_on_selector_all(
+            "#bars .fill", "fills => fills.map(fill => parseFloat(fill.style.height))"
+        )
+    )
 
     stroke(page, VERTICAL)
     one = settled_result(page)
@@ -159,8 +175,9 @@ def touch_stroke(page, path):
 
 
 def test_phone_touch_drawing_without_sideways_scrolling(browser, server_url, tmp_path):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
     page = context.new_page()
     problems = open_demo(page, server_url)
     touch_stroke(page, VERTICAL)
@@ -186,8 +203,14 @@ def test_api_docs_render_without_a_network(browser, server_url):
     problems = []
     page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
     page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
-    page.on("request", lambda request: request.url.startswith(server_url) or request.url.startswith("data:") or
-            problems.append(f"outside request: {request.url}"))
+    page.on(
+        "request",
+        lambda request: (
+            request.url.startswith(server_url)
+            or request.url.startswith("data:")
+            or problems.append(f"outside request: {request.url}")
+        ),
+    )
     page.goto(f"{server_url}/docs", wait_until="load")
     page.wait_for_selector(".opblock-summary-path")
     paths = page.eval_on_selector_all(".opblock-summary-path", "paths => paths.map(path => path.textContent)")
@@ -209,8 +232,9 @@ def test_phone_upload_of_a_photo_shows_the_box_and_the_answer(browser, server_ur
     picture, truth = phone_page(mnist.test.images[0, 0].numpy(), np.random.default_rng(2), size=(2000, 1500))
     photo = tmp_path / "photo.jpg"
     picture.save(photo, format="JPEG", quality=90)
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
     page = context.new_page()
     problems = open_demo(page, server_url)
     assert page.get_attribute("#camera", "capture") == "environment"
@@ -221,12 +245,15 @@ def test_phone_upload_of_a_photo_shows_the_box_and_the_answer(browser, server_ur
     page.wait_for_function("document.getElementById('pad').dataset.box !== undefined")
     box = [int(value) for value in page.evaluate("document.getElementById('pad').dataset.box").split(",")]
     assert all(abs(found - true) <= 20 for found, true in zip(box, truth, strict=False)), (box, truth)
-    outline = page.evaluate("""box => {
+    outline = page.evaluate(
+        """box => {
         const pad = document.getElementById('pad'), scale = pad.width / 2000, top = (pad.height - 1500 * scale) / 2;
         const [r, g, b] = pad.getContext('2d').getImageData(Math.round(box[0] * scale - 2),
             Math.round((box[1] + box[3]) / 2 * scale + top), 1, 1).data;
         return [r, g, b];
-    }""", box)
+    }""",
+        box,
+    )
     assert outline[0] > 200 and 100 < outline[1] < 200 and outline[2] < 80, outline  # the amber outline
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=tmp_path / "serve-phone-photo.png", full_page=True)

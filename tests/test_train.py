@@ -15,7 +15,12 @@ def test_the_seed_mlp_reaches_93_percent_after_one_epoch(seed_run):
 
 def test_run_folder_holds_config_metrics_and_a_self_describing_model(seed_run):
     folder = seed_run.path
-    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.safetensors", "config.json", "metrics.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "checkpoint.safetensors",
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+    ]
     metrics = json.loads((folder / "metrics.json").read_text())
     for key in ("test_accuracy", "val_accuracy", "train_seconds", "parameters", "history"):
         assert key in metrics
@@ -45,7 +50,9 @@ def test_autograd_engine_trains_too(mnist):
 
 
 def test_same_config_and_seed_give_identical_metrics(mnist):
-    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(6000), mnist.val.take(1000), mnist.test.take(1000))
+    small = digitlab.Dataset(
+        "mnist", mnist.classes, mnist.train.take(6000), mnist.val.take(1000), mnist.test.take(1000)
+    )
     config = TrainConfig(epochs=2, batch_size=128)
     first, second = (digitlab.train(config, dataset=small, save=False) for _ in range(2))
     strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
@@ -56,16 +63,25 @@ def test_same_config_and_seed_give_identical_metrics(mnist):
 
 def test_defaults_are_the_seed_recipe():
     config = TrainConfig()
-    assert (config.model, config.optimizer, config.lr, config.batch_size, config.epochs, config.seed) == \
-        ("mlp", "adam", 1e-3, 64, 20, 24)
+    assert (config.model, config.optimizer, config.lr, config.batch_size, config.epochs, config.seed) == (
+        "mlp",
+        "adam",
+        1e-3,
+        64,
+        20,
+        24,
+    )
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"epochs": -1}, "epochs must be at least 1"),
-    ({"batch_size": 0}, "batch size"),
-    ({"lr": 0}, "learning rate"),
-    ({"optimizer": "lbfgs"}, "unknown optimizer"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": -1}, "epochs must be at least 1"),
+        ({"batch_size": 0}, "batch size"),
+        ({"lr": 0}, "learning rate"),
+        ({"optimizer": "lbfgs"}, "unknown optimizer"),
+    ],
+)
 def test_bad_settings_are_config_errors(change, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**change)

@@ -24,8 +24,12 @@ from digitlab.tunespace import build_space, check_space, config_for, parse_param
 
 # small and quick: one or two epochs of a small MLP on 2,000 images (checked on the usual 5,000)
 SMALL = ["--train-size", "2000", "--threads", "1"]
-QUICK_SPACE = {"epochs": {"low": 1, "high": 2}, "augment": {"value": 0.0}, "hidden_1": {"low": 16, "high": 64},
-               "hidden_2": {"low": 8, "high": 32}}
+QUICK_SPACE = {
+    "epochs": {"low": 1, "high": 2},
+    "augment": {"value": 0.0},
+    "hidden_1": {"low": 16, "high": 64},
+    "hidden_2": {"low": 8, "high": 32},
+}
 
 
 def small_base(model: str = "mlp") -> TrainConfig:
@@ -42,7 +46,8 @@ def study_rows(database):
     with sqlite3.connect(database) as connection:
         return connection.execute(
             "SELECT number, state, EXISTS (SELECT 1 FROM trial_user_attributes AS attribute WHERE "
-            "attribute.trial_id = trials.trial_id AND attribute.key = 'surplus') FROM trials ORDER BY number").fetchall()
+            "attribute.trial_id = trials.trial_id AND attribute.key = 'surplus') FROM trials ORDER BY number"
+        ).fetchall()
 
 
 def test_a_study_writes_every_output_and_resumes_to_more_trials(tmp_path, mnist, monkeypatch, capsys):
@@ -55,16 +60,21 @@ def test_a_study_writes_every_output_and_resumes_to_more_trials(tmp_path, mnist,
         assert (folder / name).stat().st_size > 0, name
     lines = [line for line in out.splitlines() if line.startswith("trial ")]
     assert [line.split(":")[0] for line in lines] == ["trial 0", "trial 1", "trial 2", "trial 3"]
-    assert all(re.search(r"(val [\d.]+% after \d epochs?|pruned after epoch \d).*\d s \| lr=.* \| best [\d.]+%", line)
-               for line in lines), lines
+    assert all(
+        re.search(r"(val [\d.]+% after \d epochs?|pruned after epoch \d).*\d s \| lr=.* \| best [\d.]+%", line)
+        for line in lines
+    ), lines
     rows = read_trials(folder)
     assert [row["number"] for row in rows] == ["0", "1", "2", "3"]
     best = json.loads((folder / "best.json").read_text())
     complete = [row for row in rows if row["state"] == "complete"]
     assert best["val_accuracy"] == pytest.approx(max(float(row["val_accuracy"]) for row in complete), abs=1e-5)
     config = TrainConfig.from_file(folder / "best.json")
-    assert config.out is None and config.train_size == 2000 and config.model_kwargs["hidden"] == [
-        best["params"]["hidden_1"], best["params"]["hidden_2"]]
+    assert (
+        config.out is None
+        and config.train_size == 2000
+        and config.model_kwargs["hidden"] == [best["params"]["hidden_1"], best["params"]["hidden_2"]]
+    )
 
     assert main(["tune", "--trials", "6", "--space", "space.json", "--seed", "1", *SMALL]) == 0
     out = capsys.readouterr().out
@@ -81,9 +91,22 @@ def test_a_study_writes_every_output_and_resumes_to_more_trials(tmp_path, mnist,
 
 def test_best_json_retrains_and_reports_test_accuracy(tmp_path, mnist):
     result = tune("mlp", 2, base=small_base(), space=QUICK_SPACE, out=tmp_path / "study", dataset=mnist, seed=0)
-    retrained = subprocess.run([sys.executable, "-m", "digitlab", "train", "--config", str(result.folder / "best.json"),
-                                "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    retrained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digitlab",
+            "train",
+            "--config",
+            str(result.folder / "best.json"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert retrained.returncode == 0, retrained.stderr
     assert re.search(r"test accuracy [\d.]+% \(validation [\d.]+%\)", retrained.stdout)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -115,11 +138,28 @@ def test_pruners_are_selectable_by_name():
 
 def test_two_processes_on_one_storage_share_the_trials(tmp_path, mnist):
     (tmp_path / "space.json").write_text(json.dumps({**QUICK_SPACE, "epochs": {"low": 2, "high": 3}}))
-    command = [sys.executable, "-m", "digitlab", "tune", "--trials", "10", "--study", "shared", "--space", "space.json",
-               "--storage", f"sqlite:///{tmp_path / 'shared.db'}", "--pruner", "none", *SMALL]
+    command = [
+        sys.executable,
+        "-m",
+        "digitlab",
+        "tune",
+        "--trials",
+        "10",
+        "--study",
+        "shared",
+        "--space",
+        "space.json",
+        "--storage",
+        f"sqlite:///{tmp_path / 'shared.db'}",
+        "--pruner",
+        "none",
+        *SMALL,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
@@ -140,8 +180,14 @@ def test_two_processes_on_one_storage_share_the_trials(tmp_path, mnist):
 def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_resumes(tmp_path, mnist):
     (tmp_path / "space.json").write_text(json.dumps(QUICK_SPACE))
     command = [sys.executable, "-m", "digitlab", "tune", "--trials", "500", "--space", "space.json", *SMALL]
-    process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     table = tmp_path / "tunes" / "mlp" / "trials.csv"
     deadline = time.monotonic() + 120
     while not (table.exists() and len(read_trials(table.parent)) >= 2) and time.monotonic() < deadline:
@@ -149,18 +195,26 @@ def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_resumes(tmp_path,
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and err.strip().splitlines() == [
-        "digitlab: error: interrupted; finished trials are kept in the study: run the same command to resume it"]
+        "digitlab: error: interrupted; finished trials are kept in the study: run the same command to resume it"
+    ]
     kept = [row for row in read_trials(table.parent) if row["state"] in ("complete", "pruned")]
     assert 2 <= len(kept) < 500
-    resumed = subprocess.run([*command[:5], str(len(kept) + 1), *command[6:]], cwd=tmp_path, capture_output=True,
-                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    resumed = subprocess.run(
+        [*command[:5], str(len(kept) + 1), *command[6:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(kept) + 1} finished trials" in resumed.stdout and "1 new" in resumed.stdout
 
 
 def test_threads_in_one_process_share_the_budget(tmp_path, mnist):
-    result = tune("mlp", 4, base=small_base(), space=QUICK_SPACE, n_jobs=2, pruner="none", out=tmp_path / "s",
-                  dataset=mnist)
+    result = tune(
+        "mlp", 4, base=small_base(), space=QUICK_SPACE, n_jobs=2, pruner="none", out=tmp_path / "s", dataset=mnist
+    )
     numbers = [int(row["number"]) for row in read_trials(result.folder)]
     assert numbers == [0, 1, 2, 3] and result.finished == 4 and result.new == 4
 
@@ -187,8 +241,9 @@ def test_space_values_become_config_fields():
 
 
 def test_space_files_in_toml_and_json(tmp_path):
-    (tmp_path / "space.toml").write_text('[lr]\nlow = 1e-4\nhigh = 1e-2\nlog = true\n[batch_size]\nchoices = [64, 128]\n'
-                                         '[hidden_1]\nvalue = 32\n')
+    (tmp_path / "space.toml").write_text(
+        "[lr]\nlow = 1e-4\nhigh = 1e-2\nlog = true\n[batch_size]\nchoices = [64, 128]\n[hidden_1]\nvalue = 32\n"
+    )
     space = build_space("mlp", read_space_file(tmp_path / "space.toml"))
     assert space["lr"].log and space["batch_size"].choices == (64, 128) and space["hidden_1"].fixed
     assert space["weight_decay"].low == 1e-6  # untouched parameters keep their defaults
@@ -196,20 +251,23 @@ def test_space_files_in_toml_and_json(tmp_path):
     assert build_space("mlp", read_space_file(tmp_path / "space.json"))["epochs"].high == 4
 
 
-@pytest.mark.parametrize("model, overrides, message", [
-    ("mlp", {"learning_rate": {"low": 1, "high": 2}}, "unknown parameter 'learning_rate'"),
-    ("lenet5", {"dropout": {"low": 0.0, "high": 0.5}}, "unknown parameter 'dropout'"),
-    ("mlp", {"lr": {"low": 0.01, "high": 0.001}}, "'lr': empty range"),
-    ("mlp", {"epochs": {"low": 3, "high": 3}}, "'epochs': empty range"),
-    ("mlp", {"batch_size": {"choices": []}}, "non-empty list"),
-    ("mlp", {"lr": {"low": 0, "high": 1, "log": True}}, "log range needs low > 0"),
-    ("mlp", {"lr": {"low": "a", "high": 1}}, "needs numeric low and high"),
-    ("mlp", {"lr": {"low": 1e-3, "hi": 1}}, "unknown key 'hi'"),
-    ("mlp", {"lr": 0.01}, "must be a table"),
-    ("mlp", {"batch_size": {"low": 32.5, "high": 64}}, "'batch_size' takes integers"),
-    ("mlp", {"dropout": {"low": 0.0, "high": 1.5}}, "'dropout' = 1.5: dropout must be in [0, 1)"),
-    ("mlp", {"schedule": {"choices": ["constant", "zigzag"]}}, "unknown schedule 'zigzag'"),
-])
+@pytest.mark.parametrize(
+    "model, overrides, message",
+    [
+        ("mlp", {"learning_rate": {"low": 1, "high": 2}}, "unknown parameter 'learning_rate'"),
+        ("lenet5", {"dropout": {"low": 0.0, "high": 0.5}}, "unknown parameter 'dropout'"),
+        ("mlp", {"lr": {"low": 0.01, "high": 0.001}}, "'lr': empty range"),
+        ("mlp", {"epochs": {"low": 3, "high": 3}}, "'epochs': empty range"),
+        ("mlp", {"batch_size": {"choices": []}}, "non-empty list"),
+        ("mlp", {"lr": {"low": 0, "high": 1, "log": True}}, "log range needs low > 0"),
+        ("mlp", {"lr": {"low": "a", "high": 1}}, "needs numeric low and high"),
+        ("mlp", {"lr": {"low": 1e-3, "hi": 1}}, "unknown key 'hi'"),
+        ("mlp", {"lr": 0.01}, "must be a table"),
+        ("mlp", {"batch_size": {"low": 32.5, "high": 64}}, "'batch_size' takes integers"),
+        ("mlp", {"dropout": {"low": 0.0, "high": 1.5}}, "'dropout' = 1.5: dropout must be in [0, 1)"),
+        ("mlp", {"schedule": {"choices": ["constant", "zigzag"]}}, "unknown schedule 'zigzag'"),
+    ],
+)
 def test_bad_search_spaces_name_the_problem(model, overrides, message):
     with pytest.raises(ConfigError) as caught:
         check_space(build_space(model, overrides), base_config(model))
@@ -222,18 +280,24 @@ def test_a_fixed_value_takes_no_other_keys():
         parse_param("hidden_1", {"value": 32, "low": 1})
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--space", "space.json"], "unknown parameter 'nope'"),
-    (["--space", "empty.toml"], "'lr': empty range (low 0.1 >= high 0.01)"),
-    (["--space", "missing.json"], "cannot read space file missing.json"),
-    (["--storage", "sqlite:////nonexistent/folder/study.db"], "cannot open storage sqlite:////nonexistent/folder"),
-    (["--storage", "postgresql://user:secret@127.0.0.1:1/db"], "cannot open storage postgresql://user:***@127.0.0.1:1/db"),
-    (["--storage", "not a url"], "cannot open storage not a url"),
-    (["--trials", "0"], "trials must be at least 1"),
-    (["--study", "../up"], "study name '../up'"),
-    (["--val-size", "0"], "tuning needs a validation split"),
-    (["--pruner", "sometimes"], "invalid choice: 'sometimes'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--space", "space.json"], "unknown parameter 'nope'"),
+        (["--space", "empty.toml"], "'lr': empty range (low 0.1 >= high 0.01)"),
+        (["--space", "missing.json"], "cannot read space file missing.json"),
+        (["--storage", "sqlite:////nonexistent/folder/study.db"], "cannot open storage sqlite:////nonexistent/folder"),
+        (
+            ["--storage", "postgresql://user:secret@127.0.0.1:1/db"],
+            "cannot open storage postgresql://user:***@127.0.0.1:1/db",
+        ),
+        (["--storage", "not a url"], "cannot open storage not a url"),
+        (["--trials", "0"], "trials must be at least 1"),
+        (["--study", "../up"], "study name '../up'"),
+        (["--val-size", "0"], "tuning needs a validation split"),
+        (["--pruner", "sometimes"], "invalid choice: 'sometimes'"),
+    ],
+)
 def test_bad_input_is_a_one_line_error(tmp_path, monkeypatch, capsys, args, needle):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.json").write_text('{"nope": {"low": 1, "high": 2}}')
@@ -248,8 +312,14 @@ def test_bad_input_is_a_one_line_error(tmp_path, monkeypatch, capsys, args, need
 
 
 def test_an_unreachable_storage_stops_the_real_command(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "digitlab", "tune", "--storage", f"sqlite:///{tmp_path}/no/such/s.db"],
-                            capture_output=True, text=True, cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "digitlab", "tune", "--storage", f"sqlite:///{tmp_path}/no/such/s.db"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("digitlab: error: cannot open storage") and len(result.stderr.splitlines()) == 1
 
@@ -266,18 +336,32 @@ def test_figures_draw_from_plain_records_and_say_when_there_is_nothing_to_draw()
 
     from digitlab import tuneviz
 
-    distributions = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "batch_size": CategoricalDistribution([64, 128]),
-                     "epochs": IntDistribution(1, 3)}
-    records = [{"number": number, "state": state, "value": value, "params": params, "curve": curve}
-               for number, state, value, params, curve in [
-                   (0, "complete", 0.91, {"lr": 1e-3, "batch_size": 64, "epochs": 2}, {1: 0.85, 2: 0.91}),
-                   (1, "pruned", 0.40, {"lr": 1e-4, "batch_size": 128, "epochs": 3}, {1: 0.40}),
-                   (2, "complete", 0.95, {"lr": 1e-2, "batch_size": 128, "epochs": 3}, {1: 0.9, 2: 0.93, 3: 0.95})]]
-    figures = [tuneviz.optimization_history(records), tuneviz.parallel_coordinates(records, distributions),
-               tuneviz.learning_curves(records), tuneviz.param_importances({"lr": 0.8, "batch_size": 0.2})]
+    distributions = {
+        "lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "batch_size": CategoricalDistribution([64, 128]),
+        "epochs": IntDistribution(1, 3),
+    }
+    records = [
+        {"number": number, "state": state, "value": value, "params": params, "curve": curve}
+        for number, state, value, params, curve in [
+            (0, "complete", 0.91, {"lr": 1e-3, "batch_size": 64, "epochs": 2}, {1: 0.85, 2: 0.91}),
+            (1, "pruned", 0.40, {"lr": 1e-4, "batch_size": 128, "epochs": 3}, {1: 0.40}),
+            (2, "complete", 0.95, {"lr": 1e-2, "batch_size": 128, "epochs": 3}, {1: 0.9, 2: 0.93, 3: 0.95}),
+        ]
+    ]
+    figures = [
+        tuneviz.optimization_history(records),
+        tuneviz.parallel_coordinates(records, distributions),
+        tuneviz.learning_curves(records),
+        tuneviz.param_importances({"lr": 0.8, "batch_size": 0.2}),
+    ]
     assert all(isinstance(figure, Figure) and figure.axes for figure in figures)
     history_axes = figures[0].axes[0]
     assert history_axes.lines[0].get_ydata().tolist() == [0.91, 0.95, 0.95]  # the best so far, as a step line
-    empty = [tuneviz.optimization_history(records[1:2]), tuneviz.parallel_coordinates([], distributions),
-             tuneviz.learning_curves([]), tuneviz.param_importances("needs at least 3 complete trials")]
+    empty = [
+        tuneviz.optimization_history(records[1:2]),
+        tuneviz.parallel_coordinates([], distributions),
+        tuneviz.learning_curves([]),
+        tuneviz.param_importances("needs at least 3 complete trials"),
+    ]
     assert all(figure.axes[0].texts and not figure.axes[0].lines for figure in empty)

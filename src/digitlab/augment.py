@@ -32,13 +32,24 @@ class AugmentConfig:
 
     def __post_init__(self):
         from .errors import ConfigError
-        if not (0 <= self.rotate <= 90 and 0 <= self.shear < 45 and 0 <= self.scale < 1
-                and self.translate >= 0 and self.elastic_alpha >= 0 and self.elastic_sigma > 0
-                and 0 <= self.thickness <= 2 and 0 <= self.blur <= 3 and 0 <= self.contrast < 1
-                and 0 <= self.noise <= 1):
-            raise ConfigError(f"augmentation out of range: {self} (rotate 0..90, shear 0..45, scale 0..1, "
-                              "translate, elastic alpha >= 0, sigma > 0, thickness 0..2, blur 0..3, "
-                              "contrast 0..1, noise 0..1)")
+
+        if not (
+            0 <= self.rotate <= 90
+            and 0 <= self.shear < 45
+            and 0 <= self.scale < 1
+            and self.translate >= 0
+            and self.elastic_alpha >= 0
+            and self.elastic_sigma > 0
+            and 0 <= self.thickness <= 2
+            and 0 <= self.blur <= 3
+            and 0 <= self.contrast < 1
+            and 0 <= self.noise <= 1
+        ):
+            raise ConfigError(
+                f"augmentation out of range: {self} (rotate 0..90, shear 0..45, scale 0..1, "
+                "translate, elastic alpha >= 0, sigma > 0, thickness 0..2, blur 0..3, "
+                "contrast 0..1, noise 0..1)"
+            )
 
     @property
     def geometric(self) -> bool:
@@ -57,9 +68,11 @@ class AugmentConfig:
 PRESET = AugmentConfig(rotate=10.0, translate=2.0, scale=0.1, shear=10.0, elastic_alpha=0.0)
 
 
-def random_affine_matrices(count: int, config: AugmentConfig, size: int, generator: torch.Generator,
-                           device: torch.device | str = "cpu") -> torch.Tensor:
+def random_affine_matrices(
+    count: int, config: AugmentConfig, size: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """(count, 2, 3) matrices for `F.affine_grid`, mapping output to input coordinates in [-1, 1]."""
+
     def uniform(limit: float) -> torch.Tensor:
         return (torch.rand(count, generator=generator) * 2 - 1) * limit
 
@@ -71,14 +84,16 @@ def random_affine_matrices(count: int, config: AugmentConfig, size: int, generat
     # The forward map of the image is scale * rotation @ shear(x by y) = scale * [[a, b], [c, d]]
     # with a = cos, b = cos tan - sin, c = sin, d = sin tan + cos, whose determinant is 1;
     # affine_grid wants the inverse, written out (batched linalg.inv costs far more for 2x2).
-    inverse = torch.stack([torch.stack([sin * tan + cos, sin - cos * tan], 1),
-                           torch.stack([-sin, cos], 1)], 1) / scale.view(-1, 1, 1)
+    inverse = torch.stack(
+        [torch.stack([sin * tan + cos, sin - cos * tan], 1), torch.stack([-sin, cos], 1)], 1
+    ) / scale.view(-1, 1, 1)
     offset = -(inverse @ shift.unsqueeze(2))
     return torch.cat([inverse, offset], 2).to(device)
 
 
-def elastic_field(count: int, size: int, alpha: float, sigma: float, generator: torch.Generator,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def elastic_field(
+    count: int, size: int, alpha: float, sigma: float, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Smoothed random displacements (count, size, size, 2) in grid units (Simard et al. 2003).
 
     Uniform noise in [-1, 1] per pixel and axis, blurred by a Gaussian of `sigma` pixels,
@@ -87,7 +102,7 @@ def elastic_field(count: int, size: int, alpha: float, sigma: float, generator: 
     noise = torch.rand(count * 2, 1, size, size, generator=generator) * 2 - 1
     radius = max(1, int(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     smooth = F.conv2d(noise, kernel.view(1, 1, 1, -1), padding=(0, radius))
     smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1), padding=(radius, 0))
@@ -126,8 +141,11 @@ def pen_thickness(images: torch.Tensor, steps: float, generator: torch.Generator
     dilated = _max3(images)
     thicker = _max3(dilated) if steps > 1 else dilated
     thin = images + (-step).clamp(0, 1) * (eroded - images)
-    heavy = torch.where(step <= 1, images + step.clamp(0, 1) * (dilated - images),
-                        dilated + (step - 1).clamp(0, 1) * (thicker - dilated))
+    heavy = torch.where(
+        step <= 1,
+        images + step.clamp(0, 1) * (dilated - images),
+        dilated + (step - 1).clamp(0, 1) * (thicker - dilated),
+    )
     return torch.where(step < 0, thin, heavy)
 
 
@@ -142,7 +160,7 @@ def _max3(images: torch.Tensor) -> torch.Tensor:
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Each image (B, 1, H, W) blurred by its own Gaussian of std `sigma` (B,) pixels (5×5 taps, separable)."""
     taps = torch.arange(-2, 3, dtype=images.dtype, device=images.device)
-    kernels = torch.exp(-taps ** 2 / (2 * sigma.clamp(min=1e-3).view(-1, 1) ** 2))
+    kernels = torch.exp(-(taps**2) / (2 * sigma.clamp(min=1e-3).view(-1, 1) ** 2))
     kernels = kernels / kernels.sum(1, keepdim=True)  # (B, 5)
     count, channels, height, width = images.shape
     stacked = images.reshape(1, count * channels, height, width)
@@ -157,13 +175,15 @@ def _resample(images: torch.Tensor, config: AugmentConfig, generator: torch.Gene
     theta = random_affine_matrices(count, config, width, generator, images.device).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     if config.elastic_alpha:
-        grid = grid + elastic_field(count, height, config.elastic_alpha, config.elastic_sigma, generator,
-                                    images.device).to(images.dtype)
+        grid = grid + elastic_field(
+            count, height, config.elastic_alpha, config.elastic_sigma, generator, images.device
+        ).to(images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def transform_batch(images: torch.Tensor, rotate: float = 0.0, shift: tuple[float, float] = (0.0, 0.0),
-                    scale: float = 1.0) -> torch.Tensor:
+def transform_batch(
+    images: torch.Tensor, rotate: float = 0.0, shift: tuple[float, float] = (0.0, 0.0), scale: float = 1.0
+) -> torch.Tensor:
     """One fixed transform for the whole batch (degrees, pixels (x, y), factor), for robustness tests."""
     count, _, _, width = images.shape
     angle = math.radians(rotate)

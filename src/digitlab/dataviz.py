@@ -16,16 +16,21 @@ from .figures import TRAIN_COLOR, VAL_COLOR, digit_grid, new_figure, styled
 def training_digits(images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...], count: int = 25) -> Figure:
     """The first `count` training digits with their labels."""
     count = min(count, len(labels))
-    return digit_grid(images[:count], [f"label {classes[int(label)]}" for label in labels[:count]],
-                      f"The first {count} training digits")
+    return digit_grid(
+        images[:count],
+        [f"label {classes[int(label)]}" for label in labels[:count]],
+        f"The first {count} training digits",
+    )
 
 
-def digit_examples(images: torch.Tensor, labels: torch.Tensor, digit: int, classes: tuple[str, ...],
-                   count: int = 16) -> Figure:
+def digit_examples(
+    images: torch.Tensor, labels: torch.Tensor, digit: int, classes: tuple[str, ...], count: int = 16
+) -> Figure:
     """The first `count` examples of class `digit`, in a 4-column grid."""
     index = (labels == digit).nonzero().squeeze(1)[:count]
-    return digit_grid(images[index], [f"#{int(i)}" for i in index],
-                      f"{len(index)} training examples of {classes[digit]}", columns=4)
+    return digit_grid(
+        images[index], [f"#{int(i)}" for i in index], f"{len(index)} training examples of {classes[digit]}", columns=4
+    )
 
 
 @styled
@@ -39,8 +44,12 @@ def class_distribution(labels_by_split: dict[str, torch.Tensor], classes: tuple[
     for number, (name, labels) in enumerate(labels_by_split.items()):
         counts = torch.bincount(labels.cpu(), minlength=len(classes)).double()
         share = (counts / counts.sum().clamp(min=1)).numpy()
-        axes.bar(positions + (number - (len(labels_by_split) - 1) / 2) * width, share, width,
-                 label=f"{name} ({len(labels):,} images)")
+        axes.bar(
+            positions + (number - (len(labels_by_split) - 1) / 2) * width,
+            share,
+            width,
+            label=f"{name} ({len(labels):,} images)",
+        )
     axes.set_xticks(positions, classes, rotation=30 if max(map(len, classes)) > 2 else 0)
     axes.set_xlabel("class")
     axes.set_ylabel("share of the split")
@@ -56,12 +65,20 @@ def training_curves(history: list[dict]) -> Figure:
     figure = new_figure(10, 4)
     figure.suptitle("Training curves")
     epochs = [record["epoch"] for record in history]
-    for axes, metric, label in zip(figure.subplots(1, 2), ("loss", "accuracy"), ("cross-entropy loss", "accuracy"), strict=True):
+    for axes, metric, label in zip(
+        figure.subplots(1, 2), ("loss", "accuracy"), ("cross-entropy loss", "accuracy"), strict=True
+    ):
         for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
             values = [record.get(f"{split}_{metric}") for record in history]
             if all(value is not None for value in values):
-                axes.plot(epochs, values, marker="o", markersize=4, color=color,
-                          label="training" if split == "train" else "validation")
+                axes.plot(
+                    epochs,
+                    values,
+                    marker="o",
+                    markersize=4,
+                    color=color,
+                    label="training" if split == "train" else "validation",
+                )
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
         axes.set_title(label.capitalize())
@@ -90,9 +107,14 @@ def augmentation_study(summary: list[dict]) -> Figure:
     width = 0.8 / len(summary)
     for number, condition in enumerate(summary):
         offsets = np.arange(len(names)) + (number - (len(summary) - 1) / 2) * width
-        axes.bar(offsets, [condition["robustness_mean"][name] for name in names], width,
-                 yerr=[condition["robustness_std"][name] for name in names], capsize=2,
-                 label=f"{condition['model']}, {'augmented' if condition['augment'] else 'no augmentation'}")
+        axes.bar(
+            offsets,
+            [condition["robustness_mean"][name] for name in names],
+            width,
+            yerr=[condition["robustness_std"][name] for name in names],
+            capsize=2,
+            label=f"{condition['model']}, {'augmented' if condition['augment'] else 'no augmentation'}",
+        )
     axes.set_xticks(np.arange(len(names)), names, rotation=20)
     axes.set_ylabel("test accuracy")
     axes.set_ylim(0, 1)

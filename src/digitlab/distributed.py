@@ -32,7 +32,7 @@ class World:
 
     def shard(self, index: torch.Tensor) -> torch.Tensor:
         """This rank's share of a batch of example indices."""
-        return index[self.rank::self.size] if self.distributed else index
+        return index[self.rank :: self.size] if self.distributed else index
 
     def average_(self, tensor: torch.Tensor) -> torch.Tensor:
         """All-reduce `tensor` in place to the mean over ranks."""

@@ -13,8 +13,12 @@ from .data import Split, to_float
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 2000,
-                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 2000,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Logits (N, C) for uint8 images (N, 1, 28, 28), computed in eval mode on the model's device;
     `transform`, if given, maps each batch of float images before the model sees it."""
     device = next(model.parameters()).device
@@ -22,8 +26,10 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 200
     was_training = model.training
     model.eval()
     try:
-        chunks = [model(transform(to_float(images[start:start + batch_size].to(device))))
-                  for start in range(0, images.shape[0], batch_size)]
+        chunks = [
+            model(transform(to_float(images[start : start + batch_size].to(device))))
+            for start in range(0, images.shape[0], batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(chunks).float().cpu() if chunks else torch.empty(0, 0)
@@ -46,7 +52,9 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
     per_class = [
         {"class": name, "precision": p, "recall": r, "f1": f, "support": int(s)}
-        for name, p, r, f, s in zip(classes, precision.tolist(), recall.tolist(), f1.tolist(), confusion.sum(1).tolist(), strict=True)
+        for name, p, r, f, s in zip(
+            classes, precision.tolist(), recall.tolist(), f1.tolist(), confusion.sum(1).tolist(), strict=True
+        )
     ]
     return {
         "accuracy": (predicted == labels).double().mean().item(),
@@ -69,9 +77,12 @@ def accuracy(model: nn.Module, split: Split) -> float:
 
 # Fixed transforms of the test set: (name, rotation in degrees, shift (x, y) in pixels, scale).
 ROBUSTNESS_TRANSFORMS = (
-    ("rotate -30°", -30, (0, 0), 1.0), ("rotate -15°", -15, (0, 0), 1.0),
-    ("rotate +15°", 15, (0, 0), 1.0), ("rotate +30°", 30, (0, 0), 1.0),
-    ("shift -3 px", 0, (-3, -3), 1.0), ("shift +3 px", 0, (3, 3), 1.0),
+    ("rotate -30°", -30, (0, 0), 1.0),
+    ("rotate -15°", -15, (0, 0), 1.0),
+    ("rotate +15°", 15, (0, 0), 1.0),
+    ("rotate +30°", 30, (0, 0), 1.0),
+    ("shift -3 px", 0, (-3, -3), 1.0),
+    ("shift +3 px", 0, (3, 3), 1.0),
     ("scale 0.8", 0, (0, 0), 0.8),
 )
 
@@ -109,10 +120,23 @@ def calibration(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 1
     correct_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, correct.cpu())
     gap = (correct_sum - confidence_sum).abs()  # n_b * |acc_b - conf_b|
     total = max(int(labels.shape[0]), 1)
-    rows = [{"lower": lower, "upper": upper, "count": int(n),
-             "confidence": conf / n if n else None, "accuracy": hits / n if n else None}
-            for lower, upper, n, conf, hits in zip(edges[:-1].tolist(), edges[1:].tolist(), count.tolist(),
-                                                  confidence_sum.tolist(), correct_sum.tolist(), strict=True)]
+    rows = [
+        {
+            "lower": lower,
+            "upper": upper,
+            "count": int(n),
+            "confidence": conf / n if n else None,
+            "accuracy": hits / n if n else None,
+        }
+        for lower, upper, n, conf, hits in zip(
+            edges[:-1].tolist(),
+            edges[1:].tolist(),
+            count.tolist(),
+            confidence_sum.tolist(),
+            correct_sum.tolist(),
+            strict=True,
+        )
+    ]
     return {"ece": gap.sum().item() / total, "bins": rows}
 
 
@@ -138,5 +162,6 @@ def most_confused_pairs(confusion: torch.Tensor, top: int = 5) -> list[tuple[int
     off_diagonal = confusion.clone().fill_diagonal_(0).flatten()
     order = torch.argsort(off_diagonal, descending=True, stable=True)[:top]
     classes = confusion.shape[0]
-    return [(int(cell) // classes, int(cell) % classes, int(off_diagonal[cell])) for cell in order
-            if off_diagonal[cell] > 0]
+    return [
+        (int(cell) // classes, int(cell) % classes, int(off_diagonal[cell])) for cell in order if off_diagonal[cell] > 0
+    ]

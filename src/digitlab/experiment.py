@@ -18,9 +18,15 @@ from .files import atomic_write, write_json
 from .recipes import AUGMENT, apply_recipe
 
 
-def augmentation_study(seeds: int = 3, models: tuple[str, ...] = ("mlp", "cnn"), recipe: str = "fast",
-                       epochs: int | None = None, out: str | Path = "experiments/augmentation",
-                       dataset: Dataset | None = None, log: Callable[[str], None] = lambda message: None) -> dict:
+def augmentation_study(
+    seeds: int = 3,
+    models: tuple[str, ...] = ("mlp", "cnn"),
+    recipe: str = "fast",
+    epochs: int | None = None,
+    out: str | Path = "experiments/augmentation",
+    dataset: Dataset | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
     """Train {models} x {no augmentation, augmentation} x seeds; write results.json, results.md, plot.png.
 
     Each run uses `recipe` for its model (and `epochs`, if given) and differs only in the
@@ -41,13 +47,30 @@ def augmentation_study(seeds: int = 3, models: tuple[str, ...] = ("mlp", "cnn"),
                 config = base.replace(seed=seed, out=str(out / "runs" / name), **(AUGMENT if augment else {}))
                 run = train(config, dataset=dataset)
                 scores = robustness(run.model, dataset.test)
-                runs.append({"model": model, "augment": augment, "seed": seed, "run": str(run.path),
-                             "test_accuracy": run.metrics["test_accuracy"], "robustness": scores,
-                             "train_seconds": run.metrics["train_seconds"]})
-                log(f"{name}: test {run.metrics['test_accuracy']:.2%}, rotated ±30° "
-                    f"{(scores['rotate -30°'] + scores['rotate +30°']) / 2:.2%}, {run.metrics['train_seconds']:.1f} s")
+                runs.append(
+                    {
+                        "model": model,
+                        "augment": augment,
+                        "seed": seed,
+                        "run": str(run.path),
+                        "test_accuracy": run.metrics["test_accuracy"],
+                        "robustness": scores,
+                        "train_seconds": run.metrics["train_seconds"],
+                    }
+                )
+                log(
+                    f"{name}: test {run.metrics['test_accuracy']:.2%}, rotated ±30° "
+                    f"{(scores['rotate -30°'] + scores['rotate +30°']) / 2:.2%}, {run.metrics['train_seconds']:.1f} s"
+                )
     summary = summarize(runs)
-    result = {"recipe": recipe, "epochs": epochs, "seeds": seeds, "models": list(models), "summary": summary, "runs": runs}
+    result = {
+        "recipe": recipe,
+        "epochs": epochs,
+        "seeds": seeds,
+        "models": list(models),
+        "summary": summary,
+        "runs": runs,
+    }
     write_json(out / "results.json", result)
     atomic_write(out / "results.md", lambda temp: Path(temp).write_text(markdown_table(summary)))
     atomic_write(out / "plot.png", lambda temp: plot(summary).savefig(temp, format="png"))
@@ -63,13 +86,17 @@ def summarize(runs: list[dict]) -> list[dict]:
             if not group:
                 continue
             names = list(group[0]["robustness"])
-            conditions.append({
-                "model": model, "augment": augment, "runs": len(group),
-                **_mean_std("test_accuracy", [run["test_accuracy"] for run in group]),
-                **_mean_std("train_seconds", [run["train_seconds"] for run in group]),
-                "robustness_mean": {n: statistics.fmean(run["robustness"][n] for run in group) for n in names},
-                "robustness_std": {n: _std([run["robustness"][n] for run in group]) for n in names},
-            })
+            conditions.append(
+                {
+                    "model": model,
+                    "augment": augment,
+                    "runs": len(group),
+                    **_mean_std("test_accuracy", [run["test_accuracy"] for run in group]),
+                    **_mean_std("train_seconds", [run["train_seconds"] for run in group]),
+                    "robustness_mean": {n: statistics.fmean(run["robustness"][n] for run in group) for n in names},
+                    "robustness_std": {n: _std([run["robustness"][n] for run in group]) for n in names},
+                }
+            )
     return conditions
 
 
@@ -87,9 +114,12 @@ def markdown_table(summary: list[dict]) -> str:
     header = ["model", "augmentation", "test accuracy", *names, "training s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in summary:
-        cells = [row["model"], "yes" if row["augment"] else "no",
-                 f"{row['test_accuracy_mean']:.2%} ± {row['test_accuracy_std']:.2%}",
-                 *(f"{row['robustness_mean'][n]:.1%} ± {row['robustness_std'][n]:.1%}" for n in names),
-                 f"{row['train_seconds_mean']:.1f} ± {row['train_seconds_std']:.1f}"]
+        cells = [
+            row["model"],
+            "yes" if row["augment"] else "no",
+            f"{row['test_accuracy_mean']:.2%} ± {row['test_accuracy_std']:.2%}",
+            *(f"{row['robustness_mean'][n]:.1%} ± {row['robustness_std'][n]:.1%}" for n in names),
+            f"{row['train_seconds_mean']:.1f} ± {row['train_seconds_std']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -30,8 +30,13 @@ TOLERANCE = 1e-4
 OPSET = 17
 
 
-def export_model(run: Run | str | Path, format: str = "onnx", out: str | Path | None = None,
-                 verify_count: int = VERIFY_COUNT, tolerance: float = TOLERANCE) -> dict:
+def export_model(
+    run: Run | str | Path,
+    format: str = "onnx",
+    out: str | Path | None = None,
+    verify_count: int = VERIFY_COUNT,
+    tolerance: float = TOLERANCE,
+) -> dict:
     """Write the run's model as `format` (onnx | torchscript) to `out` (default RUN/model.onnx or
     RUN/model.torchscript.pt) after verifying it; return {path, format, count, max_abs_diff, disagreements}.
 
@@ -78,12 +83,17 @@ def contract(run: Run) -> dict[str, str]:
 
     spec = getattr(run.model, "spec", {"name": type(run.model).__name__, "kwargs": {}})
     about = {
-        "digitlab_version": __version__, "model": spec["name"], "model_kwargs": json.dumps(spec["kwargs"]),
-        "dataset": run.dataset, "classes": json.dumps(list(run.classes)),
-        "input_name": "images", "input_shape": "N,1,28,28", "input_dtype": "float32",
+        "digitlab_version": __version__,
+        "model": spec["name"],
+        "model_kwargs": json.dumps(spec["kwargs"]),
+        "dataset": run.dataset,
+        "classes": json.dumps(list(run.classes)),
+        "input_name": "images",
+        "input_shape": "N,1,28,28",
+        "input_dtype": "float32",
         "scaling": "pixel / 255: 0 = background, 1 = ink (white ink on black)",
         "preprocessing": "digit fitted into a 20x20 box (aspect ratio kept) and pasted into 28x28 with its "
-                         "centre of mass at (14, 14), as MNIST; digitlab.preprocess.preprocess_image does this",
+        "centre of mass at (14, 14), as MNIST; digitlab.preprocess.preprocess_image does this",
         "output": "logits (N, classes); softmax gives the class probabilities",
     }
     if run.metrics.get("test_accuracy") is not None:
@@ -98,9 +108,16 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, metadat
     destination: Any = buffer  # the exporter writes to a file object too; its annotation names only paths
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter still works in torch 2.x
-        torch.onnx.export(model, (example,), destination, dynamo=False, opset_version=OPSET,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "N"}, "logits": {0: "N"}})
+        torch.onnx.export(
+            model,
+            (example,),
+            destination,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "N"}, "logits": {0: "N"}},
+        )
     proto = onnx.load_from_string(buffer.getvalue())
     proto.doc_string = "digitlab digit classifier: images (N, 1, 28, 28) float32 in [0, 1] -> logits"
     for key, value in metadata.items():
@@ -141,14 +158,18 @@ def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
 def compare(expected: torch.Tensor, found: torch.Tensor, tolerance: float, format: str) -> dict:
     """{count, max_abs_diff, disagreements}; ExportError if the shapes, the logits or any argmax differ."""
     if found.shape != expected.shape:
-        raise ExportError(f"{format} export gives logits of shape {tuple(found.shape)}, "
-                          f"PyTorch {tuple(expected.shape)}; nothing written")
+        raise ExportError(
+            f"{format} export gives logits of shape {tuple(found.shape)}, "
+            f"PyTorch {tuple(expected.shape)}; nothing written"
+        )
     max_diff = (found.float() - expected).abs().max().item()
     disagreements = int((found.argmax(1) != expected.argmax(1)).sum())
     if not max_diff < tolerance or disagreements:
-        raise ExportError(f"{format} export does not match PyTorch on {len(expected):,} test digits: "
-                          f"max |logit difference| {max_diff:.3g} (limit {tolerance:g}), "
-                          f"{disagreements} different predictions; nothing written")
+        raise ExportError(
+            f"{format} export does not match PyTorch on {len(expected):,} test digits: "
+            f"max |logit difference| {max_diff:.3g} (limit {tolerance:g}), "
+            f"{disagreements} different predictions; nothing written"
+        )
     return {"count": len(expected), "max_abs_diff": max_diff, "disagreements": disagreements}
 
 
@@ -165,6 +186,7 @@ def _onnx_packages():
         import onnx
         import onnxruntime
     except ImportError:
-        raise ExportError("ONNX export needs the onnx and onnxruntime packages: "
-                          "pip install 'digitlab[export]'") from None
+        raise ExportError(
+            "ONNX export needs the onnx and onnxruntime packages: pip install 'digitlab[export]'"
+        ) from None
     return onnx, onnxruntime

@@ -24,17 +24,21 @@ PIXEL_SCALE = 1.0 / 255
 
 def supports(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
     """True when the fused step computes exactly what autograd would for this model and optimizer."""
-    return (isinstance(model, MLP) and model.dropout == 0.0
-            and type(optimizer) in (torch.optim.Adam, torch.optim.AdamW)
-            and len(optimizer.param_groups) == 1
-            and not optimizer.param_groups[0]["amsgrad"] and not optimizer.param_groups[0]["maximize"]
-            and all(parameter.dtype == torch.float32 for parameter in model.parameters()))
+    return (
+        isinstance(model, MLP)
+        and model.dropout == 0.0
+        and type(optimizer) in (torch.optim.Adam, torch.optim.AdamW)
+        and len(optimizer.param_groups) == 1
+        and not optimizer.param_groups[0]["amsgrad"]
+        and not optimizer.param_groups[0]["maximize"]
+        and all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    )
 
 
 def _flatten_into_views(tensors: Sequence[torch.Tensor], flat: torch.Tensor) -> list[torch.Tensor]:
     views, offset = [], 0
     for tensor in tensors:
-        views.append(flat[offset:offset + tensor.numel()].view_as(tensor))
+        views.append(flat[offset : offset + tensor.numel()].view_as(tensor))
         offset += tensor.numel()
     return views
 
@@ -42,8 +46,9 @@ def _flatten_into_views(tensors: Sequence[torch.Tensor], flat: torch.Tensor) -> 
 class FusedMLPTrainer:
     """Trains an MLP in place; the optimizer's state stays a normal Adam state (views into flat buffers)."""
 
-    def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, reduce_gradients=None,
-                 label_smoothing: float = 0.0):
+    def __init__(
+        self, model: MLP, optimizer: torch.optim.Optimizer, reduce_gradients=None, label_smoothing: float = 0.0
+    ):
         if not supports(model, optimizer):
             raise ValueError("the fused step needs an MLP without dropout and one Adam/AdamW parameter group")
         self.model, self.optimizer = model, optimizer
@@ -129,6 +134,18 @@ class FusedMLPTrainer:
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
         self.step.add_(1)
-        self.adam_kernel([self.flat_params], [self.flat_grads], [self.exp_avg], [self.exp_avg_sq], [], [self.step],
-                         lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-                         eps=group["eps"], amsgrad=False, maximize=False)
+        self.adam_kernel(
+            [self.flat_params],
+            [self.flat_grads],
+            [self.exp_avg],
+            [self.exp_avg_sq],
+            [],
+            [self.step],
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            amsgrad=False,
+            maximize=False,
+        )

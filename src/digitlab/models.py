@@ -24,9 +24,11 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 def register_model(name: str):
     """Decorator: make a model class or factory available to `create_model` under `name`."""
+
     def add(builder):
         _REGISTRY[name] = builder
         return builder
+
     return add
 
 
@@ -60,8 +62,9 @@ def count_parameters(model: nn.Module) -> int:
 class MLP(nn.Module):
     """Fully connected ReLU net; the default hidden=(32, 16) is the seed architecture (25,818 parameters)."""
 
-    def __init__(self, hidden: tuple[int, ...] = (32, 16), dropout: float = 0.0,
-                 in_features: int = 784, num_classes: int = 10):
+    def __init__(
+        self, hidden: tuple[int, ...] = (32, 16), dropout: float = 0.0, in_features: int = 784, num_classes: int = 10
+    ):
         super().__init__()
         if any(int(width) < 1 for width in hidden):
             raise ValueError(f"hidden sizes must be positive, got {list(hidden)}")
@@ -103,8 +106,12 @@ def in_preferred_layout(model: nn.Module, value):
 
 def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
     """3x3 conv (no bias: BatchNorm follows), BatchNorm, ReLU, 2x2 max-pool: halves height and width."""
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    ]
 
 
 class ConvNet(nn.Module):
@@ -116,8 +123,9 @@ class ConvNet(nn.Module):
 
     prefers_channels_last = True  # oneDNN's convolutions run faster on NHWC tensors
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 64), hidden: int = 128, dropout: float = 0.1,
-                 num_classes: int = 10):
+    def __init__(
+        self, channels: tuple[int, ...] = (16, 32, 64), hidden: int = 128, dropout: float = 0.1, num_classes: int = 10
+    ):
         super().__init__()
         if not channels or any(int(width) < 1 for width in channels):
             raise ValueError(f"channels must be positive, got {list(channels)}")
@@ -175,11 +183,21 @@ class LeNet5(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Conv2d(1, 6, 5, padding=2),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Tanh(),
-                                        nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * 5 * 5, 120),
+            nn.Tanh(),
+            nn.Linear(120, 84),
+            nn.Tanh(),
+            nn.Linear(84, num_classes),
+        )
 
     def forward(self, images):
         return self.head(self.penultimate(images))

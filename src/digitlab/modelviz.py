@@ -41,9 +41,17 @@ def weight_images(weights: torch.Tensor, title: str, label: str = "weight") -> F
     """Kernels (K, H, W) as images on a diverging map centred at zero (red positive, blue negative), 8 per row."""
     weights = weights.detach().cpu().float()
     limit = max(weights.abs().max().item(), 1e-12)
-    figure, _, image = tile_figure(weights.numpy(), min(8, weights.shape[0]), title,
-                                   [str(unit) for unit in range(weights.shape[0])], geometry=GRID, title_size=8,
-                                   cmap="RdBu_r", vmin=-limit, vmax=limit)
+    figure, _, image = tile_figure(
+        weights.numpy(),
+        min(8, weights.shape[0]),
+        title,
+        [str(unit) for unit in range(weights.shape[0])],
+        geometry=GRID,
+        title_size=8,
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+    )
     side_colorbar(figure, image, label)
     return figure
 
@@ -62,8 +70,10 @@ def first_layer(model: nn.Module) -> Figure | None:
         return None
     kernels = layer.weight[:MAX_UNITS].mean(1)  # (out, in, kh, kw) -> (out, kh, kw): average over input channels
     shown = f"the first {MAX_UNITS} of " if layer.out_channels > MAX_UNITS else ""
-    return weight_images(kernels, f"First-layer filters: {shown}{layer.out_channels} {layer.kernel_size[0]}×"
-                                  f"{layer.kernel_size[1]} kernels")
+    return weight_images(
+        kernels,
+        f"First-layer filters: {shown}{layer.out_channels} {layer.kernel_size[0]}×{layer.kernel_size[1]} kernels",
+    )
 
 
 @first_layer.register(MLP)
@@ -74,12 +84,16 @@ def _mlp_first_layer(model: MLP) -> Figure | None:
         return None
     units = layer.out_features
     shown = f"the first {MAX_UNITS} of " if units > MAX_UNITS else "all "
-    return weight_images(layer.weight[:MAX_UNITS].reshape(-1, side, side),
-                         f"First-layer weights: {shown}{units} hidden units as {side}×{side} images")
+    return weight_images(
+        layer.weight[:MAX_UNITS].reshape(-1, side, side),
+        f"First-layer weights: {shown}{units} hidden units as {side}×{side} images",
+    )
 
 
 @functools.singledispatch
-def activations(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> Figure | None:
+def activations(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]
+) -> Figure | None:
     """What the model computes inside for `images`; generic version: first-conv feature maps of images[0], else None."""
     layer = first_weighted_layer(model)
     if not isinstance(layer, nn.Conv2d):
@@ -102,12 +116,21 @@ def feature_maps(image: torch.Tensor, maps: torch.Tensor, label: str) -> Figure:
     """One input digit and the first layer's output channels (C, H, W) for it."""
     limit = max(maps.abs().max().item(), 1e-12)
     geometry = dataclasses.replace(GRID, left=1.6)
-    figure, _, shown = tile_figure(maps.numpy(), min(8, maps.shape[0]), f"First-layer feature maps of one test digit ({label})",
-                                   [str(channel) for channel in range(maps.shape[0])], geometry=geometry, title_size=8,
-                                   cmap="RdBu_r", vmin=-limit, vmax=limit)
+    figure, _, shown = tile_figure(
+        maps.numpy(),
+        min(8, maps.shape[0]),
+        f"First-layer feature maps of one test digit ({label})",
+        [str(channel) for channel in range(maps.shape[0])],
+        geometry=geometry,
+        title_size=8,
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+    )
     width, height = figure.get_size_inches()
-    digit = figure.add_axes((0.2 / width, 1 - (geometry.top + geometry.cell) / height, geometry.cell / width,
-                             geometry.cell / height))
+    digit = figure.add_axes(
+        (0.2 / width, 1 - (geometry.top + geometry.cell) / height, geometry.cell / width, geometry.cell / height)
+    )
     digit.imshow(pixels(image), cmap="gray_r", vmin=0, vmax=1)
     digit.set_title("input", fontsize=8)
     frame(digit, "#bbbbbb", 0.8)
@@ -140,14 +163,21 @@ def _mlp_activations(model: MLP, images: torch.Tensor, labels: torch.Tensor, cla
     height_in = top + bottom + len(images) * row_in + (len(images) - 1) * row_gap
     figure = Figure(figsize=(width_in, height_in), dpi=DPI)
     figure.suptitle("Hidden-layer activations (after ReLU) for a few test digits", y=1 - 0.12 / height_in, va="top")
-    grid = figure.add_gridspec(len(images), len(columns_in), width_ratios=columns_in, left=side / width_in,
-                               right=1 - side / width_in, top=1 - top / height_in, bottom=bottom / height_in,
-                               wspace=gap / (sum(columns_in) / len(columns_in)), hspace=row_gap / row_in
-                               ).subplots(squeeze=False)
+    grid = figure.add_gridspec(
+        len(images),
+        len(columns_in),
+        width_ratios=columns_in,
+        left=side / width_in,
+        right=1 - side / width_in,
+        top=1 - top / height_in,
+        bottom=bottom / height_in,
+        wspace=gap / (sum(columns_in) / len(columns_in)),
+        hspace=row_gap / row_in,
+    ).subplots(squeeze=False)
     for number, (values, width) in enumerate(zip(layers, widths, strict=True)):
         limit = max(values.max().item(), 1e-12)
         for row, axes in enumerate(grid[:, number + 1]):
-            shown = axes.imshow(values[row:row + 1].numpy(), cmap="magma", vmin=0, vmax=limit, aspect="auto")
+            shown = axes.imshow(values[row : row + 1].numpy(), cmap="magma", vmin=0, vmax=limit, aspect="auto")
             frame(axes, "#cccccc", 0.8)
         grid[0, number + 1].set_title(f"hidden layer {number + 1}: {width} units")
         grid[-1, number + 1].set_xticks(np.arange(0, width, max(width // 8, 1)))

@@ -83,21 +83,32 @@ class NumberReading:
         """The JSON form: {file, number, confidence, digits: [{label, confidence, box}]}, or {file, error}."""
         if not self.ok:
             return {"file": self.source, "error": self.error}
-        return {"file": self.source, "number": self.number, "confidence": self.confidence,
-                "digits": [{"label": digit.label, "confidence": digit.confidence, "box": list(digit.box)}
-                           for digit in self.digits]}
+        return {
+            "file": self.source,
+            "number": self.number,
+            "confidence": self.confidence,
+            "digits": [
+                {"label": digit.label, "confidence": digit.confidence, "box": list(digit.box)} for digit in self.digits
+            ],
+        }
 
 
-def read_number(model: nn.Module, image, classes=tuple("0123456789"),
-                options: PreprocessOptions = PreprocessOptions()) -> NumberReading:
+def read_number(
+    model: nn.Module, image, classes=tuple("0123456789"), options: PreprocessOptions = PreprocessOptions()
+) -> NumberReading:
     """Read the number written in one picture (a path, PIL image or array); ImageError if no digit is found
     or more than MAX_DIGITS are."""
     return read_numbers(model, [image], classes, options, errors="raise")[0]
 
 
-def read_numbers(model: nn.Module, images, classes=tuple("0123456789"),
-                 options: PreprocessOptions = PreprocessOptions(), errors: str = "raise",
-                 batch_size: int = 512) -> list[NumberReading]:
+def read_numbers(
+    model: nn.Module,
+    images,
+    classes=tuple("0123456789"),
+    options: PreprocessOptions = PreprocessOptions(),
+    errors: str = "raise",
+    batch_size: int = 512,
+) -> list[NumberReading]:
     """Read the number in each picture, in order (inputs as for predict.predict: files, folders, images).
 
     errors="raise" raises the first ImageError; errors="collect" puts it in that input's reading.
@@ -119,8 +130,9 @@ def read_numbers(model: nn.Module, images, classes=tuple("0123456789"),
     return readings
 
 
-def number_digits(image, options: PreprocessOptions = PreprocessOptions(), source: str | None = None,
-                  model: nn.Module | None = None) -> list[Preprocessed]:
+def number_digits(
+    image, options: PreprocessOptions = PreprocessOptions(), source: str | None = None, model: nn.Module | None = None
+) -> list[Preprocessed]:
     """The digits of a picture of a number, left to right, each prepared as a single digit would be.
 
     With a `model`, blobs that may hold touching digits are cut where the model reads the parts
@@ -148,8 +160,11 @@ def segment(mask: np.ndarray, judge=None) -> list[np.ndarray]:
     """
     labels, count = ndimage.label(mask, np.ones((3, 3)))
     sizes = ndimage.sum_labels(mask, labels, np.arange(1, count + 1))
-    pieces = [_Group.of(number + 1, box, sizes[number]) for number, box in enumerate(ndimage.find_objects(labels))
-              if sizes[number] >= DUST * sizes.max()]
+    pieces = [
+        _Group.of(number + 1, box, sizes[number])
+        for number, box in enumerate(ndimage.find_objects(labels))
+        if sizes[number] >= DUST * sizes.max()
+    ]
     groups = _specks_dropped(_merged(sorted(pieces, key=lambda group: group.left)))
     if not groups:
         raise ImageError("no digit found")
@@ -200,8 +215,14 @@ class _Group:
         return slice(self.left, self.right)
 
     def joined(self, other: _Group) -> _Group:
-        return _Group(self.labels + other.labels, min(self.top, other.top), max(self.bottom, other.bottom),
-                      min(self.left, other.left), max(self.right, other.right), self.area + other.area)
+        return _Group(
+            self.labels + other.labels,
+            min(self.top, other.top),
+            max(self.bottom, other.bottom),
+            min(self.left, other.left),
+            max(self.right, other.right),
+            self.area + other.area,
+        )
 
 
 def _merged(groups: list[_Group]) -> list[_Group]:
@@ -266,26 +287,41 @@ def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np
     ink_per_column = ndimage.uniform_filter1d(keep[:, group.cols].sum(0).astype(np.float32), 3)
     reach = max(1, int(MINIMUM_REACH * height))
     lowest = ndimage.minimum_filter1d(ink_per_column, 2 * reach + 1)
-    columns = [x for x in range(1, group.width - 1) if (ink_per_column[x] <= lowest[x]
-               and ink_per_column[x] < ink_per_column[x - 1] + 1e-6 and ink_per_column[x] < ink_per_column[x + 1])
-               or (ink_per_column[x] == 0 and ink_per_column[x - 1] > 0)]
+    columns = [
+        x
+        for x in range(1, group.width - 1)
+        if (
+            ink_per_column[x] <= lowest[x]
+            and ink_per_column[x] < ink_per_column[x - 1] + 1e-6
+            and ink_per_column[x] < ink_per_column[x + 1]
+        )
+        or (ink_per_column[x] == 0 and ink_per_column[x - 1] > 0)
+    ]
     block = keep[group.rows, group.cols]
     paths, crossed = _cut_paths(block, columns, max(1, int(BAND * height)))
     cuts = [0, *columns, group.width]
-    spans = [(i, j) for i in range(len(cuts)) for j in range(i + 1, len(cuts))
-             if (i, j) == (0, len(cuts) - 1)
-             or NARROW * height <= cuts[j] - cuts[i] <= BROAD * height]
+    spans = [
+        (i, j)
+        for i in range(len(cuts))
+        for j in range(i + 1, len(cuts))
+        if (i, j) == (0, len(cuts) - 1) or NARROW * height <= cuts[j] - cuts[i] <= BROAD * height
+    ]
     parts = {span: _between(keep, group, paths[span[0]], paths[span[1]]) for span in spans}
     parts = {span: part for span, part in parts.items() if _height(part) >= TALL * height}
     if not parts:
         return [keep]
     cost = CUT_COST * crossed / (PEN * height)
-    scores = {span: score - cost[span[1]] - _width_cost(_width(part), height)
-              for (span, part), score in zip(parts.items(), judge(list(parts.values())), strict=False)}
+    scores = {
+        span: score - cost[span[1]] - _width_cost(_width(part), height)
+        for (span, part), score in zip(parts.items(), judge(list(parts.values())), strict=False)
+    }
     best: dict[int, tuple[float, list[tuple[int, int]]]] = {0: (0.0, [])}
     for j in range(1, len(cuts)):
-        options = [(best[i][0] + scores[(i, j)] + PART_BONUS, best[i][1] + [(i, j)])
-                   for i in range(j) if i in best and (i, j) in scores]
+        options = [
+            (best[i][0] + scores[(i, j)] + PART_BONUS, best[i][1] + [(i, j)])
+            for i in range(j)
+            if i in best and (i, j) in scores
+        ]
         if options:
             best[j] = max(options, key=lambda option: option[0])
     path = best.get(len(cuts) - 1, (0.0, [(0, len(cuts) - 1)]))[1]
@@ -357,23 +393,28 @@ def _log_confidence(model: nn.Module, prepared: list[Preprocessed]) -> list[floa
     return logits.double().log_softmax(1).max(1).values.tolist()
 
 
-def _classify(model: nn.Module, readings: list[NumberReading], prepared: list[list[Preprocessed]], classes,
-              batch_size: int) -> None:
+def _classify(
+    model: nn.Module, readings: list[NumberReading], prepared: list[list[Preprocessed]], classes, batch_size: int
+) -> None:
     images = torch.stack([digit.image for digits in prepared for digit in digits])
-    probabilities = torch.cat([predict_logits(model, images[start:start + batch_size]).double().softmax(1)
-                               for start in range(0, len(images), batch_size)])
+    probabilities = torch.cat(
+        [
+            predict_logits(model, images[start : start + batch_size]).double().softmax(1)
+            for start in range(0, len(images), batch_size)
+        ]
+    )
     best, indices = probabilities.max(1)
     position = 0
     for reading, digits in zip(readings, prepared, strict=False):
         for digit in digits:
             index = int(indices[position])
-            reading.digits.append(Digit(str(classes[index]), index, float(best[position]), digit.box,
-                                        images[position]))
+            reading.digits.append(Digit(str(classes[index]), index, float(best[position]), digit.box, images[position]))
             position += 1
 
 
-def compose_number(digits, rng: np.random.Generator, touching: bool = False
-                   ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def compose_number(
+    digits, rng: np.random.Generator, touching: bool = False
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """MNIST digits (uint8 28×28 each) written left to right on paper: a uint8 gray page and each digit's
     ink box (x0, y0, x1, y1).
 
@@ -389,8 +430,7 @@ def compose_number(digits, rng: np.random.Generator, touching: bool = False
     lefts = np.maximum(lefts.astype(int), 0)
     baseline = margin + int(1.15 * size)
     tops = [baseline - ink.shape[0] + int(size * rng.uniform(-0.08, 0.08)) for ink in inks]
-    page = np.full((baseline + margin, int(lefts[-1]) + inks[-1].shape[1] + margin), rng.uniform(200, 245),
-                   np.float32)
+    page = np.full((baseline + margin, int(lefts[-1]) + inks[-1].shape[1] + margin), rng.uniform(200, 245), np.float32)
     darkness = rng.uniform(10, 70)
     boxes = []
     for ink, top, left in zip(inks, tops, lefts, strict=False):

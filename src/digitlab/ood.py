@@ -85,8 +85,7 @@ class Detector:
     def views(self, seen: Observed) -> torch.Tensor:
         """The three raw views (N, 3): pixel distance, activation distance, energy."""
         energy = -torch.logsumexp(seen.logits.double(), 1)
-        return torch.stack([self.pixels.distance(seen.pixels), self.penultimate.distance(seen.activations),
-                            energy], 1)
+        return torch.stack([self.pixels.distance(seen.pixels), self.penultimate.distance(seen.activations), energy], 1)
 
     def score(self, seen: Observed) -> torch.Tensor:
         """The out-of-distribution score (N,): the sum of the standardised views; higher is less digit-like."""
@@ -96,21 +95,32 @@ class Detector:
         return scores > self.threshold
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        named = {"pixel_means": self.pixels.means, "pixel_precision": self.pixels.precision,
-                 "means": self.penultimate.means, "precision": self.penultimate.precision,
-                 "centre": self.centre, "spread": self.spread}
+        named = {
+            "pixel_means": self.pixels.means,
+            "pixel_precision": self.pixels.precision,
+            "means": self.penultimate.means,
+            "precision": self.penultimate.precision,
+            "centre": self.centre,
+            "spread": self.spread,
+        }
         return {PREFIX + name: tensor.contiguous() for name, tensor in named.items()}
 
     def metadata(self) -> dict:
-        return {"method": self.method, "threshold": self.threshold, "quantile": self.quantile,
-                "feature_dim": int(self.penultimate.means.shape[1])}
+        return {
+            "method": self.method,
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "feature_dim": int(self.penultimate.means.shape[1]),
+        }
 
     @classmethod
     def from_file(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> Detector:
         """Rebuild from a model file's `ood.*` tensors and `ood` metadata; ConfigError if they do not agree."""
         try:
-            found = {name: tensors[PREFIX + name].double() for name in
-                     ("pixel_means", "pixel_precision", "means", "precision", "centre", "spread")}
+            found = {
+                name: tensors[PREFIX + name].double()
+                for name in ("pixel_means", "pixel_precision", "means", "precision", "centre", "spread")
+            }
             dim, threshold = int(metadata["feature_dim"]), float(metadata["threshold"])
             method, quantile = metadata["method"], float(metadata["quantile"])
         except (KeyError, TypeError, ValueError) as error:
@@ -118,18 +128,29 @@ class Detector:
         shapes = {name: tuple(tensor.shape) for name, tensor in found.items()}
         pixels = found["pixel_means"].shape[-1]
         expected = {"precision": (dim, dim), "pixel_precision": (pixels, pixels), "centre": (3,), "spread": (3,)}
-        if (method != METHOD or shapes["means"][1:] != (dim,)
-                or any(shapes[name] != shape for name, shape in expected.items())):
-            raise ConfigError(f"out-of-distribution statistics do not fit: method {method!r}, "
-                              f"feature_dim {dim}, tensors {shapes}")
-        return cls(Gaussians(found["pixel_means"], found["pixel_precision"]),
-                   Gaussians(found["means"], found["precision"]), found["centre"], found["spread"],
-                   threshold, quantile, method)
+        if (
+            method != METHOD
+            or shapes["means"][1:] != (dim,)
+            or any(shapes[name] != shape for name, shape in expected.items())
+        ):
+            raise ConfigError(
+                f"out-of-distribution statistics do not fit: method {method!r}, feature_dim {dim}, tensors {shapes}"
+            )
+        return cls(
+            Gaussians(found["pixel_means"], found["pixel_precision"]),
+            Gaussians(found["means"], found["precision"]),
+            found["centre"],
+            found["spread"],
+            threshold,
+            quantile,
+            method,
+        )
 
 
 @torch.no_grad()
-def observe(model: nn.Module, images: torch.Tensor, batch_size: int = 2000,
-            transform: Transform | None = None) -> Observed:
+def observe(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 2000, transform: Transform | None = None
+) -> Observed:
     """The detector's inputs for uint8 images (N, 1, 28, 28), computed in eval mode and returned on
     the CPU; `transform`, if given, maps each batch of float images first (e.g. deskew)."""
     device = next(model.parameters()).device
@@ -139,7 +160,7 @@ def observe(model: nn.Module, images: torch.Tensor, batch_size: int = 2000,
     pixels, activations, logits = [], [], []
     try:
         for start in range(0, images.shape[0], batch_size):
-            batch = transform(to_float(images[start:start + batch_size].to(device)))
+            batch = transform(to_float(images[start : start + batch_size].to(device)))
             chunk = model.penultimate(batch)  # type: ignore[operator]  # every registered model defines it (models.py)
             pixels.append(F.avg_pool2d(batch.float(), 2).flatten(1).cpu())
             activations.append(chunk.float().cpu())
@@ -149,9 +170,16 @@ def observe(model: nn.Module, images: torch.Tensor, batch_size: int = 2000,
     return Observed(torch.cat(pixels), torch.cat(activations), torch.cat(logits))
 
 
-def fit_detector(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
-                 val_images: torch.Tensor, num_classes: int, quantile: float = QUANTILE,
-                 transform: Transform | None = None, seed: int = 0) -> Detector:
+def fit_detector(
+    model: nn.Module,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    num_classes: int,
+    quantile: float = QUANTILE,
+    transform: Transform | None = None,
+    seed: int = 0,
+) -> Detector:
     """Fit the Gaussians on (up to FIT_LIMIT of) the training digits; standardise the views and set
     the threshold to the `quantile` of the scores on the validation digits (which it never fitted).
     `transform` maps float batches as the model expects them (see observe)."""
@@ -163,10 +191,14 @@ def fit_detector(model: nn.Module, train_images: torch.Tensor, train_labels: tor
         chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:FIT_LIMIT]
         train_images, train_labels = train_images[chosen], train_labels[chosen]
     seen = observe(model, train_images, transform=transform)
-    detector = Detector(Gaussians.fit(seen.pixels, train_labels, num_classes),
-                        Gaussians.fit(seen.activations, train_labels, num_classes),
-                        centre=torch.zeros(3, dtype=torch.float64), spread=torch.ones(3, dtype=torch.float64),
-                        threshold=float("inf"), quantile=quantile)
+    detector = Detector(
+        Gaussians.fit(seen.pixels, train_labels, num_classes),
+        Gaussians.fit(seen.activations, train_labels, num_classes),
+        centre=torch.zeros(3, dtype=torch.float64),
+        spread=torch.ones(3, dtype=torch.float64),
+        threshold=float("inf"),
+        quantile=quantile,
+    )
     val_seen = observe(model, val_images, transform=transform)
     views = detector.views(val_seen)
     detector.centre, detector.spread = views.mean(0), views.std(0).clamp(min=1e-12)
@@ -191,7 +223,7 @@ def auroc(inlier_scores: torch.Tensor, outlier_scores: torch.Tensor) -> float:
     random outlier scores above a random inlier, ties counting half (the Mann-Whitney U statistic)."""
     scores = torch.cat([inlier_scores, outlier_scores]).double()
     ranks = _average_ranks(scores)
-    outlier_ranks = ranks[len(inlier_scores):]
+    outlier_ranks = ranks[len(inlier_scores) :]
     count_in, count_out = len(inlier_scores), len(outlier_scores)
     if not count_in or not count_out:
         raise ConfigError("AUROC needs both inliers and outliers")

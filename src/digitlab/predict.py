@@ -69,15 +69,29 @@ class Prediction:
         {file, error}; ood_score and rejected are null for a model without an out-of-distribution detector."""
         if not self.ok:
             return {"file": self.source, "error": self.error}
-        return {"file": self.source, "label": self.label, "confidence": self.confidence,
-                "probabilities": self.probabilities, "box": list(self.box) if self.box else None,
-                "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
-                "ood_score": self.ood_score, "rejected": self.rejected}
+        return {
+            "file": self.source,
+            "label": self.label,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            "box": list(self.box) if self.box else None,
+            "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
+            "ood_score": self.ood_score,
+            "rejected": self.rejected,
+        }
 
 
-def predict(model: nn.Module, images, classes=tuple("0123456789"), top_k: int = 1,
-            batch_size: int = 512, errors: str = "raise", options: PreprocessOptions = PreprocessOptions(),
-            workers: int = WORKERS, progress: Callable[[int, int], None] | None = None) -> list[Prediction]:
+def predict(
+    model: nn.Module,
+    images,
+    classes=tuple("0123456789"),
+    top_k: int = 1,
+    batch_size: int = 512,
+    errors: str = "raise",
+    options: PreprocessOptions = PreprocessOptions(),
+    workers: int = WORKERS,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Prediction]:
     """Preprocess and classify `images`; one Prediction per input, in order.
 
     `images` is a list (or tuple) whose items are file paths, folders (their image files, by
@@ -125,8 +139,9 @@ def _logits_and_scores(model: nn.Module, batch: torch.Tensor, batch_size: int):
     """Logits (N, C) and, for a model with a detector, out-of-distribution scores (N,), else None."""
     detector = detector_of(model)
     if detector is None:
-        return torch.cat([predict_logits(model, batch[start:start + batch_size])
-                          for start in range(0, len(batch), batch_size)]), None
+        return torch.cat(
+            [predict_logits(model, batch[start : start + batch_size]) for start in range(0, len(batch), batch_size)]
+        ), None
     seen = observe(model, batch, batch_size)
     return seen.logits, detector.score(seen)
 
@@ -183,8 +198,11 @@ def _prepared(inputs: list[tuple[str, object]], options: PreprocessOptions, work
         return
     pool = ThreadPoolExecutor(min(workers, len(inputs)), thread_name_prefix="digitlab-predict")
     try:  # map submits every input at once, but only `workers` pictures are decoded at a time
-        yield from zip((source for source, _ in inputs),
-                       pool.map(lambda pair: _prepare(pair[1], pair[0], options), inputs), strict=False)
+        yield from zip(
+            (source for source, _ in inputs),
+            pool.map(lambda pair: _prepare(pair[1], pair[0], options), inputs),
+            strict=False,
+        )
     finally:  # errors="raise" stops early: drop the pictures not yet started
         pool.shutdown(cancel_futures=True)
 

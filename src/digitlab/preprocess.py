@@ -31,7 +31,9 @@ from .ink import NOISE_SIGMAS, Ink, find_ink, strokes, towards_ink
 
 FIELD, BOX = 28, 20  # output side, and the side the digit's longer dimension is fitted into
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column index; measured mean 14.0 ± 0.3)
-MAX_PIXELS = 100_000_000  # decompression-bomb guard, checked on the declared size before decoding (a 108-MP phone: 12000×9000)
+MAX_PIXELS = (
+    100_000_000  # decompression-bomb guard, checked on the declared size before decoding (a 108-MP phone: 12000×9000)
+)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 WORKING_SIDE = 1024  # larger images are box-averaged down to about this before the analysis
 ZOOM = 160  # the digit's longer side while its strokes are redrawn: 8 px per output pixel
@@ -42,9 +44,38 @@ SCALE_KEY = "digitlab.scale"  # Image.info key: picture pixels per decoded pixel
 LEGACY_MIN_CONTRAST = 24.0  # gray levels (of 255) between background and ink below which an image is blank
 FAINT_INK = 0.05  # fraction of the ink's reach below which pixels count as background
 BBOX_INK = 0.25  # the crop is the box of pixels above this fraction of the stroke level
-FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "HEIF")  # openers Image.open may try (phone JPEGs: MPO)
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".gif", ".tif", ".tiff",
-                            ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".hif"})
+FORMATS = (
+    "PNG",
+    "JPEG",
+    "BMP",
+    "DIB",
+    "GIF",
+    "TIFF",
+    "WEBP",
+    "PPM",
+    "HEIF",
+)  # openers Image.open may try (phone JPEGs: MPO)
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".bmp",
+        ".dib",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".heic",
+        ".heif",
+        ".hif",
+    }
+)
 READABLE = "PNG, JPEG, HEIC, WebP, BMP, GIF, TIFF or PNM"
 
 pillow_heif.register_heif_opener()  # iPhones save HEIC by default
@@ -143,8 +174,9 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = 
     return _decode(path, str(path), max_pixels)
 
 
-def decode_image(data: bytes, source: str = "upload", max_pixels: int = MAX_PIXELS,
-                 max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+def decode_image(
+    data: bytes, source: str = "upload", max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES
+) -> Image.Image:
     """load_image for bytes in memory (an upload): the same guards, errors naming `source`.
 
     Size limits are refused with ImageTooLarge (an ImageError), so a server can answer 413.
@@ -167,8 +199,11 @@ def _decode(file, source: str, max_pixels: int) -> Image.Image:
         with Image.open(file, formats=FORMATS) as opened:
             width, height = opened.size
             if width * height > max_pixels:
-                raise ImageTooLarge(f"image is {width}×{height} pixels ({megapixels(width * height)}), more than "
-                                    f"the {megapixels(max_pixels)} allowed (decompression-bomb guard)", source)
+                raise ImageTooLarge(
+                    f"image is {width}×{height} pixels ({megapixels(width * height)}), more than "
+                    f"the {megapixels(max_pixels)} allowed (decompression-bomb guard)",
+                    source,
+                )
             if opened.format in ("JPEG", "MPO"):
                 opened.draft("L", _draft_size(width, height))  # the decoder itself scales by 1/2, 1/4 or 1/8
             opened.load()
@@ -177,8 +212,9 @@ def _decode(file, source: str, max_pixels: int) -> Image.Image:
             return picture
     except Image.DecompressionBombError:
         limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
-        raise ImageTooLarge(f"image is more than the {megapixels(limit)} allowed (decompression-bomb guard)",
-                            source) from None
+        raise ImageTooLarge(
+            f"image is more than the {megapixels(limit)} allowed (decompression-bomb guard)", source
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(f"not an image file digitlab can read ({READABLE})", source) from None
     except ImageError:
@@ -220,8 +256,11 @@ def preprocess_file(path: str | Path, options: PreprocessOptions = PreprocessOpt
 
 def image_files(folder: str | Path) -> list[Path]:
     """The image files directly inside `folder` (by suffix, hidden files skipped), sorted by name."""
-    return sorted(child for child in Path(folder).iterdir()
-                  if child.is_file() and not child.name.startswith(".") and child.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        child
+        for child in Path(folder).iterdir()
+        if child.is_file() and not child.name.startswith(".") and child.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def _pil_channels(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -366,8 +405,9 @@ def deskew(images: torch.Tensor) -> torch.Tensor:
     source_rows = (rows + (centre_row.view(-1, 1, 1) - height / 2)).expand(count, height, width)
     source_cols = cols + slope * (rows - height / 2) + (centre_col.view(-1, 1, 1) - width / 2)
     grid = torch.stack([(2 * source_cols + 1) / width - 1, (2 * source_rows + 1) / height - 1], -1)
-    return F.grid_sample(images, grid.expand(count, height, width, 2), mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    return F.grid_sample(
+        images, grid.expand(count, height, width, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
 
 
 def _legacy_crop(gray: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -415,8 +455,9 @@ def _legacy_ink_map(gray: np.ndarray) -> np.ndarray:
 def _background(gray: np.ndarray) -> tuple[float, float]:
     """Median and robust standard deviation (1.4826 × MAD) of the outer 5% frame of the image."""
     frame = max(1, min(gray.shape) // 20)
-    border = np.concatenate([gray[:frame].ravel(), gray[-frame:].ravel(),
-                             gray[:, :frame].ravel(), gray[:, -frame:].ravel()])
+    border = np.concatenate(
+        [gray[:frame].ravel(), gray[-frame:].ravel(), gray[:, :frame].ravel(), gray[:, -frame:].ravel()]
+    )
     background = float(np.median(border))
     return background, 1.4826 * float(np.median(np.abs(border - background)))
 
@@ -424,7 +465,7 @@ def _background(gray: np.ndarray) -> tuple[float, float]:
 def _crop_to_ink(mask: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
     """`values` (default: `mask` itself) cropped to the box of `mask`."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return (mask if values is None else values)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return (mask if values is None else values)[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def _fit(ink: np.ndarray, resample: Image.Resampling) -> np.ndarray:
@@ -446,5 +487,5 @@ def _centre(box: np.ndarray) -> np.ndarray:
     field = np.zeros((FIELD, FIELD), np.float32)
     rows = slice(max(top, 0), min(top + box.shape[0], FIELD))
     cols = slice(max(left, 0), min(left + box.shape[1], FIELD))
-    field[rows, cols] = box[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+    field[rows, cols] = box[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
     return field

@@ -52,8 +52,12 @@ def stroke_mask(digit: np.ndarray, width: float = 1.0, slant: float = 0.0) -> np
 
     `slant` shears the strokes by that many degrees (positive leans the top right).
     """
-    up = F.interpolate(torch.from_numpy(digit.astype(np.float32) / 255)[None, None], scale_factor=HIRES,
-                       mode="bicubic", align_corners=False)
+    up = F.interpolate(
+        torch.from_numpy(digit.astype(np.float32) / 255)[None, None],
+        scale_factor=HIRES,
+        mode="bicubic",
+        align_corners=False,
+    )
     if slant:
         shear = math.tan(math.radians(slant))
         theta = torch.tensor([[[1.0, shear, 0.0], [0.0, 1.0, 0.0]]])
@@ -78,7 +82,7 @@ def _crop_to_strokes(mask: np.ndarray) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if not len(rows):
         return mask
-    return mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def _coverage(mask: np.ndarray, height: int) -> np.ndarray:
@@ -91,8 +95,8 @@ def _coverage(mask: np.ndarray, height: int) -> np.ndarray:
 def _place(page: np.ndarray, coverage: np.ndarray, top: int, left: int, ink: float) -> None:
     """Lay ink of gray level `ink` over `page` (in place) where `coverage` says, at (top, left)."""
     height, width = coverage.shape
-    region = page[top:top + height, left:left + width]
-    cover = coverage[:region.shape[0], :region.shape[1]]
+    region = page[top : top + height, left : left + width]
+    cover = coverage[: region.shape[0], : region.shape[1]]
     region[...] = region * (1 - cover) + ink * cover
 
 
@@ -101,7 +105,7 @@ def _lighting(shape: tuple[int, ...], rng: np.random.Generator, strength: float)
     height, width = shape[:2]
     angle = rng.uniform(0, 2 * math.pi)
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-    ramp = (np.cos(angle) * cols / width + np.sin(angle) * rows / height)
+    ramp = np.cos(angle) * cols / width + np.sin(angle) * rows / height
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
     return 1 - strength * ramp
 
@@ -131,8 +135,13 @@ def _encode(pixels: np.ndarray, suffix: str = ".png", quality: int = 90) -> byte
     return buffer.getvalue()
 
 
-def _sheet(coverage: np.ndarray, rng: np.random.Generator, margin: tuple[float, float] = (1.3, 2.2),
-           paper: float | None = None, ink: float | None = None) -> np.ndarray:
+def _sheet(
+    coverage: np.ndarray,
+    rng: np.random.Generator,
+    margin: tuple[float, float] = (1.3, 2.2),
+    paper: float | None = None,
+    ink: float | None = None,
+) -> np.ndarray:
     """A page somewhat larger than the digit, the digit at a random place on it (float gray levels)."""
     height, width = coverage.shape
     page_h = int(height * rng.uniform(*margin))
@@ -177,8 +186,13 @@ def phone_photo(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str
     width, tall = colour.size
     corners = np.array([[0, 0], [width, 0], [width, tall], [0, tall]], np.float64)
     moved = corners + rng.uniform(-0.08, 0.08, corners.shape) * (width, tall)
-    colour = colour.transform(colour.size, Image.Transform.PERSPECTIVE, _perspective(corners, moved),
-                              Image.Resampling.BILINEAR, fillcolor=tuple(int(200 * t) for t in tint))
+    colour = colour.transform(
+        colour.size,
+        Image.Transform.PERSPECTIVE,
+        _perspective(corners, moved),
+        Image.Resampling.BILINEAR,
+        fillcolor=tuple(int(200 * t) for t in tint),
+    )
     colour = colour.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.5) * height / 200))
     pixels = _noise(np.asarray(colour, np.float32), rng, rng.uniform(2, 6))
     return _encode(pixels, ".jpg", quality=int(rng.integers(60, 90))), ".jpg"
@@ -234,20 +248,20 @@ def ruled_paper(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str
     spacing = height * rng.uniform(0.3, 0.55)
     line_ink, line_width = paper - rng.uniform(25, 70), max(1, int(rng.integers(1, 4)))
     for row in np.arange(rng.uniform(0, spacing), page_h, spacing).astype(int):
-        page[row:row + line_width] = line_ink
+        page[row : row + line_width] = line_ink
     if rng.random() < 0.5:  # squared paper
         for col in np.arange(rng.uniform(0, spacing), page_w, spacing).astype(int):
-            page[:, col:col + line_width] = line_ink
+            page[:, col : col + line_width] = line_ink
     elif rng.random() < 0.5:  # a margin line
         col = int(rng.uniform(0.05, 0.2) * page_w)
-        page[:, col:col + line_width + 1] = paper - rng.uniform(40, 80)
+        page[:, col : col + line_width + 1] = paper - rng.uniform(40, 80)
     top = int(rng.integers(0, page_h - coverage.shape[0] + 1))
     left = int(rng.integers(0, page_w - coverage.shape[1] + 1))
     _place(page, coverage, top, left, rng.uniform(10, 60))
     for _ in range(int(rng.integers(3, 15))):  # specks: dots of 1-3 px
         size = int(rng.integers(1, 4))
         row, col = int(rng.integers(0, page_h - size)), int(rng.integers(0, page_w - size))
-        page[row:row + size, col:col + size] = rng.uniform(20, 120)
+        page[row : row + size, col : col + size] = rng.uniform(20, 120)
     return _encode(_noise(page, rng, rng.uniform(1, 4)), ".png"), ".png"
 
 
@@ -280,8 +294,14 @@ def canvas(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
 PHONE_SIZE = (4000, 3000)  # a 12-megapixel phone photo, landscape (width, height)
 
 
-def phone_page(digit: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = PHONE_SIZE,
-               height: int | None = None, paper: str = "plain", corner: bool = False) -> tuple[Image.Image, tuple]:
+def phone_page(
+    digit: np.ndarray,
+    rng: np.random.Generator,
+    size: tuple[int, int] = PHONE_SIZE,
+    height: int | None = None,
+    paper: str = "plain",
+    corner: bool = False,
+) -> tuple[Image.Image, tuple]:
     """A digit written on a sheet and photographed at phone resolution, fast enough to make hundreds.
 
     Paper grain at two scales (a blotchy texture upsampled, and a fine noise tile), a light gradient,
@@ -298,11 +318,13 @@ def phone_page(digit: np.ndarray, rng: np.random.Generator, size: tuple[int, int
     page = page + np.tile(grain, (-(-tall // 256), -(-width // 256)))[:tall, :width]
     if paper in ("ruled", "squared"):
         spacing, line = int(coverage.shape[0] * rng.uniform(0.35, 0.5)), page.mean() - rng.uniform(30, 60)
-        page[int(rng.integers(0, spacing))::spacing] = line
+        page[int(rng.integers(0, spacing)) :: spacing] = line
         if paper == "squared":
-            page[:, int(rng.integers(0, spacing))::spacing] = line
+            page[:, int(rng.integers(0, spacing)) :: spacing] = line
     rows, cols = coverage.shape
-    top, left = (tall - rows - 8, 8) if corner else (int(rng.integers(0, tall - rows)), int(rng.integers(0, width - cols)))
+    top, left = (
+        (tall - rows - 8, 8) if corner else (int(rng.integers(0, tall - rows)), int(rng.integers(0, width - cols)))
+    )
     _place(page, coverage, top, left, rng.uniform(15, 60))
     gray = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
     tint = rng.uniform(0.9, 1.0, 3)
@@ -327,8 +349,13 @@ PARTS = ("val", "test")  # the dataset split each part of the suite is rendered 
 DEFAULT_COUNT = 300  # digits per condition
 
 
-def render_suite(images: torch.Tensor, labels: torch.Tensor, count: int = DEFAULT_COUNT, seed: int = 0,
-                 conditions: tuple[str, ...] | None = None):
+def render_suite(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    count: int = DEFAULT_COUNT,
+    seed: int = 0,
+    conditions: tuple[str, ...] | None = None,
+):
     """Yield `count` Samples per condition, from digits of (images, labels) chosen by `seed`.
 
     Condition k draws its digits and its randomness from its own generator (seed, k), so a suite
@@ -377,14 +404,24 @@ def suite_accuracy(model: nn.Module, suite: ReadSuite) -> dict:
     hits = (predict_logits(model, suite.images).argmax(1) == suite.labels) & ~suite.refused
     names = list(dict.fromkeys(suite.conditions))
     masks = {name: torch.tensor([condition == name for condition in suite.conditions]) for name in names}
-    return {"overall": hits.double().mean().item(),
-            "conditions": {name: hits[mask].double().mean().item() for name, mask in masks.items()},
-            "refused": {name: int(suite.refused[mask].sum()) for name, mask in masks.items()},
-            "images": len(suite.labels), "preprocess": suite.options.to_dict()}
+    return {
+        "overall": hits.double().mean().item(),
+        "conditions": {name: hits[mask].double().mean().item() for name, mask in masks.items()},
+        "refused": {name: int(suite.refused[mask].sum()) for name, mask in masks.items()},
+        "images": len(suite.labels),
+        "preprocess": suite.options.to_dict(),
+    }
 
 
-def score_suite(model: nn.Module, split: Split, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0,
-                options: PreprocessOptions = PreprocessOptions(), conditions: tuple[str, ...] | None = None) -> dict:
+def score_suite(
+    model: nn.Module,
+    split: Split,
+    part: str = "test",
+    count: int = DEFAULT_COUNT,
+    seed: int = 0,
+    options: PreprocessOptions = PreprocessOptions(),
+    conditions: tuple[str, ...] | None = None,
+) -> dict:
     """Accuracy of `model` on the suite rendered from `split` (read_suite, then suite_accuracy), with the
     suite's part, count and seed recorded."""
     suite = read_suite(render_suite(split.images, split.labels, count, seed, conditions), options)

@@ -12,8 +12,12 @@ from .augment import PRESET
 from .config import TrainConfig
 from .errors import ConfigError
 
-AUGMENT = {"augment_rotate": PRESET.rotate, "augment_translate": PRESET.translate,
-           "augment_scale": PRESET.scale, "augment_shear": PRESET.shear}
+AUGMENT = {
+    "augment_rotate": PRESET.rotate,
+    "augment_translate": PRESET.translate,
+    "augment_scale": PRESET.scale,
+    "augment_shear": PRESET.shear,
+}
 
 _ONE_CYCLE = {"optimizer": "adamw", "schedule": "onecycle", "warmup": 0.25}
 # half the preset's ranges and no shear: the 25.8k-parameter seed MLP cannot fit the full preset's variety
@@ -29,15 +33,45 @@ RECIPES: dict[str, dict[str, dict]] = {
     },
     # best validation accuracy within minutes on a CPU
     "best": {
-        "mlp": {**_ONE_CYCLE, **_LIGHT_AUGMENT, "batch_size": 128, "lr": 5e-3, "epochs": 60, "weight_decay": 1e-4,
-                "keep_best": True},
+        "mlp": {
+            **_ONE_CYCLE,
+            **_LIGHT_AUGMENT,
+            "batch_size": 128,
+            "lr": 5e-3,
+            "epochs": 60,
+            "weight_decay": 1e-4,
+            "keep_best": True,
+        },
         # 1.5x the default widths (164k parameters): with augmentation the default cnn runs short of capacity
-        "cnn": {**_ONE_CYCLE, **AUGMENT, "model_kwargs": {"channels": [24, 48, 96]}, "batch_size": 128, "lr": 4e-3,
-                "epochs": 20, "weight_decay": 5e-4, "label_smoothing": 0.1, "keep_best": True},
-        "cnn-tiny": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 1e-2, "epochs": 30, "weight_decay": 1e-4,
-                     "keep_best": True},
-        "lenet5": {**_ONE_CYCLE, **AUGMENT, "batch_size": 128, "lr": 3e-3, "epochs": 20, "weight_decay": 1e-4,
-                   "keep_best": True},
+        "cnn": {
+            **_ONE_CYCLE,
+            **AUGMENT,
+            "model_kwargs": {"channels": [24, 48, 96]},
+            "batch_size": 128,
+            "lr": 4e-3,
+            "epochs": 20,
+            "weight_decay": 5e-4,
+            "label_smoothing": 0.1,
+            "keep_best": True,
+        },
+        "cnn-tiny": {
+            **_ONE_CYCLE,
+            **AUGMENT,
+            "batch_size": 128,
+            "lr": 1e-2,
+            "epochs": 30,
+            "weight_decay": 1e-4,
+            "keep_best": True,
+        },
+        "lenet5": {
+            **_ONE_CYCLE,
+            **AUGMENT,
+            "batch_size": 128,
+            "lr": 3e-3,
+            "epochs": 20,
+            "weight_decay": 1e-4,
+            "keep_best": True,
+        },
     },
 }
 
@@ -46,9 +80,7 @@ RECIPES: dict[str, dict[str, dict]] = {
 # pens, blur from focus or upscaling, fainter ink, sensor noise (see digitlab.realworld).
 # Mild: preprocessing already brings pens into MNIST's width range and ink to full intensity.
 _REAL_WORLD = {"augment_thickness": 1.0, "augment_blur": 0.5, "augment_contrast": 0.2, "augment_noise": 0.03}
-RECIPES["robust"] = {
-    model: {**settings, **AUGMENT, **_REAL_WORLD} for model, settings in RECIPES["best"].items()
-}
+RECIPES["robust"] = {model: {**settings, **AUGMENT, **_REAL_WORLD} for model, settings in RECIPES["best"].items()}
 RECIPES["robust"]["mlp"].update(_LIGHT_AUGMENT)
 RECIPES["robust"]["cnn"]["epochs"] = 12  # the shipped model's recipe: 12 epochs fit a CPU budget of minutes
 

@@ -76,8 +76,9 @@ def write_report(run: Run | str | Path, digit: int = 7, seed: int = 0, out: str 
     return index
 
 
-def build_sections(run: Run, data: Dataset, probabilities: torch.Tensor, metrics: dict, ece: float,
-                   digit: int, seed: int) -> list[Section]:
+def build_sections(
+    run: Run, data: Dataset, probabilities: torch.Tensor, metrics: dict, ece: float, digit: int, seed: int
+) -> list[Section]:
     """Every figure of the report, grouped as the page shows them."""
     classes, test = data.classes, data.test
     images, labels = test.images, test.labels
@@ -86,54 +87,88 @@ def build_sections(run: Run, data: Dataset, probabilities: torch.Tensor, metrics
     confusion = torch.tensor(metrics["confusion_matrix"])
     model_name = type(run.model).__name__
     return [
-        Section("Data", {
-            "training_digits.png": viz.training_digits(data.train.images, data.train.labels, classes),
-            f"examples_of_{digit}.png": viz.digit_examples(data.train.images, data.train.labels, digit, classes),
-            "class_distribution.png": viz.class_distribution(
-                {name: split.labels for name, split in data.splits().items() if len(split)}, classes),
-        }),
-        Section("Training", {"training_curves.png": viz.training_curves(history) if history else None},
-                note="this run carries no training history (a bare model file)"),
-        Section("Prediction confidence on the test set", {
-            "confidently_wrong.png": viz.confidently_wrong(images, labels, probabilities, classes),
-            "uncertain.png": viz.uncertain(images, labels, probabilities, classes),
-            "misclassified.png": viz.misclassified_overview(images, labels, probabilities, classes),
-            "random_sample.png": viz.random_sample(images, labels, probabilities, classes, seed=seed),
-        }),
-        Section("Confusion matrix", {"confusion_matrix.png": viz.confusion_matrix(confusion, classes)},
-                html=per_class_table(metrics)),
-        Section("Calibration", {"reliability.png": viz.reliability_diagram(probabilities, labels, CALIBRATION_BINS)},
-                html=f"<p>Expected calibration error ({CALIBRATION_BINS} equal-width bins of the max probability): "
-                     f"<strong>{ece:.2%}</strong>.</p>"),
-        Section("Inside the model", {
-            "first_layer.png": viz.first_layer(run.model),
-            "activations.png": viz.activations(run.model, images[chosen], labels[chosen], classes),
-        }, note=f"digitlab has no picture of the inside of a {model_name} yet"),
-        Section("Most-confused pairs", {"confused_pairs.png": viz.confused_pairs(images, labels, probabilities, classes)},
-                html=confused_pairs_table(confusion, classes)),
+        Section(
+            "Data",
+            {
+                "training_digits.png": viz.training_digits(data.train.images, data.train.labels, classes),
+                f"examples_of_{digit}.png": viz.digit_examples(data.train.images, data.train.labels, digit, classes),
+                "class_distribution.png": viz.class_distribution(
+                    {name: split.labels for name, split in data.splits().items() if len(split)}, classes
+                ),
+            },
+        ),
+        Section(
+            "Training",
+            {"training_curves.png": viz.training_curves(history) if history else None},
+            note="this run carries no training history (a bare model file)",
+        ),
+        Section(
+            "Prediction confidence on the test set",
+            {
+                "confidently_wrong.png": viz.confidently_wrong(images, labels, probabilities, classes),
+                "uncertain.png": viz.uncertain(images, labels, probabilities, classes),
+                "misclassified.png": viz.misclassified_overview(images, labels, probabilities, classes),
+                "random_sample.png": viz.random_sample(images, labels, probabilities, classes, seed=seed),
+            },
+        ),
+        Section(
+            "Confusion matrix",
+            {"confusion_matrix.png": viz.confusion_matrix(confusion, classes)},
+            html=per_class_table(metrics),
+        ),
+        Section(
+            "Calibration",
+            {"reliability.png": viz.reliability_diagram(probabilities, labels, CALIBRATION_BINS)},
+            html=f"<p>Expected calibration error ({CALIBRATION_BINS} equal-width bins of the max probability): "
+            f"<strong>{ece:.2%}</strong>.</p>",
+        ),
+        Section(
+            "Inside the model",
+            {
+                "first_layer.png": viz.first_layer(run.model),
+                "activations.png": viz.activations(run.model, images[chosen], labels[chosen], classes),
+            },
+            note=f"digitlab has no picture of the inside of a {model_name} yet",
+        ),
+        Section(
+            "Most-confused pairs",
+            {"confused_pairs.png": viz.confused_pairs(images, labels, probabilities, classes)},
+            html=confused_pairs_table(confusion, classes),
+        ),
     ]
 
 
 def first_of_each_class(labels: torch.Tensor, classes: int) -> torch.Tensor:
     """Index of the first example of each class that occurs, in class order."""
-    return torch.tensor([int(found[0]) for found in ((labels == cls).nonzero().squeeze(1) for cls in range(classes))
-                         if len(found)], dtype=torch.long)
+    return torch.tensor(
+        [int(found[0]) for found in ((labels == cls).nonzero().squeeze(1) for cls in range(classes)) if len(found)],
+        dtype=torch.long,
+    )
 
 
 def per_class_table(metrics: dict) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(row['class'])}</td><td>{row['precision']:.4f}</td><td>{row['recall']:.4f}</td>"
-        f"<td>{row['f1']:.4f}</td><td>{row['support']:,}</td></tr>" for row in metrics["per_class"])
-    return ("<table><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
-            f"</thead><tbody>{rows}</tbody><tfoot><tr><td>macro F1</td><td></td><td></td>"
-            f"<td>{metrics['macro_f1']:.4f}</td><td>{metrics['count']:,}</td></tr></tfoot></table>")
+        f"<td>{row['f1']:.4f}</td><td>{row['support']:,}</td></tr>"
+        for row in metrics["per_class"]
+    )
+    return (
+        "<table><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+        f"</thead><tbody>{rows}</tbody><tfoot><tr><td>macro F1</td><td></td><td></td>"
+        f"<td>{metrics['macro_f1']:.4f}</td><td>{metrics['count']:,}</td></tr></tfoot></table>"
+    )
 
 
 def confused_pairs_table(confusion: torch.Tensor, classes: tuple[str, ...]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(classes[true])}</td><td>{html.escape(classes[guess])}</td><td>{count}</td></tr>"
-                   for true, guess, count in most_confused_pairs(confusion))
-    return ("<table><thead><tr><th>true</th><th>predicted</th><th>count</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>") if rows else "<p>No digit is misclassified.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(classes[true])}</td><td>{html.escape(classes[guess])}</td><td>{count}</td></tr>"
+        for true, guess, count in most_confused_pairs(confusion)
+    )
+    return (
+        (f"<table><thead><tr><th>true</th><th>predicted</th><th>count</th></tr></thead><tbody>{rows}</tbody></table>")
+        if rows
+        else "<p>No digit is misclassified.</p>"
+    )
 
 
 STYLE = """
@@ -152,21 +187,27 @@ def render_html(run: Run, metrics: dict, ece: float, sections: list[Section], si
     """The page: a summary line, then each section's figures (img tags sized by `sizes`) and extra HTML."""
     spec = getattr(run.model, "spec", {"name": type(run.model).__name__, "kwargs": {}})
     name = run.path.name if run.path is not None else spec["name"]
-    summary = (f"{html.escape(spec['name'])} {html.escape(str(spec['kwargs'] or ''))} on {html.escape(run.dataset)} — "
-               f"test accuracy {metrics['accuracy']:.2%}, macro F1 {metrics['macro_f1']:.4f}, ECE {ece:.2%}, "
-               f"{metrics['count']:,} test images")
-    body = [f"<h1>digitlab report: {html.escape(name)}</h1>", f"<p class=\"summary\">{summary}</p>"]
+    summary = (
+        f"{html.escape(spec['name'])} {html.escape(str(spec['kwargs'] or ''))} on {html.escape(run.dataset)} — "
+        f"test accuracy {metrics['accuracy']:.2%}, macro F1 {metrics['macro_f1']:.4f}, ECE {ece:.2%}, "
+        f"{metrics['count']:,} test images"
+    )
+    body = [f"<h1>digitlab report: {html.escape(name)}</h1>", f'<p class="summary">{summary}</p>']
     for section in sections:
-        body.append(f"<h2>{html.escape(section.title)}</h2>\n<div class=\"figures\">")
+        body.append(f'<h2>{html.escape(section.title)}</h2>\n<div class="figures">')
         for file, figure in section.figures.items():
             if figure is None:
-                body.append(f"<p class=\"note\">{html.escape(section.note)}.</p>")
+                body.append(f'<p class="note">{html.escape(section.note)}.</p>')
                 continue
             width, height = sizes[file]
             title = figure.get_suptitle() or file
-            body.append(f"<figure><img src=\"{html.escape(file)}\" width=\"{width}\" height=\"{height}\" "
-                        f"alt=\"{html.escape(title)}\"></figure>")
+            body.append(
+                f'<figure><img src="{html.escape(file)}" width="{width}" height="{height}" '
+                f'alt="{html.escape(title)}"></figure>'
+            )
         body.append(f"{section.html}</div>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>digitlab report: {html.escape(name)}</title><link rel=\"icon\" href=\"data:,\">"
-            f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<title>digitlab report: {html.escape(name)}</title><link rel="icon" href="data:,">'
+        f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

@@ -42,8 +42,13 @@ MODEL_FORMAT = "digitlab-model/1"
 
 
 def versions() -> dict:
-    return {"digitlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
+    return {
+        "digitlab": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def save_model(model: nn.Module, path: Path, dtype: torch.dtype | None = None, **about) -> None:
@@ -53,15 +58,20 @@ def save_model(model: nn.Module, path: Path, dtype: torch.dtype | None = None, *
     `dtype` (e.g. torch.float16) stores the weights' floating-point tensors in that type (the
     detector's stay float32); loading converts them back to the model's own.
     """
-    tensors = {name: _stored(tensor.detach().cpu().contiguous().clone(), dtype)
-               for name, tensor in model.state_dict().items()}
+    tensors = {
+        name: _stored(tensor.detach().cpu().contiguous().clone(), dtype) for name, tensor in model.state_dict().items()
+    }
     detector = detector_of(model)
     if detector is not None:
         tensors.update(detector.tensors())
         about = {**about, "ood": detector.metadata()}
     spec: dict = model.spec  # type: ignore[assignment]  # set by create_model; nn.Module types attributes as tensors
-    metadata = {"format": MODEL_FORMAT, "model": spec["name"], "model_kwargs": json.dumps(spec["kwargs"]),
-                **{key: json.dumps(value) for key, value in about.items()}}
+    metadata = {
+        "format": MODEL_FORMAT,
+        "model": spec["name"],
+        "model_kwargs": json.dumps(spec["kwargs"]),
+        **{key: json.dumps(value) for key, value in about.items()},
+    }
     if dtype is not None:
         metadata["stored_dtype"] = json.dumps(str(dtype).removeprefix("torch."))
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
@@ -106,8 +116,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     detector = _split_detector(tensors, metadata, path)
     if "stored_dtype" in metadata:  # weights kept in a smaller float type (see save_model)
         expected = model.state_dict()
-        tensors = {name: tensor.to(expected[name].dtype) if name in expected and tensor.is_floating_point() else tensor
-                   for name, tensor in tensors.items()}
+        tensors = {
+            name: tensor.to(expected[name].dtype) if name in expected and tensor.is_floating_point() else tensor
+            for name, tensor in tensors.items()
+        }
     check_state(model.state_dict(), tensors, path)
     model.load_state_dict(tensors)
     if detector is not None:
@@ -133,8 +145,10 @@ def check_state(expected: dict, found: dict, path: Path) -> None:
         raise RunError(f"{path} does not match its model: missing {missing or 'none'}, unexpected {extra or 'none'}")
     for name, tensor in expected.items():
         if found[name].shape != tensor.shape or found[name].dtype != tensor.dtype:
-            raise RunError(f"{path}: tensor {name} is {found[name].dtype} {tuple(found[name].shape)}, "
-                           f"the model needs {tensor.dtype} {tuple(tensor.shape)}")
+            raise RunError(
+                f"{path}: tensor {name} is {found[name].dtype} {tuple(found[name].shape)}, "
+                f"the model needs {tensor.dtype} {tuple(tensor.shape)}"
+            )
 
 
 @dataclass
@@ -154,7 +168,9 @@ class Run:
         """The run's dataset with its validation split; warns if its files differ from training's."""
         data = load_dataset(self.dataset, val_size=self.config.val_size, split_seed=self.config.split_seed)
         if self.dataset_sha256 and data.sha256 != self.dataset_sha256:
-            warnings.warn(f"run was trained on different {self.dataset} files than the ones {purpose} now", stacklevel=3)
+            warnings.warn(
+                f"run was trained on different {self.dataset} files than the ones {purpose} now", stacklevel=3
+            )
         return data
 
     def evaluate(self, split: str = "test") -> dict:
@@ -162,26 +178,43 @@ class Run:
         data = self.data()
         return evaluate(self.model, data.splits()[split], data.classes)
 
-    def predict(self, images, top_k: int = 1, batch_size: int = 512, errors: str = "raise",
-                preprocess: PreprocessOptions | None = None, workers: int = WORKERS, progress=None) -> list:
+    def predict(
+        self,
+        images,
+        top_k: int = 1,
+        batch_size: int = 512,
+        errors: str = "raise",
+        preprocess: PreprocessOptions | None = None,
+        workers: int = WORKERS,
+        progress=None,
+    ) -> list:
         """Classify pictures of digits (file paths, folders, PIL images, arrays): see digitlab.predict.predict.
 
         Pictures are prepared with the run's own preprocessing unless `preprocess` says otherwise.
         """
-        return predict(self.model, images, self.classes, top_k=top_k, batch_size=batch_size, errors=errors,
-                       options=preprocess or self.preprocess, workers=workers, progress=progress)
+        return predict(
+            self.model,
+            images,
+            self.classes,
+            top_k=top_k,
+            batch_size=batch_size,
+            errors=errors,
+            options=preprocess or self.preprocess,
+            workers=workers,
+            progress=progress,
+        )
 
     def read_number(self, images, errors: str = "raise", preprocess: PreprocessOptions | None = None) -> list:
         """Read the whole number written in each picture (file paths, folders, PIL images, arrays): one
         NumberReading per input, see digitlab.numbers.read_numbers. A single picture gives a list of one."""
         return read_numbers(self.model, images, self.classes, options=preprocess or self.preprocess, errors=errors)
 
-    def real_world(self, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0,
-                   preprocess: PreprocessOptions | None = None) -> dict:
+    def real_world(
+        self, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0, preprocess: PreprocessOptions | None = None
+    ) -> dict:
         """Accuracy on the real-world suite rendered from the validation or test digits (see digitlab.realworld)."""
         split = self.data("rendered").splits()["val" if part == "val" else "test"]
-        return score_suite(self.model, split, part=part, count=count, seed=seed,
-                                   options=preprocess or self.preprocess)
+        return score_suite(self.model, split, part=part, count=count, seed=seed, options=preprocess or self.preprocess)
 
     @property
     def ood(self) -> Detector | None:
@@ -194,8 +227,16 @@ class Run:
         model and, when the run has a folder, rewrite model.safetensors with it. Returns the detector."""
         data = self.data("calibrated on")
         transform = deskew if self.preprocess.deskew else None
-        detector = fit_detector(self.model, data.train.images, data.train.labels, data.val.images,
-                                len(self.classes), quantile, transform, self.config.seed)
+        detector = fit_detector(
+            self.model,
+            data.train.images,
+            data.train.labels,
+            data.val.images,
+            len(self.classes),
+            quantile,
+            transform,
+            self.config.seed,
+        )
         self.model.ood = detector  # type: ignore[assignment]  # a plain attribute, not a parameter or buffer
         if self.path is not None:
             _save_model_file(self)
@@ -260,8 +301,13 @@ def save_run(run: Run) -> None:
 def _save_model_file(run: Run) -> None:
     assert run.path is not None  # callers check that the run has a folder
     dataset = _dataset_record(run.dataset, run.dataset_sha256, run.classes)
-    save_model(run.model, run.path / MODEL_FILE, dataset=dataset, config=run.config.to_dict(),
-               preprocess=run.preprocess.to_dict())
+    save_model(
+        run.model,
+        run.path / MODEL_FILE,
+        dataset=dataset,
+        config=run.config.to_dict(),
+        preprocess=run.preprocess.to_dict(),
+    )
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -270,8 +316,14 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     if path.is_file() and path.suffix == ".safetensors":
         model, metadata = load_model(path, device)
         config = TrainConfig.from_dict(metadata.get("config", {}))
-        return Run(None, model, config, metadata.get("metrics", {}), **_dataset_fields(metadata.get("dataset", {})),
-                   preprocess=_preprocessing(metadata, path))
+        return Run(
+            None,
+            model,
+            config,
+            metadata.get("metrics", {}),
+            **_dataset_fields(metadata.get("dataset", {})),
+            preprocess=_preprocessing(metadata, path),
+        )
     if not path.is_dir():
         raise RunError(f"no run folder at {path}")
     model, metadata = load_model(path / MODEL_FILE, device)
@@ -280,15 +332,24 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         config = TrainConfig.from_dict(saved.get("config", {}))
     except ConfigError as error:
         raise RunError(f"{path / CONFIG_FILE}: {error}") from None
-    return Run(path, model, config, read_json(path / METRICS_FILE), **_dataset_fields(saved.get("dataset", {})),
-               preprocess=_preprocessing(metadata, path))
+    return Run(
+        path,
+        model,
+        config,
+        read_json(path / METRICS_FILE),
+        **_dataset_fields(saved.get("dataset", {})),
+        preprocess=_preprocessing(metadata, path),
+    )
 
 
 def _preprocessing(metadata: dict, path: Path) -> PreprocessOptions:
     """The preprocessing a model file records; digitlab 0.1's for files saved before it was recorded (said once)."""
     if "preprocess" not in metadata:
-        warnings.warn(f"{path} was saved before models recorded their preprocessing: its pictures get "
-                      "digitlab 0.1's preprocessing (retrain it for the current one)", stacklevel=3)
+        warnings.warn(
+            f"{path} was saved before models recorded their preprocessing: its pictures get "
+            "digitlab 0.1's preprocessing (retrain it for the current one)",
+            stacklevel=3,
+        )
         return PreprocessOptions(legacy=True)
     try:
         return PreprocessOptions.from_dict(metadata["preprocess"])
@@ -297,5 +358,8 @@ def _preprocessing(metadata: dict, path: Path) -> PreprocessOptions:
 
 
 def _dataset_fields(dataset: dict) -> dict:
-    return {"dataset": dataset.get("name", "mnist"), "dataset_sha256": dataset.get("sha256", {}),
-            "classes": tuple(dataset.get("classes", "0123456789"))}
+    return {
+        "dataset": dataset.get("name", "mnist"),
+        "dataset_sha256": dataset.get("sha256", {}),
+        "classes": tuple(dataset.get("classes", "0123456789")),
+    }

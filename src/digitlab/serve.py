@@ -97,14 +97,21 @@ class PredictionOut(BaseModel):
     index: int = Field(description="its position in the class list")
     confidence: float = Field(description="its probability")
     probabilities: list[float] = Field(description="softmax over the classes, in class order; sums to 1")
-    image: list[list[int]] = Field(description="the 28×28 image the model saw: rows of gray levels, "
-                                               "0 background, 255 ink")
-    box: list[int] = Field(description="where the ink was found: [x0, y0, x1, y1] in the picture's own pixels "
-                                       "(EXIF rotation applied; x1, y1 exclusive)")
-    ood_score: float | None = Field(description="how unlike a digit the picture is (higher: less); "
-                                                "null for a model without a 'not a digit' detector")
-    rejected: bool | None = Field(description="true when the score is above the model's threshold: "
-                                              "this does not look like a digit (null without a detector)")
+    image: list[list[int]] = Field(
+        description="the 28×28 image the model saw: rows of gray levels, 0 background, 255 ink"
+    )
+    box: list[int] = Field(
+        description="where the ink was found: [x0, y0, x1, y1] in the picture's own pixels "
+        "(EXIF rotation applied; x1, y1 exclusive)"
+    )
+    ood_score: float | None = Field(
+        description="how unlike a digit the picture is (higher: less); "
+        "null for a model without a 'not a digit' detector"
+    )
+    rejected: bool | None = Field(
+        description="true when the score is above the model's threshold: "
+        "this does not look like a digit (null without a detector)"
+    )
 
 
 class DigitOut(BaseModel):
@@ -136,8 +143,12 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
     run.model.eval()
     about = model_info(run)
     # FastAPIOffline: FastAPI whose /docs and /redoc use bundled Swagger UI and ReDoc files, not a CDN
-    app = FastAPIOffline(title="digitlab", version=__version__, summary="Classify pictures of handwritten digits "
-                         f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).")
+    app = FastAPIOffline(
+        title="digitlab",
+        version=__version__,
+        summary="Classify pictures of handwritten digits "
+        f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).",
+    )
     app.state.run, app.state.model_info, app.state.limits = run, about, limits
     # Starlette picks the handler by exception class; its stubs type every handler for any Exception
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
@@ -156,13 +167,22 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
     async def model():
         return about
 
-    @app.post("/api/predict", summary="Classify one picture of a digit", response_model=PredictionOut,
-              responses={code: {"model": ErrorOut, "description": text} for code, text in (
-                  (400, "malformed JSON, bad base64 or a form without a file"),
-                  (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
-                  (415, "neither JSON nor multipart/form-data"), (422, "not an image, corrupt or blank"),
-                  (503, "too many images waiting: retry after the Retry-After seconds"))},
-              openapi_extra={"requestBody": _request_body_schema(limits)})
+    @app.post(
+        "/api/predict",
+        summary="Classify one picture of a digit",
+        response_model=PredictionOut,
+        responses={
+            code: {"model": ErrorOut, "description": text}
+            for code, text in (
+                (400, "malformed JSON, bad base64 or a form without a file"),
+                (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
+                (415, "neither JSON nor multipart/form-data"),
+                (422, "not an image, corrupt or blank"),
+                (503, "too many images waiting: retry after the Retry-After seconds"),
+            )
+        },
+        openapi_extra={"requestBody": _request_body_schema(limits)},
+    )
     async def predict_route(request: Request):
         async with gate.ticket():  # a place in the queue before the body is read: memory stays bounded
             data, source = await image_bytes(request, limits)
@@ -174,15 +194,22 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
                 except ImageError as error:
                     raise HTTPException(422, str(error)) from None
 
-    @app.post("/api/number", summary="Read a whole number (several digits, left to right) in one picture",
-              response_model=NumberOut,
-              responses={code: {"model": ErrorOut, "description": text} for code, text in (
-                  (400, "malformed JSON, bad base64 or a form without a file"),
-                  (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
-                  (415, "neither JSON nor multipart/form-data"),
-                  (422, "not an image, corrupt, no digit found, or more than 32 digits"),
-                  (503, "too many images waiting: retry after the Retry-After seconds"))},
-              openapi_extra={"requestBody": _request_body_schema(limits)})
+    @app.post(
+        "/api/number",
+        summary="Read a whole number (several digits, left to right) in one picture",
+        response_model=NumberOut,
+        responses={
+            code: {"model": ErrorOut, "description": text}
+            for code, text in (
+                (400, "malformed JSON, bad base64 or a form without a file"),
+                (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
+                (415, "neither JSON nor multipart/form-data"),
+                (422, "not an image, corrupt, no digit found, or more than 32 digits"),
+                (503, "too many images waiting: retry after the Retry-After seconds"),
+            )
+        },
+        openapi_extra={"requestBody": _request_body_schema(limits)},
+    )
     async def number_route(request: Request):
         async with gate.ticket():
             data, source = await image_bytes(request, limits)
@@ -221,11 +248,18 @@ def read_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -
 def model_info(run: Run) -> dict:
     """What GET /api/model returns: the model, its size, its accuracy and how it was trained."""
     metrics = run.metrics or {}
-    return {"run": run.path.name if run.path else None, "model": run.config.model,
-            "model_kwargs": run.config.model_kwargs, "parameters": count_parameters(run.model),
-            "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
-            "epochs": len(metrics["history"]) if "history" in metrics else None,
-            "dataset": run.dataset, "classes": [str(name) for name in run.classes], "config": run.config.to_dict()}
+    return {
+        "run": run.path.name if run.path else None,
+        "model": run.config.model,
+        "model_kwargs": run.config.model_kwargs,
+        "parameters": count_parameters(run.model),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "val_accuracy": metrics.get("val_accuracy"),
+        "epochs": len(metrics["history"]) if "history" in metrics else None,
+        "dataset": run.dataset,
+        "classes": [str(name) for name in run.classes],
+        "config": run.config.to_dict(),
+    }
 
 
 class Gate:
@@ -243,8 +277,11 @@ class Gate:
     @contextlib.asynccontextmanager
     async def ticket(self):
         if self.held >= self.places:
-            raise HTTPException(503, f"busy: {self.places} images are already being read or waiting; "
-                                     f"retry in {RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise HTTPException(
+                503,
+                f"busy: {self.places} images are already being read or waiting; retry in {RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         self.held += 1
         try:
             yield
@@ -269,9 +306,16 @@ def answer(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dic
     """
     result = classify(run, data, source, limits)
     assert result.image is not None  # classify raises ImageError for an unusable image, so there always is one
-    return {"label": result.label, "index": result.index, "confidence": result.confidence,
-            "probabilities": result.probabilities, "image": result.image[0].numpy().tolist(), "box": list(result.box or ()),
-            "ood_score": result.ood_score, "rejected": result.rejected}
+    return {
+        "label": result.label,
+        "index": result.index,
+        "confidence": result.confidence,
+        "probabilities": result.probabilities,
+        "image": result.image[0].numpy().tolist(),
+        "box": list(result.box or ()),
+        "ood_score": result.ood_score,
+        "rejected": result.rejected,
+    }
 
 
 async def image_bytes(request: Request, limits: Limits = Limits()) -> tuple[bytes, str]:
@@ -342,6 +386,7 @@ def _capped_receive(receive, limit: int):
             if seen > limit:
                 raise _BodyTooLarge()
         return message
+
     return capped
 
 
@@ -350,8 +395,14 @@ def _too_large(what: str, size: int, limits: Limits, exact: bool = True) -> str:
     return f"{what} is {amount}; images are limited to {limits.max_upload_bytes:,} bytes ({limits.upload})"
 
 
-def serve(run: Run | str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False,
-          on_ready=print, limits: Limits = Limits()) -> None:
+def serve(
+    run: Run | str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = False,
+    on_ready=print,
+    limits: Limits = Limits(),
+) -> None:
     """Load the run, listen on host:port (0 = any free port) and serve the demo until Ctrl-C.
 
     The socket is bound before uvicorn starts, so a taken port or an unknown host is a ServeError
@@ -364,10 +415,13 @@ def serve(run: Run | str | Path | None = None, host: str = "127.0.0.1", port: in
     bound_port = listener.getsockname()[1]
     about = app.state.model_info
     shown = f"[{host}]" if ":" in host else host
-    on_ready(f"serving {about['run'] or about['model']} ({about['model']}, {about['parameters']:,} parameters) "
-             f"on http://{shown}:{bound_port} — Ctrl-C to stop")
-    config = uvicorn.Config(app, access_log=access_log, log_level="info" if access_log else "warning",
-                            timeout_graceful_shutdown=5)
+    on_ready(
+        f"serving {about['run'] or about['model']} ({about['model']}, {about['parameters']:,} parameters) "
+        f"on http://{shown}:{bound_port} — Ctrl-C to stop"
+    )
+    config = uvicorn.Config(
+        app, access_log=access_log, log_level="info" if access_log else "warning", timeout_graceful_shutdown=5
+    )
     try:
         uvicorn.Server(config).run(sockets=[listener])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal stop
@@ -396,10 +450,31 @@ def _listen(host: str, port: int) -> socket.socket:
 def _request_body_schema(limits: Limits) -> dict:
     """The two accepted request bodies, for the OpenAPI docs (the route reads the body itself)."""
     most = f"at most {limits.upload} and {megapixels(limits.max_pixels)}"
-    return {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary", "description": f"image file (JPEG, PNG, HEIC, "
-                                                                          f"WebP...), {most}"}}}},
-        "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "description": "base64 image (PNG, JPEG, ...), or a data: URL"},
-            "name": {"type": "string", "description": "optional name used in error messages"}}}}}}
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": f"image file (JPEG, PNG, HEIC, WebP...), {most}",
+                        }
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "description": "base64 image (PNG, JPEG, ...), or a data: URL"},
+                        "name": {"type": "string", "description": "optional name used in error messages"},
+                    },
+                }
+            },
+        },
+    }

@@ -42,6 +42,13 @@ def ship(run: Run, path: Path = SHIPPED_MODEL, metrics: dict | None = None) -> P
     """Write `run` as a shipped model file: float16 weights, config, dataset, preprocessing and `metrics`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset = {"name": run.dataset, "sha256": run.dataset_sha256, "classes": list(run.classes)}
-    save_model(run.model, path, dtype=torch.float16, dataset=dataset, config=run.config.to_dict(),
-               preprocess=run.preprocess.to_dict(), metrics=metrics or {})
+    save_model(
+        run.model,
+        path,
+        dtype=torch.float16,
+        dataset=dataset,
+        config=run.config.to_dict(),
+        preprocess=run.preprocess.to_dict(),
+        metrics=metrics or {},
+    )
     return path

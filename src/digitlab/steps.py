@@ -63,11 +63,17 @@ class Objective:
         with torch.no_grad():
             soft_targets = F.softmax(self.teacher(in_preferred_layout(self.teacher, inputs)) / self.temperature, 1)
         distill = F.kl_div(F.log_softmax(logits / self.temperature, 1), soft_targets, reduction="batchmean")
-        return (1 - self.weight) * loss + self.weight * self.temperature ** 2 * distill
+        return (1 - self.weight) * loss + self.weight * self.temperature**2 * distill
 
 
-def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, logits_out: torch.Tensor,
-                   on_step=None, objective: Objective = Objective()) -> int:
+def autograd_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches,
+    logits_out: torch.Tensor,
+    on_step=None,
+    objective: Objective = Objective(),
+) -> int:
     """One pass with autograd over `batches`; logits go to successive rows of `logits_out`. Returns rows filled."""
     filled = 0
     for images, labels in batches:
@@ -79,7 +85,7 @@ def autograd_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        logits_out[filled:filled + labels.shape[0]] = logits.detach()
+        logits_out[filled : filled + labels.shape[0]] = logits.detach()
         filled += labels.shape[0]
     return filled
 

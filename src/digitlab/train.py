@@ -68,8 +68,13 @@ class Tracking:
             self.on_epoch(record)
 
 
-def fit(trainee: Trainee, dataset: Dataset, config: TrainConfig, generator: torch.Generator | None = None,
-        tracking: Tracking | None = None) -> list[dict]:
+def fit(
+    trainee: Trainee,
+    dataset: Dataset,
+    config: TrainConfig,
+    generator: torch.Generator | None = None,
+    tracking: Tracking | None = None,
+) -> list[dict]:
     """Train from `tracking.progress` (default: the start) up to config.epochs; return the history of all epochs.
 
     Each record holds the epoch number, the running train loss/accuracy over the epoch, the
@@ -85,9 +90,12 @@ def fit(trainee: Trainee, dataset: Dataset, config: TrainConfig, generator: torc
     with _denormals_flushed():
         for epoch_number in range(tracking.progress.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
-            record = {"epoch": epoch_number, **epochs.train(),
-                      **_scores("val", _val_logits(trainee.model, dataset.val), dataset.val.labels),
-                      "lr": trainee.optimizer.param_groups[0]["lr"]}
+            record = {
+                "epoch": epoch_number,
+                **epochs.train(),
+                **_scores("val", _val_logits(trainee.model, dataset.val), dataset.val.labels),
+                "lr": trainee.optimizer.param_groups[0]["lr"],
+            }
             record["seconds"] = time.perf_counter() - started
             tracking.add(record, trainee.model, config.keep_best)
     if config.keep_best:
@@ -111,12 +119,14 @@ class _Epochs:
     """The training pass of each epoch: shuffled (and augmented) batches through the engine's step,
     the learning rate set before every step, the logits kept to score the epoch."""
 
-    def __init__(self, trainee: Trainee, dataset: Dataset, config: TrainConfig, generator: torch.Generator,
-                 done_epochs: int):
+    def __init__(
+        self, trainee: Trainee, dataset: Dataset, config: TrainConfig, generator: torch.Generator, done_epochs: int
+    ):
         device = next(trainee.model.parameters()).device
         self.model, self.world, self.generator = trainee.model, trainee.world, generator
-        self.loader = BatchLoader(dataset.train.to(device), config.batch_size, shuffle=True, generator=generator,
-                                  shard=trainee.world.shard)
+        self.loader = BatchLoader(
+            dataset.train.to(device), config.batch_size, shuffle=True, generator=generator, shard=trainee.world.shard
+        )
         self.schedule = Schedule(trainee.optimizer, config, len(self.loader), done_epochs)
         self.step = epoch_runner(trainee, config)
         self.augmentation = config.augmentation()
@@ -143,16 +153,25 @@ def _scores(prefix: str, logits: torch.Tensor | None, labels: torch.Tensor, worl
     if logits is None:
         return {f"{prefix}_loss": None, f"{prefix}_accuracy": None}
     labels = labels.to(logits.device)
-    totals = torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
-                          (logits.argmax(1) == labels).sum().float(),
-                          torch.tensor(float(labels.shape[0]), device=logits.device)]).double()
+    totals = torch.stack(
+        [
+            F.cross_entropy(logits, labels, reduction="sum"),
+            (logits.argmax(1) == labels).sum().float(),
+            torch.tensor(float(labels.shape[0]), device=logits.device),
+        ]
+    ).double()
     loss_sum, correct, count = world.sum_(totals).tolist()
     return {f"{prefix}_loss": loss_sum / count, f"{prefix}_accuracy": correct / count}
 
 
-def train(config: TrainConfig | None = None, dataset: Dataset | None = None,
-          on_epoch: EpochCallback | None = None, save: bool = True, resume_from: str | Path | None = None,
-          test: bool = True) -> Run:
+def train(
+    config: TrainConfig | None = None,
+    dataset: Dataset | None = None,
+    on_epoch: EpochCallback | None = None,
+    save: bool = True,
+    resume_from: str | Path | None = None,
+    test: bool = True,
+) -> Run:
     """Build the configured model, fit it, evaluate it once on the test set and save the run folder.
 
     The folder gets config.json at the start and a checkpoint after every epoch, so a run that
@@ -211,12 +230,20 @@ def _load_teacher(path: str | None, device: torch.device) -> nn.Module | None:
 
 def deskewed(dataset: Dataset) -> Dataset:
     """The dataset with every split's digits deskewed, as a model trained with `preprocess="deskew"` sees them."""
+
     def straighten(split: Split) -> Split:
-        images = torch.cat([deskew(to_float(split.images[start:start + 10_000]))
-                            for start in range(0, len(split), 10_000)]) if len(split) else to_float(split.images)
+        images = (
+            torch.cat(
+                [deskew(to_float(split.images[start : start + 10_000])) for start in range(0, len(split), 10_000)]
+            )
+            if len(split)
+            else to_float(split.images)
+        )
         return dataclasses.replace(split, images=(images * 255).round().clamp(0, 255).to(torch.uint8))
-    return dataclasses.replace(dataset, train=straighten(dataset.train), val=straighten(dataset.val),
-                               test=straighten(dataset.test))
+
+    return dataclasses.replace(
+        dataset, train=straighten(dataset.train), val=straighten(dataset.val), test=straighten(dataset.test)
+    )
 
 
 def _limit_training_images(dataset: Dataset, count: int) -> Dataset:
@@ -227,8 +254,9 @@ def _limit_training_images(dataset: Dataset, count: int) -> Dataset:
     return dataclasses.replace(dataset, train=dataset.train.take(count))
 
 
-def resume(folder: str | Path, epochs: int | None = None, on_epoch: EpochCallback | None = None,
-           dataset: Dataset | None = None) -> Run:
+def resume(
+    folder: str | Path, epochs: int | None = None, on_epoch: EpochCallback | None = None, dataset: Dataset | None = None
+) -> Run:
     """Continue the run in `folder` from its last complete epoch (to `epochs` in all, if given)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -253,19 +281,39 @@ def _finish(model, config, dataset, history, engine, device, folder, best: BestE
     # The out-of-distribution threshold is set on validation digits, so none without them; tuning
     # trials (test=False) are thrown away and skip the cost.
     if test and len(dataset.val):
-        model.ood = fit_detector(model, dataset.train.images, dataset.train.labels, dataset.val.images,
-                                 len(dataset.classes), seed=config.seed)
+        model.ood = fit_detector(
+            model,
+            dataset.train.images,
+            dataset.train.labels,
+            dataset.val.images,
+            len(dataset.classes),
+            seed=config.seed,
+        )
     scores = evaluate(model, dataset.test, dataset.classes) if test else None
     final = history[best.epoch - 1] if config.keep_best and best.epoch else (history[-1] if history else {})
     metrics = {
-        "test_accuracy": scores and scores["accuracy"], "test_loss": scores and scores["loss"],
-        "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),
-        "epoch": final.get("epoch"), "train_seconds": sum(record["seconds"] for record in history),
-        "parameters": count_parameters(model), "engine": engine, "device": str(device),
-        "history": history, "test": scores,
+        "test_accuracy": scores and scores["accuracy"],
+        "test_loss": scores and scores["loss"],
+        "val_accuracy": final.get("val_accuracy"),
+        "val_loss": final.get("val_loss"),
+        "epoch": final.get("epoch"),
+        "train_seconds": sum(record["seconds"] for record in history),
+        "parameters": count_parameters(model),
+        "engine": engine,
+        "device": str(device),
+        "history": history,
+        "test": scores,
     }
-    run = Run(path=folder, model=model, config=config, metrics=metrics, dataset=dataset.name,
-              dataset_sha256=dataset.sha256, classes=dataset.classes, preprocess=config.preprocessing())
+    run = Run(
+        path=folder,
+        model=model,
+        config=config,
+        metrics=metrics,
+        dataset=dataset.name,
+        dataset_sha256=dataset.sha256,
+        classes=dataset.classes,
+        preprocess=config.preprocessing(),
+    )
     if folder is not None:
         save_run(run)
     return run

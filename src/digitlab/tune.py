@@ -46,10 +46,23 @@ def base_config(model: str = "mlp") -> TrainConfig:
     return apply_recipe(config, "fast") if model in RECIPES["fast"] else config
 
 
-def tune(model: str = "mlp", trials: int = 20, *, base: TrainConfig | None = None, space: dict | str | Path | None = None,
-         timeout: float | None = None, storage: str | None = None, study: str | None = None, n_jobs: int = 1,
-         pruner="median", seed: int | None = None, out: str | Path | None = None, dataset: Dataset | None = None,
-         on_trial: TrialCallback | None = None, log: Callable[[str], None] | None = None) -> TuneResult:
+def tune(
+    model: str = "mlp",
+    trials: int = 20,
+    *,
+    base: TrainConfig | None = None,
+    space: dict | str | Path | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    n_jobs: int = 1,
+    pruner="median",
+    seed: int | None = None,
+    out: str | Path | None = None,
+    dataset: Dataset | None = None,
+    on_trial: TrialCallback | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TuneResult:
     """Run (or resume) the study until it holds `trials` finished trials, then write its outputs.
 
     `base` is the config trials start from (default `base_config(model)`); `space` overrides the
@@ -120,8 +133,9 @@ class Objective:
     "surplus", which no output counts.
     """
 
-    def __init__(self, space: dict[str, Param], base: TrainConfig, dataset: Dataset, trials: int,
-                 guard: CtrlC | None = None):
+    def __init__(
+        self, space: dict[str, Param], base: TrainConfig, dataset: Dataset, trials: int, guard: CtrlC | None = None
+    ):
         self.space, self.base, self.dataset, self.trials = space, base, dataset, trials
         self.guard = guard or CtrlC()
 
@@ -205,8 +219,15 @@ class _Surplus(Exception):
     """Raised by a trial started after the study's budget was already claimed."""
 
 
-def _run_workers(study, objective: Objective, trials: int, timeout: float | None, n_jobs: int, report,
-                 log: Callable[[str], None] | None = None) -> None:
+def _run_workers(
+    study,
+    objective: Objective,
+    trials: int,
+    timeout: float | None,
+    n_jobs: int,
+    report,
+    log: Callable[[str], None] | None = None,
+) -> None:
     """Run trials in `n_jobs` threads until the study holds `trials` finished ones (or time runs out).
 
     While the running trials of other workers would fill the budget, a worker waits for them rather
@@ -228,8 +249,10 @@ def _run_workers(study, objective: Objective, trials: int, timeout: float | None
                 claimed = claimed_before(study, None)
                 if claimed >= trials:
                     if log is not None and not waiting:
-                        log(f"waiting for the {claimed - finished} running trial(s) of other workers; a dead "
-                            f"worker's trial is given up {GRACE_SECONDS} s after its last heartbeat")
+                        log(
+                            f"waiting for the {claimed - finished} running trial(s) of other workers; a dead "
+                            f"worker's trial is given up {GRACE_SECONDS} s after its last heartbeat"
+                        )
                     waiting = True
                     stop.wait(WAIT_SECONDS)
                     continue

@@ -49,9 +49,17 @@ def trial_record(trial) -> dict:
     steps = dict(sorted(trial.intermediate_values.items()))
     value = trial.value if trial.value is not None else (list(steps.values())[-1] if steps else None)
     seconds = trial.duration.total_seconds() if trial.duration is not None else None
-    return {"number": trial.number, "state": trial.state.name.lower(), "value": value, "epochs": len(steps),
-            "seconds": seconds, "params": dict(trial.params), "curve": steps, "worker": trial.user_attrs.get("worker"),
-            "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None}
+    return {
+        "number": trial.number,
+        "state": trial.state.name.lower(),
+        "value": value,
+        "epochs": len(steps),
+        "seconds": seconds,
+        "params": dict(trial.params),
+        "curve": steps,
+        "worker": trial.user_attrs.get("worker"),
+        "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
+    }
 
 
 def listed(trials: list) -> list:
@@ -66,17 +74,34 @@ def write_tables(study, trials: list, folder: Path) -> None:
     writer = csv.writer(table)
     writer.writerow(["number", "state", "val_accuracy", "epochs_run", "seconds", "started", "worker", *names])
     for record in records:
-        writer.writerow([record["number"], record["state"], _cell(record["value"]), record["epochs"],
-                         _cell(record["seconds"]), record["started"] or "", record["worker"] or "",
-                         *(_cell(record["params"].get(name)) for name in names)])
+        writer.writerow(
+            [
+                record["number"],
+                record["state"],
+                _cell(record["value"]),
+                record["epochs"],
+                _cell(record["seconds"]),
+                record["started"] or "",
+                record["worker"] or "",
+                *(_cell(record["params"].get(name)) for name in names),
+            ]
+        )
     atomic_write(folder / TRIALS_FILE, lambda temp: Path(temp).write_text(table.getvalue()))
     best = best_trial(trials)
     if best is not None:
         config = {**best.user_attrs["config"], "out": None}
         finished = sum(record["state"] in ("complete", "pruned") for record in records)
-        write_json(folder / BEST_FILE, {"config": config, "study": study.study_name, "trial": best.number,
-                                        "val_accuracy": best.value, "params": best.params,
-                                        "finished_trials": finished})
+        write_json(
+            folder / BEST_FILE,
+            {
+                "config": config,
+                "study": study.study_name,
+                "trial": best.number,
+                "val_accuracy": best.value,
+                "params": best.params,
+                "finished_trials": finished,
+            },
+        )
 
 
 def _cell(value) -> str:
@@ -92,18 +117,29 @@ def write_outputs(study, folder: Path, new: int = 0) -> TuneResult:
     trials = listed(study.get_trials(deepcopy=False))
     write_tables(study, trials, folder)
     records = [trial_record(trial) for trial in trials]
-    figures = {"history.png": tuneviz.optimization_history(records),
-               "importances.png": tuneviz.param_importances(importances(study)),
-               "parallel.png": tuneviz.parallel_coordinates(records, study_distributions(trials)),
-               "curves.png": tuneviz.learning_curves(records)}
+    figures = {
+        "history.png": tuneviz.optimization_history(records),
+        "importances.png": tuneviz.param_importances(importances(study)),
+        "parallel.png": tuneviz.parallel_coordinates(records, study_distributions(trials)),
+        "curves.png": tuneviz.learning_curves(records),
+    }
     for name, figure in figures.items():
         atomic_write(folder / name, functools.partial(figure.savefig, format="png"))
     best = best_trial(trials)
     files = [folder / name for name in (TRIALS_FILE, *FIGURES)] + ([folder / BEST_FILE] if best else [])
     finished = [record for record in records if record["state"] in ("complete", "pruned")]
-    return TuneResult(study.study_name, folder, len(finished), sum(r["state"] == "pruned" for r in finished), new,
-                      best.value if best else None, best.number if best else None, dict(best.params) if best else {},
-                      TrainConfig.from_dict({**best.user_attrs["config"], "out": None}) if best else None, files)
+    return TuneResult(
+        study.study_name,
+        folder,
+        len(finished),
+        sum(r["state"] == "pruned" for r in finished),
+        new,
+        best.value if best else None,
+        best.number if best else None,
+        dict(best.params) if best else {},
+        TrainConfig.from_dict({**best.user_attrs["config"], "out": None}) if best else None,
+        files,
+    )
 
 
 def importances(study) -> dict[str, float] | str:
@@ -128,4 +164,3 @@ def study_distributions(trials) -> dict:
     for trial in trials:
         distributions.update(trial.distributions)
     return distributions
-

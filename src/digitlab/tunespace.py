@@ -33,21 +33,53 @@ _COMMON: dict[str, dict] = {
 _CNN_HEAD: dict[str, dict] = {"head": {"choices": [0, 64, 128, 256]}}
 
 SPACES: dict[str, dict[str, dict]] = {
-    "mlp": {**_COMMON, "epochs": {"low": 3, "high": 15}, "dropout": {"low": 0.0, "high": 0.3},
-            "hidden_1": {"low": 32, "high": 512, "log": True}, "hidden_2": {"low": 16, "high": 256, "log": True}},
-    "cnn": {**_COMMON, "epochs": {"low": 1, "high": 4}, "dropout": {"low": 0.0, "high": 0.4},
-            "channels": {"low": 8, "high": 48, "log": True}, **_CNN_HEAD},
-    "cnn-tiny": {**_COMMON, "epochs": {"low": 2, "high": 6}, "dropout": {"low": 0.0, "high": 0.3},
-                 "channels": {"low": 4, "high": 16, "log": True}, **_CNN_HEAD},
+    "mlp": {
+        **_COMMON,
+        "epochs": {"low": 3, "high": 15},
+        "dropout": {"low": 0.0, "high": 0.3},
+        "hidden_1": {"low": 32, "high": 512, "log": True},
+        "hidden_2": {"low": 16, "high": 256, "log": True},
+    },
+    "cnn": {
+        **_COMMON,
+        "epochs": {"low": 1, "high": 4},
+        "dropout": {"low": 0.0, "high": 0.4},
+        "channels": {"low": 8, "high": 48, "log": True},
+        **_CNN_HEAD,
+    },
+    "cnn-tiny": {
+        **_COMMON,
+        "epochs": {"low": 2, "high": 6},
+        "dropout": {"low": 0.0, "high": 0.3},
+        "channels": {"low": 4, "high": 16, "log": True},
+        **_CNN_HEAD,
+    },
     "lenet5": {**_COMMON, "epochs": {"low": 2, "high": 6}},
 }
 _OTHER_MODELS: dict[str, dict] = {**_COMMON, "epochs": {"low": 2, "high": 10}}
 
-TRAINING_PARAMETERS = ("lr", "batch_size", "weight_decay", "epochs", "optimizer", "schedule", "warmup",
-                       "label_smoothing", "augment", "augment_rotate", "augment_translate", "augment_scale",
-                       "augment_shear", "augment_elastic_alpha", "augment_elastic_sigma")
-MODEL_PARAMETERS = {"mlp": ("dropout", "hidden_1", "hidden_2", "hidden_3"),
-                    "cnn": ("dropout", "channels", "head"), "cnn-tiny": ("dropout", "channels", "head")}
+TRAINING_PARAMETERS = (
+    "lr",
+    "batch_size",
+    "weight_decay",
+    "epochs",
+    "optimizer",
+    "schedule",
+    "warmup",
+    "label_smoothing",
+    "augment",
+    "augment_rotate",
+    "augment_translate",
+    "augment_scale",
+    "augment_shear",
+    "augment_elastic_alpha",
+    "augment_elastic_sigma",
+)
+MODEL_PARAMETERS = {
+    "mlp": ("dropout", "hidden_1", "hidden_2", "hidden_3"),
+    "cnn": ("dropout", "channels", "head"),
+    "cnn-tiny": ("dropout", "channels", "head"),
+}
 INTEGER_PARAMETERS = ("batch_size", "epochs", "hidden_1", "hidden_2", "hidden_3", "channels", "head")
 _KEYS = {"low", "high", "log", "step", "choices", "value"}
 
@@ -115,8 +147,9 @@ def build_space(model: str, overrides: dict | None = None) -> dict[str, Param]:
     known = known_parameters(model)
     unknown = sorted(set(overrides or {}) - set(known))
     if unknown:
-        raise ConfigError(f"unknown parameter {unknown[0]!r} in the search space for {model} "
-                          f"(known: {', '.join(known)})")
+        raise ConfigError(
+            f"unknown parameter {unknown[0]!r} in the search space for {model} (known: {', '.join(known)})"
+        )
     specs = {**default_space(model), **(overrides or {})}
     return {name: parse_param(name, spec) for name, spec in specs.items()}
 

@@ -24,8 +24,11 @@ def claimed_before(study, number: int | None) -> int:
     """Finished trials, plus running trials numbered below `number` (every trial, if `number` is None)."""
     from optuna.trial import TrialState
 
-    return sum(1 for trial in study_trials(study, "claimed")
-               if trial.state != TrialState.RUNNING or number is None or trial.number < number)
+    return sum(
+        1
+        for trial in study_trials(study, "claimed")
+        if trial.state != TrialState.RUNNING or number is None or trial.number < number
+    )
 
 
 def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = None):
@@ -34,12 +37,14 @@ def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = 
 
     storage = open_storage(url)
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                    pruner=pruner)
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction="maximize", load_if_exists=True, pruner=pruner
+        )
         # seed + trials so far: a resumed seeded study must not replay its first random draws;
         # constant_liar: concurrent workers see running trials as bad, so they do not propose the same point
-        study.sampler = optuna.samplers.TPESampler(seed=None if seed is None else seed + len(study.trials),
-                                                   constant_liar=True)
+        study.sampler = optuna.samplers.TPESampler(
+            seed=None if seed is None else seed + len(study.trials), constant_liar=True
+        )
         tuned = study.user_attrs.get("model")
         if tuned is None:
             study.set_user_attr("model", model)
@@ -62,8 +67,9 @@ def open_storage(url: str):
     try:
         for attempt in range(1, 6):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                                                  grace_period=GRACE_SECONDS)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+                )
             except (IntegrityError, OperationalError) as error:
                 # another worker is creating the same new database's tables: wait, then use them
                 racing = isinstance(error, IntegrityError) or "already exists" in str(error)
@@ -73,8 +79,9 @@ def open_storage(url: str):
     except ImportError as error:
         missing = f" ({error.__cause__})" if error.__cause__ else ""
         hint = "; for PostgreSQL: pip install 'psycopg[binary]'" if url.startswith("postgresql://") else ""
-        raise ConfigError(f"cannot open storage {safe_url(url)}: "
-                          f"its database driver is not installed{missing}{hint}") from None
+        raise ConfigError(
+            f"cannot open storage {safe_url(url)}: its database driver is not installed{missing}{hint}"
+        ) from None
     except storage_errors() as error:
         hint = " (does its folder exist and is it writable?)" if url.startswith("sqlite") else ""
         raise ConfigError(f"cannot open storage {safe_url(url)}: {first_line(error)}{hint}") from None
@@ -82,6 +89,7 @@ def open_storage(url: str):
 
 def storage_errors() -> tuple[type[Exception], ...]:
     from sqlalchemy.exc import SQLAlchemyError
+
     return (SQLAlchemyError, ValueError, KeyError)
 
 
@@ -95,6 +103,7 @@ def safe_url(url: str) -> str:
     """The URL with any password hidden, for messages and best.json."""
     try:
         from sqlalchemy.engine import make_url
+
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL sqlalchemy can parse: there is no password to find in it either
         return url
@@ -120,6 +129,8 @@ def make_pruner(pruner, space: dict[str, Param], base: TrainConfig):
 def study_trials(study, which: str) -> list:
     from optuna.trial import TrialState
 
-    states = {"finished": (TrialState.COMPLETE, TrialState.PRUNED),
-              "claimed": (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)}[which]
+    states = {
+        "finished": (TrialState.COMPLETE, TrialState.PRUNED),
+        "claimed": (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING),
+    }[which]
     return study.get_trials(deepcopy=False, states=states)

@@ -35,10 +35,17 @@ def optimization_history(records: list[dict]) -> Figure:
     axes = figure.add_subplot()
     pruned = [record for record in records if record["state"] == "pruned" and record["value"] is not None]
     if pruned:
-        axes.scatter([r["number"] for r in pruned], [r["value"] for r in pruned], marker="x", color=PRUNED_COLOR,
-                     label="pruned (last reported)", zorder=2)
-    axes.scatter([r["number"] for r in complete], [r["value"] for r in complete], color=VAL_COLOR, label="complete",
-                 zorder=3)
+        axes.scatter(
+            [r["number"] for r in pruned],
+            [r["value"] for r in pruned],
+            marker="x",
+            color=PRUNED_COLOR,
+            label="pruned (last reported)",
+            zorder=2,
+        )
+    axes.scatter(
+        [r["number"] for r in complete], [r["value"] for r in complete], color=VAL_COLOR, label="complete", zorder=3
+    )
     numbers: list[int] = []
     best: list[float] = []
     for record in sorted(complete, key=lambda r: r["number"]):
@@ -86,10 +93,12 @@ def _positions(values: list, distribution) -> tuple[np.ndarray, list[tuple[float
     if hasattr(distribution, "choices"):
         choices = list(distribution.choices)
         spread = max(len(choices) - 1, 1)
-        return (np.array([choices.index(value) / spread for value in values]),
-                [(index / spread, str(choice)) for index, choice in enumerate(choices)])
+        return (
+            np.array([choices.index(value) / spread for value in values]),
+            [(index / spread, str(choice)) for index, choice in enumerate(choices)],
+        )
     low, high = distribution.low, distribution.high
-    scale = (math.log10 if distribution.log else float)
+    scale = math.log10 if distribution.log else float
     span = (scale(high) - scale(low)) or 1.0
     ticks = [(0.0, f"{low:.3g}"), (1.0, f"{high:.3g}")]
     return np.array([(scale(value) - scale(low)) / span for value in values]), ticks
@@ -114,9 +123,14 @@ def parallel_coordinates(records: list[dict], distributions: dict) -> Figure:
     colormap, norm = colormaps["viridis"], Normalize(low, high if high > low else low + 1e-9)
     best = int(values.argmax())
     for row in np.argsort(values):
-        axes.plot(range(len(columns)), data[row], color=BEST_COLOR if row == best else colormap(norm(values[row])),
-                  linewidth=2.5 if row == best else 1.0, alpha=1.0 if row == best else 0.7,
-                  zorder=3 if row == best else 2)
+        axes.plot(
+            range(len(columns)),
+            data[row],
+            color=BEST_COLOR if row == best else colormap(norm(values[row])),
+            linewidth=2.5 if row == best else 1.0,
+            alpha=1.0 if row == best else 0.7,
+            zorder=3 if row == best else 2,
+        )
     for position, (_, ticks) in enumerate(columns):
         axes.axvline(position, color="#444444", linewidth=0.8, zorder=1)
         for height, label in ticks:
@@ -135,6 +149,7 @@ def parallel_coordinates(records: list[dict], distributions: dict) -> Figure:
 
 def _mappable(colormap, norm):
     from matplotlib.cm import ScalarMappable
+
     return ScalarMappable(norm=norm, cmap=colormap)
 
 
@@ -152,8 +167,16 @@ def learning_curves(records: list[dict]) -> Figure:
     for record in drawn:
         epochs, accuracy = list(record["curve"]), list(record["curve"].values())
         if record["number"] == best:
-            axes.plot(epochs, accuracy, color=BEST_COLOR, linewidth=2.5, marker="o", markersize=4, zorder=3,
-                      label=f"best (trial {best})")
+            axes.plot(
+                epochs,
+                accuracy,
+                color=BEST_COLOR,
+                linewidth=2.5,
+                marker="o",
+                markersize=4,
+                zorder=3,
+                label=f"best (trial {best})",
+            )
         elif record["state"] == "complete":
             axes.plot(epochs, accuracy, color=VAL_COLOR, alpha=0.6, linewidth=1.0, zorder=2)
         else:

@@ -27,8 +27,15 @@ from .modelviz import activations as activations  # re-exported
 from .modelviz import first_layer as first_layer
 
 
-def prediction_grid(images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor,
-                    index: torch.Tensor, classes: tuple[str, ...], title: str, empty: str = "none") -> Figure:
+def prediction_grid(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    probabilities: torch.Tensor,
+    index: torch.Tensor,
+    classes: tuple[str, ...],
+    title: str,
+    empty: str = "none",
+) -> Figure:
     """The digits at `index`, each titled true / predicted / confidence and framed green (right) or red (wrong)."""
     if len(index) == 0:
         return note_figure(title, empty)
@@ -45,33 +52,52 @@ def prediction_grid(images: torch.Tensor, labels: torch.Tensor, probabilities: t
 def confidently_wrong(images, labels, probabilities, classes, threshold: float = 0.8, count: int = 25) -> Figure:
     """Wrong predictions made with max probability above `threshold`, most confident first."""
     index = confident_mistakes(probabilities, labels, threshold)
-    return prediction_grid(images, labels, probabilities, index[:count], classes,
-                           f"Confidently wrong (> {threshold:.0%} sure): {min(count, len(index))} of {len(index)}",
-                           f"no test digit is wrong with more than {threshold:.0%} confidence")
+    return prediction_grid(
+        images,
+        labels,
+        probabilities,
+        index[:count],
+        classes,
+        f"Confidently wrong (> {threshold:.0%} sure): {min(count, len(index))} of {len(index)}",
+        f"no test digit is wrong with more than {threshold:.0%} confidence",
+    )
 
 
 def uncertain(images, labels, probabilities, classes, threshold: float = 0.5, count: int = 25) -> Figure:
     """Predictions whose max probability is below `threshold`, in test-set order."""
     index = uncertain_predictions(probabilities, threshold)
-    return prediction_grid(images, labels, probabilities, index[:count], classes,
-                           f"Uncertain (< {threshold:.0%} sure): {min(count, len(index))} of {len(index)}",
-                           f"no test digit is predicted with less than {threshold:.0%} confidence")
+    return prediction_grid(
+        images,
+        labels,
+        probabilities,
+        index[:count],
+        classes,
+        f"Uncertain (< {threshold:.0%} sure): {min(count, len(index))} of {len(index)}",
+        f"no test digit is predicted with less than {threshold:.0%} confidence",
+    )
 
 
 def misclassified_overview(images, labels, probabilities, classes, count: int = 25) -> Figure:
     """The first `count` misclassified digits of the set, in order."""
     index = misclassified(probabilities, labels)
-    return prediction_grid(images, labels, probabilities, index[:count], classes,
-                           f"The first {min(count, len(index))} of {len(index)} misclassified digits",
-                           "every digit is classified correctly")
+    return prediction_grid(
+        images,
+        labels,
+        probabilities,
+        index[:count],
+        classes,
+        f"The first {min(count, len(index))} of {len(index)} misclassified digits",
+        "every digit is classified correctly",
+    )
 
 
 def random_sample(images, labels, probabilities, classes, count: int = 25, seed: int = 0) -> Figure:
     """`count` digits drawn without replacement with a generator seeded by `seed`."""
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(labels), generator=generator)[:count].to(labels.device)
-    return prediction_grid(images, labels, probabilities, index, classes,
-                           f"A random sample of {len(index)} digits (seed {seed})")
+    return prediction_grid(
+        images, labels, probabilities, index, classes, f"A random sample of {len(index)} digits (seed {seed})"
+    )
 
 
 @styled
@@ -82,16 +108,24 @@ def confusion_matrix(confusion: torch.Tensor, classes: tuple[str, ...]) -> Figur
     figure = new_figure(7.2, 6)
     figure.suptitle("Confusion matrix")
     axes = figure.add_subplot()
-    errors = axes.imshow(np.ma.masked_where(diagonal, counts), cmap="Reds", vmin=0,
-                         vmax=max(int(counts[~diagonal].max(initial=0)), 1))
+    errors = axes.imshow(
+        np.ma.masked_where(diagonal, counts), cmap="Reds", vmin=0, vmax=max(int(counts[~diagonal].max(initial=0)), 1)
+    )
     axes.imshow(np.ma.masked_where(~diagonal, np.ones_like(counts)), cmap="Greens", vmin=0, vmax=1.6)
     peak = counts[~diagonal].max(initial=0)
     for (row, column), count in np.ndenumerate(counts):
         if row == column:
             axes.text(column, row, f"{count}", ha="center", va="center", color="white", fontweight="bold", fontsize=9)
         elif count:
-            axes.text(column, row, f"{count}", ha="center", va="center", fontsize=8,
-                      color="white" if count > 0.6 * peak else "black")
+            axes.text(
+                column,
+                row,
+                f"{count}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if count > 0.6 * peak else "black",
+            )
     ticks, long_names = np.arange(len(classes)), max(map(len, classes)) > 2
     axes.set_xticks(ticks, classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     axes.set_yticks(ticks, classes)
@@ -115,10 +149,27 @@ def reliability_diagram(probabilities: torch.Tensor, labels: torch.Tensor, bins:
     figure = new_figure(6.5, 7)
     figure.suptitle(f"Reliability diagram — ECE {result['ece']:.2%} ({bins} bins)")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    top.bar(lower[filled], accuracy[filled], width, align="edge", color=TRAIN_COLOR, edgecolor="white",
-            label="accuracy in the bin")
-    top.bar(lower[filled], (confidence - accuracy)[filled], width, bottom=accuracy[filled], align="edge",
-            color=WRONG, alpha=0.35, edgecolor=WRONG, hatch="//", label="gap to mean confidence")
+    top.bar(
+        lower[filled],
+        accuracy[filled],
+        width,
+        align="edge",
+        color=TRAIN_COLOR,
+        edgecolor="white",
+        label="accuracy in the bin",
+    )
+    top.bar(
+        lower[filled],
+        (confidence - accuracy)[filled],
+        width,
+        bottom=accuracy[filled],
+        align="edge",
+        color=WRONG,
+        alpha=0.35,
+        edgecolor=WRONG,
+        hatch="//",
+        label="gap to mean confidence",
+    )
     top.plot([0, 1], [0, 1], linestyle="--", color="#444444", label="perfect calibration")
     top.set_ylabel("accuracy")
     top.set_xlim(0, 1)
@@ -152,10 +203,28 @@ def confused_pairs(images, labels, probabilities, classes, top: int = 5, example
             titles[position], colors[position] = f"{confidence[chosen].item():.1%} sure", WRONG
     label_chars = max(len(classes[true]) + len(classes[guess]) + 3 for true, guess, _ in pairs)
     geometry = Mosaic(cell=1.1, gap_x=0.15, gap_y=0.35, top=0.65, left=max(1.0, 0.3 + 0.09 * label_chars))
-    figure, axes, _ = tile_figure(tiles, examples, f"The {len(pairs)} most-confused pairs (true → predicted)", titles,
-                                  colors, 2.0, geometry, title_size=8, cmap="gray_r", vmin=0, vmax=1)
+    figure, axes, _ = tile_figure(
+        tiles,
+        examples,
+        f"The {len(pairs)} most-confused pairs (true → predicted)",
+        titles,
+        colors,
+        2.0,
+        geometry,
+        title_size=8,
+        cmap="gray_r",
+        vmin=0,
+        vmax=1,
+    )
     step_y = height + round(geometry.gap_y / (geometry.cell / height))  # as tile_figure lays the rows out
     for row, (true, guess, count) in enumerate(pairs):
-        axes.text(-6, row * step_y + height / 2 - 0.5, f"{classes[true]} → {classes[guess]}\n{count}×", ha="right",
-                  va="center", fontsize=11, fontweight="bold")
+        axes.text(
+            -6,
+            row * step_y + height / 2 - 0.5,
+            f"{classes[true]} → {classes[guess]}\n{count}×",
+            ha="right",
+            va="center",
+            fontsize=11,
+            fontweight="bold",
+        )
     return figure

@@ -22,8 +22,11 @@ from .common import Parser
 def build_parser() -> argparse.ArgumentParser:
     from ..version import __version__
 
-    parser = Parser(prog="digitlab", description="Train, evaluate and explain MNIST-like digit classifiers.",
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(
+        prog="digitlab",
+        description="Train, evaluate and explain MNIST-like digit classifiers.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (train, runs, tools, tune):

@@ -19,8 +19,10 @@ def log(message: str) -> None:
 
 def format_settings(settings: dict) -> str:
     """`key=value` pairs on one line: floats to 3 digits, lists comma-joined, nested dicts (model_kwargs) flattened."""
-    return " ".join(format_settings(value) if isinstance(value, dict) else f"{key}={_format_value(value)}"
-                    for key, value in settings.items())
+    return " ".join(
+        format_settings(value) if isinstance(value, dict) else f"{key}={_format_value(value)}"
+        for key, value in settings.items()
+    )
 
 
 def _format_value(value) -> str:

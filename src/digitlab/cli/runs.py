@@ -15,59 +15,102 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("run", help="run folder")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to evaluate")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--robustness", action="store_true",
-                          help="also report accuracy on the split rotated ±15°/±30°, shifted ±3 px, scaled 0.8")
-    evaluate.add_argument("--real-world", action="store_true",
-                          help="also score the real-world suite: digits re-rendered as photos, scans, pens, "
-                               "canvas drawings, read through predict's pipeline (written into metrics.json)")
-    evaluate.add_argument("--part", choices=("val", "test"), default="test",
-                          help="which digits the real-world suite is rendered from (default test; val chooses)")
-    evaluate.add_argument("--count", type=int, default=None, metavar="N",
-                          help="real-world pictures per condition (default 300)")
-    evaluate.add_argument("--preprocess", metavar="STEPS",
-                          help="change the run's preprocessing for --real-world, e.g. no-clean,no-stroke")
+    evaluate.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also report accuracy on the split rotated ±15°/±30°, shifted ±3 px, scaled 0.8",
+    )
+    evaluate.add_argument(
+        "--real-world",
+        action="store_true",
+        help="also score the real-world suite: digits re-rendered as photos, scans, pens, "
+        "canvas drawings, read through predict's pipeline (written into metrics.json)",
+    )
+    evaluate.add_argument(
+        "--part",
+        choices=("val", "test"),
+        default="test",
+        help="which digits the real-world suite is rendered from (default test; val chooses)",
+    )
+    evaluate.add_argument(
+        "--count", type=int, default=None, metavar="N", help="real-world pictures per condition (default 300)"
+    )
+    evaluate.add_argument(
+        "--preprocess", metavar="STEPS", help="change the run's preprocessing for --real-world, e.g. no-clean,no-stroke"
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    report = commands.add_parser("report", help="write RUN/report/index.html: pictures of the data, training, "
-                                                "predictions, calibration and the model's insides")
+    report = commands.add_parser(
+        "report",
+        help="write RUN/report/index.html: pictures of the data, training, "
+        "predictions, calibration and the model's insides",
+    )
     report.add_argument("run", help="run folder")
     report.add_argument("--digit", type=int, default=7, help="class index whose training examples are shown")
     report.add_argument("--seed", type=int, default=0, help="seed of the random sample of test digits")
     report.add_argument("--out", metavar="DIR", help="report folder (default RUN/report)")
     report.set_defaults(handler=cmd_report)
 
-    predict = commands.add_parser("predict", help="classify image files (photos, scans) with a run's model, "
-                                                  "or with the model shipped with digitlab; '?' marks a picture that does not look like a digit")
-    predict.add_argument("paths", nargs="+", metavar="[RUN] PATH",
-                         help="a run folder (or a model .safetensors file) first, then image files or folders of "
-                              "them; without a run, the shipped model reads them")
+    predict = commands.add_parser(
+        "predict",
+        help="classify image files (photos, scans) with a run's model, "
+        "or with the model shipped with digitlab; '?' marks a picture that does not look like a digit",
+    )
+    predict.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[RUN] PATH",
+        help="a run folder (or a model .safetensors file) first, then image files or folders of "
+        "them; without a run, the shipped model reads them",
+    )
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per input (in order)")
-    predict.add_argument("--top-k", type=int, default=1, metavar="K",
-                         help="also show the K most likely classes (default 1)")
+    predict.add_argument(
+        "--top-k", type=int, default=1, metavar="K", help="also show the K most likely classes (default 1)"
+    )
     predict.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw per file")
     predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default 512)")
-    predict.add_argument("--workers", type=int, default=None, metavar="N",
-                         help="threads that decode and preprocess pictures (default: up to 4, one per core)")
-    predict.add_argument("--preprocess", metavar="STEPS",
-                         help="change the run's preprocessing steps: flatten, clean, stroke, deskew (no-STEP "
-                              "switches one off), or legacy")
-    predict.add_argument("--number", action="store_true",
-                         help="read each picture as a whole number of several digits (2026, a phone number): "
-                              "the number and each digit's confidence; with --json, boxes too")
+    predict.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads that decode and preprocess pictures (default: up to 4, one per core)",
+    )
+    predict.add_argument(
+        "--preprocess",
+        metavar="STEPS",
+        help="change the run's preprocessing steps: flatten, clean, stroke, deskew (no-STEP "
+        "switches one off), or legacy",
+    )
+    predict.add_argument(
+        "--number",
+        action="store_true",
+        help="read each picture as a whole number of several digits (2026, a phone number): "
+        "the number and each digit's confidence; with --json, boxes too",
+    )
     predict.set_defaults(handler=cmd_predict)
 
-    calibrate = commands.add_parser("calibrate", help="fit a run's 'not a digit' detector (training digits, "
-                                                      "threshold on validation) and store it in its model file")
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit a run's 'not a digit' detector (training digits, "
+        "threshold on validation) and store it in its model file",
+    )
     calibrate.add_argument("run", help="run folder")
-    calibrate.add_argument("--quantile", type=float, default=None, metavar="Q",
-                           help="share of validation digits the threshold accepts (default 0.995)")
+    calibrate.add_argument(
+        "--quantile",
+        type=float,
+        default=None,
+        metavar="Q",
+        help="share of validation digits the threshold accepts (default 0.995)",
+    )
     calibrate.set_defaults(handler=cmd_calibrate)
 
     export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
     export.add_argument("run", help="run folder (or its model.safetensors)")
     export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format (default onnx)")
-    export.add_argument("--out", metavar="FILE",
-                        help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)")
+    export.add_argument(
+        "--out", metavar="FILE", help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)"
+    )
     export.set_defaults(handler=cmd_export)
 
     serve = commands.add_parser("serve", help="web demo: draw a digit in the browser and watch the model decide")
@@ -75,14 +118,30 @@ def add_parsers(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on, 0 = any free port (default 8000)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
-    serve.add_argument("--max-upload-mb", type=float, default=25, metavar="MB",
-                       help="largest image accepted, in MB (default 25); larger gets 413")
-    serve.add_argument("--max-megapixels", type=float, default=100, metavar="MP",
-                       help="largest image accepted, in megapixels, judged before decoding (default 100)")
-    serve.add_argument("--max-decoding", type=int, default=2, metavar="N",
-                       help="images decoded at once (default 2); the rest wait")
-    serve.add_argument("--max-queued", type=int, default=16, metavar="N",
-                       help="images waiting to be decoded (default 16); more get 503 with Retry-After")
+    serve.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=25,
+        metavar="MB",
+        help="largest image accepted, in MB (default 25); larger gets 413",
+    )
+    serve.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=100,
+        metavar="MP",
+        help="largest image accepted, in megapixels, judged before decoding (default 100)",
+    )
+    serve.add_argument(
+        "--max-decoding", type=int, default=2, metavar="N", help="images decoded at once (default 2); the rest wait"
+    )
+    serve.add_argument(
+        "--max-queued",
+        type=int,
+        default=16,
+        metavar="N",
+        help="images waiting to be decoded (default 16); more get 503 with Retry-After",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -98,7 +157,9 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps({f"{args.split}_accuracy": metrics["accuracy"], **metrics}))
         return 0
-    print(f"{args.split} accuracy {metrics['accuracy']:.2%} on {metrics['count']:,} images (loss {metrics['loss']:.4f})\n")
+    print(
+        f"{args.split} accuracy {metrics['accuracy']:.2%} on {metrics['count']:,} images (loss {metrics['loss']:.4f})\n"
+    )
     print(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
     for row in metrics["per_class"]:
         print(f"{row['class']:>12} {row['precision']:9.4f} {row['recall']:9.4f} {row['f1']:9.4f} {row['support']:8d}")
@@ -111,8 +172,10 @@ def cmd_evaluate(args) -> int:
             print(f"{name:>14} {value:8.2%}")
     if args.real_world:
         scores = metrics["real_world"]
-        print(f"\nreal-world suite ({scores['images']:,} pictures from {scores['part']} digits): "
-              f"{scores['overall']:.2%} overall")
+        print(
+            f"\nreal-world suite ({scores['images']:,} pictures from {scores['part']} digits): "
+            f"{scores['overall']:.2%} overall"
+        )
         for name, value in scores["conditions"].items():
             refused = scores["refused"][name]
             print(f"{name:>14} {value:8.2%}" + (f"  ({refused} refused)" if refused else ""))
@@ -148,8 +211,15 @@ def cmd_predict(args) -> int:
     if args.number:
         return _read_numbers(run, paths, args, options)
     with _progress_bar() as progress:
-        results = run.predict(paths, top_k=args.top_k, batch_size=args.batch_size, errors="collect",
-                              preprocess=options, workers=args.workers or WORKERS, progress=progress)
+        results = run.predict(
+            paths,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            errors="collect",
+            preprocess=options,
+            workers=args.workers or WORKERS,
+            progress=progress,
+        )
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)
     for result in results:
@@ -192,9 +262,11 @@ def _progress_bar():
     from tqdm import tqdm
 
     with tqdm(total=0, unit="image", delay=2, file=sys.stderr, leave=False) as bar:
+
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
+
         yield progress
 
 
@@ -249,8 +321,10 @@ def cmd_calibrate(args) -> int:
     if run.path is None:
         raise RunError(f"{args.run}: calibrate needs a run folder (it rewrites RUN/model.safetensors)")
     detector = run.calibrate_ood(args.quantile or QUANTILE)
-    print(f"{run.path}: 'not a digit' above score {detector.threshold:.2f} "
-          f"(accepts {detector.quantile:.1%} of validation digits); stored in {run.path}/model.safetensors")
+    print(
+        f"{run.path}: 'not a digit' above score {detector.threshold:.2f} "
+        f"(accepts {detector.quantile:.1%} of validation digits); stored in {run.path}/model.safetensors"
+    )
     return 0
 
 
@@ -258,16 +332,28 @@ def cmd_export(args) -> int:
     from ..export import export_model
 
     report = export_model(args.run, args.format, out=args.out)
-    print(f"wrote {report['path']} — verified against PyTorch on {report['count']:,} test digits: "
-          f"max |logit difference| {report['max_abs_diff']:.2g}, identical predictions")
+    print(
+        f"wrote {report['path']} — verified against PyTorch on {report['count']:,} test digits: "
+        f"max |logit difference| {report['max_abs_diff']:.2g}, identical predictions"
+    )
     return 0
 
 
 def cmd_serve(args) -> int:
     from ..serve import Limits, serve
 
-    limits = Limits(max_upload_bytes=round(args.max_upload_mb * 1e6), max_pixels=round(args.max_megapixels * 1e6),
-                    max_decoding=args.max_decoding, max_queued=args.max_queued)
-    serve(args.run, host=args.host, port=args.port, access_log=args.access_log,
-          on_ready=lambda message: print(message, flush=True), limits=limits)
+    limits = Limits(
+        max_upload_bytes=round(args.max_upload_mb * 1e6),
+        max_pixels=round(args.max_megapixels * 1e6),
+        max_decoding=args.max_decoding,
+        max_queued=args.max_queued,
+    )
+    serve(
+        args.run,
+        host=args.host,
+        port=args.port,
+        access_log=args.access_log,
+        on_ready=lambda message: print(message, flush=True),
+        limits=limits,
+    )
     return 0

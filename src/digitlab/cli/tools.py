@@ -14,8 +14,10 @@ def add_parsers(commands) -> None:
 
     data = commands.add_parser("data", help="fetch datasets and describe them")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
-    for name, handler, text in (("fetch", cmd_data_fetch, "download and verify the raw files into the cache"),
-                                ("info", cmd_data_info, "counts and class distribution per split")):
+    for name, handler, text in (
+        ("fetch", cmd_data_fetch, "download and verify the raw files into the cache"),
+        ("info", cmd_data_info, "counts and class distribution per split"),
+    ):
         sub = data_commands.add_parser(name, help=text)
         sub.add_argument("--dataset", choices=list_datasets(), default="mnist")
         sub.add_argument("--root", help="cache folder (default $DIGITLAB_DATA or ~/.cache/digitlab)")
@@ -26,7 +28,9 @@ def add_parsers(commands) -> None:
     experiment = commands.add_parser("experiment", help="studies over many runs: what augmentation buys")
     experiment.add_argument("study", choices=("augmentation",), help="the study to run")
     experiment.add_argument("--seeds", type=int, default=3, help="seeds per condition")
-    experiment.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=list_models(), help="models to compare")
+    experiment.add_argument(
+        "--models", nargs="+", default=["mlp", "cnn"], choices=list_models(), help="models to compare"
+    )
     experiment.add_argument("--recipe", default="fast", choices=list_recipes(), help="recipe of every run")
     experiment.add_argument("--epochs", type=int, help="epochs of every run (default: the recipe's)")
     experiment.add_argument("--out", default="experiments/augmentation", help="output folder")
@@ -38,8 +42,13 @@ def add_parsers(commands) -> None:
     preview.add_argument("--draws", type=int, default=16, help="number of random draws")
     preview.add_argument("--seed", type=int, default=0, help="seed of the draws")
     preview.add_argument("--dataset", choices=list_datasets(), default="mnist")
-    for name, text in (("rotate", "rotation, ± degrees"), ("translate", "shift, ± pixels"), ("scale", "scale, 1 ± F"),
-                       ("shear", "shear, ± degrees"), ("elastic-alpha", "elastic strength in pixels")):
+    for name, text in (
+        ("rotate", "rotation, ± degrees"),
+        ("translate", "shift, ± pixels"),
+        ("scale", "scale, 1 ± F"),
+        ("shear", "shear, ± degrees"),
+        ("elastic-alpha", "elastic strength in pixels"),
+    ):
         preview.add_argument(f"--augment-{name}", type=float, help=f"{text} (default: the --augment preset)")
     preview.add_argument("--out", default="augment-preview.png", help="PNG to write")
     preview.set_defaults(handler=cmd_augment_preview)
@@ -68,7 +77,9 @@ def cmd_data_info(args) -> int:
 
     data = load_dataset(args.dataset, root=args.root, val_size=args.val_size, log=log)
     splits = data.splits()
-    counts = {name: torch.bincount(split.labels, minlength=len(data.classes)).tolist() for name, split in splits.items()}
+    counts = {
+        name: torch.bincount(split.labels, minlength=len(data.classes)).tolist() for name, split in splits.items()
+    }
     print(f"{data.name}: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()))
     print(f"{'class':>12} " + " ".join(f"{name:>8}" for name in splits))
     for index, name in enumerate(data.classes):
@@ -79,8 +90,9 @@ def cmd_data_info(args) -> int:
 def cmd_experiment(args) -> int:
     from ..experiment import augmentation_study, markdown_table
 
-    result = augmentation_study(seeds=args.seeds, models=tuple(args.models), recipe=args.recipe,
-                                epochs=args.epochs, out=args.out, log=log)
+    result = augmentation_study(
+        seeds=args.seeds, models=tuple(args.models), recipe=args.recipe, epochs=args.epochs, out=args.out, log=log
+    )
     print(markdown_table(result["summary"]), end="")
     print(f"results in {args.out}/results.json, results.md and plot.png")
     return 0
@@ -102,11 +114,14 @@ def cmd_augment_preview(args) -> int:
     data = load_dataset(args.dataset)
     index = int((data.train.labels == args.digit).nonzero()[0]) if args.digit is not None else args.index
     original = to_float(data.train.images[index])
-    draws = augment_batch(original.unsqueeze(0).expand(args.draws, -1, -1, -1), augmentation,
-                          torch.Generator().manual_seed(args.seed))
-    description = (f"±{augmentation.rotate:g}°, ±{augmentation.translate:g} px, scale ±{augmentation.scale:g}, "
-                   f"shear ±{augmentation.shear:g}°" + (f", elastic α {augmentation.elastic_alpha:g}"
-                                                        if augmentation.elastic_alpha else ""))
+    draws = augment_batch(
+        original.unsqueeze(0).expand(args.draws, -1, -1, -1), augmentation, torch.Generator().manual_seed(args.seed)
+    )
+    description = (
+        f"±{augmentation.rotate:g}°, ±{augmentation.translate:g} px, scale ±{augmentation.scale:g}, "
+        f"shear ±{augmentation.shear:g}°"
+        + (f", elastic α {augmentation.elastic_alpha:g}" if augmentation.elastic_alpha else "")
+    )
     figure = augmentation_preview(original, draws, description)
     atomic_write(Path(args.out), lambda temp: figure.savefig(temp, format="png"))
     print(args.out)

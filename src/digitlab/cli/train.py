@@ -13,7 +13,9 @@ from ..errors import ConfigError, DigitlabError
 def add_parsers(commands) -> None:
     train = commands.add_parser("train", help="train a model and save a run folder")
     add_train_arguments(train)
-    train.add_argument("--report", action="store_true", help="write the run's visual report (RUN/report) after training")
+    train.add_argument(
+        "--report", action="store_true", help="write the run's visual report (RUN/report) after training"
+    )
     train.set_defaults(handler=cmd_train)
 
 
@@ -34,7 +36,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {defaults.optimizer})")
     parser.add_argument("--weight-decay", type=float, help=f"weight decay (default {defaults.weight_decay})")
     parser.add_argument("--seed", type=int, help=f"seed for initialisation and batch order (default {defaults.seed})")
-    parser.add_argument("--val-size", type=int, help=f"validation images carved from train (default {defaults.val_size})")
+    parser.add_argument(
+        "--val-size", type=int, help=f"validation images carved from train (default {defaults.val_size})"
+    )
     parser.add_argument("--train-size", type=int, help="train on the first N training images only (default all)")
     parser.add_argument("--device", choices=DEVICES, help=f"device (default {defaults.device})")
     parser.add_argument("--engine", choices=ENGINES, help=f"training engine (default {defaults.engine})")
@@ -46,29 +50,44 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--warmup", type=float, help="fraction of steps warming up (default 0)")
     recipe.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
     recipe.add_argument("--dropout", type=float, help="dropout for models that have it (default: the model's)")
-    recipe.add_argument("--keep-best", action="store_true", default=None,
-                        help="end on the epoch with the best validation accuracy")
+    recipe.add_argument(
+        "--keep-best", action="store_true", default=None, help="end on the epoch with the best validation accuracy"
+    )
     recipe.add_argument("--teacher", metavar="RUN", help="distil from this trained run")
     recipe.add_argument("--distill-temperature", type=float, help="distillation temperature (default 4)")
     recipe.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 0.5)")
     augment = parser.add_argument_group("augmentation (batched, on the device; off by default)")
-    augment.add_argument("--augment", action="store_true", help="turn on the preset: ±10°, ±2 px, ±10%% scale, ±10° shear")
+    augment.add_argument(
+        "--augment", action="store_true", help="turn on the preset: ±10°, ±2 px, ±10%% scale, ±10° shear"
+    )
     augment.add_argument("--augment-rotate", type=float, metavar="DEG", help="rotation range, ± degrees")
     augment.add_argument("--augment-translate", type=float, metavar="PX", help="shift range, ± pixels")
     augment.add_argument("--augment-scale", type=float, metavar="F", help="scale range, 1 ± F")
     augment.add_argument("--augment-shear", type=float, metavar="DEG", help="shear range, ± degrees")
-    augment.add_argument("--augment-elastic-alpha", type=float, metavar="PX", help="elastic distortion strength (0 = off)")
+    augment.add_argument(
+        "--augment-elastic-alpha", type=float, metavar="PX", help="elastic distortion strength (0 = off)"
+    )
     augment.add_argument("--augment-elastic-sigma", type=float, metavar="PX", help="elastic smoothness (default 4)")
-    augment.add_argument("--augment-thickness", type=float, metavar="STEPS",
-                         help="pen thickness: strokes thicken by up to STEPS 3x3 dilations (0..2) or thin a little")
+    augment.add_argument(
+        "--augment-thickness",
+        type=float,
+        metavar="STEPS",
+        help="pen thickness: strokes thicken by up to STEPS 3x3 dilations (0..2) or thin a little",
+    )
     augment.add_argument("--augment-blur", type=float, metavar="PX", help="largest Gaussian blur sigma")
     augment.add_argument("--augment-contrast", type=float, metavar="F", help="ink darkness scaled by 1-F..1")
     augment.add_argument("--augment-noise", type=float, metavar="STD", help="largest pixel noise std (pixels in 0..1)")
-    parser.add_argument("--preprocess", metavar="STEPS",
-                        help="preprocessing steps changed from the defaults for this model, recorded in the "
-                             "model file: e.g. deskew (train and read deskewed digits) or no-stroke")
-    parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last complete epoch "
-                        "(its saved config; only --epochs may change)")
+    parser.add_argument(
+        "--preprocess",
+        metavar="STEPS",
+        help="preprocessing steps changed from the defaults for this model, recorded in the "
+        "model file: e.g. deskew (train and read deskewed digits) or no-stroke",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN from its last complete epoch (its saved config; only --epochs may change)",
+    )
 
 
 def _int_list(text: str) -> list[int]:
@@ -82,8 +101,7 @@ def _given_fields(args) -> list[str]:
     """The TrainConfig fields given as flags (every field with a flag defaults to None)."""
     from ..config import TrainConfig
 
-    return [field.name for field in dataclasses.fields(TrainConfig)
-            if getattr(args, field.name, None) is not None]
+    return [field.name for field in dataclasses.fields(TrainConfig) if getattr(args, field.name, None) is not None]
 
 
 def _config_from_args(args):
@@ -111,9 +129,13 @@ def _progress(total_epochs: int | None):
     bar = tqdm(total=total_epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
     def on_epoch(record):
-        bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_accuracy']:.4f}",
-                        val_acc=f"{record['val_accuracy'] or 0:.4f}")
+        bar.set_postfix(
+            loss=f"{record['train_loss']:.4f}",
+            acc=f"{record['train_accuracy']:.4f}",
+            val_acc=f"{record['val_accuracy'] or 0:.4f}",
+        )
         bar.update(1)
+
     return on_epoch, bar.close
 
 
@@ -122,8 +144,11 @@ def cmd_train(args) -> int:
     from ..train import resume, train
 
     if args.resume:
-        changed = [name for name in [*_given_fields(args), "config", "hidden"]
-                   if name != "epochs" and getattr(args, name) is not None]
+        changed = [
+            name
+            for name in [*_given_fields(args), "config", "hidden"]
+            if name != "epochs" and getattr(args, name) is not None
+        ]
         if changed:
             raise ConfigError(f"--resume continues the run's saved config; drop --{changed[0].replace('_', '-')}")
         epochs, start = args.epochs, lambda on_epoch: resume(args.resume, epochs=args.epochs, on_epoch=on_epoch)
@@ -139,8 +164,10 @@ def cmd_train(args) -> int:
     if run.path is None:  # a non-zero rank under torchrun: rank 0 reports
         return 0
     metrics = run.metrics
-    print(f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy'] or 0:.2%}) — "
-          f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f} s of training ({metrics['engine']})")
+    print(
+        f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy'] or 0:.2%}) — "
+        f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f} s of training ({metrics['engine']})"
+    )
     if args.report:
         from ..errors import RunError
         from ..report import write_report

@@ -11,30 +11,47 @@ def add_parsers(commands) -> None:
     from ..models import list_models
     from ..tunestudy import PRUNERS
 
-    tune = commands.add_parser("tune", help="search hyperparameters with Optuna on the validation split "
-                                            "(resumable, prunable, parallel; the test set is never used)")
+    tune = commands.add_parser(
+        "tune",
+        help="search hyperparameters with Optuna on the validation split "
+        "(resumable, prunable, parallel; the test set is never used)",
+    )
     tune.add_argument("--model", choices=list_models(), help="model to tune (default mlp, or the --config's)")
-    tune.add_argument("--trials", type=int, default=20, metavar="N",
-                      help="finished trials (complete or pruned) the study should hold in all, over every worker "
-                           "(default 20)")
+    tune.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        metavar="N",
+        help="finished trials (complete or pruned) the study should hold in all, over every worker (default 20)",
+    )
     tune.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
-    tune.add_argument("--storage", metavar="URL", help="Optuna storage URL, e.g. postgresql://user:pass@host/db "
-                      "(default sqlite:///OUT/study.db)")
+    tune.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL, e.g. postgresql://user:pass@host/db (default sqlite:///OUT/study.db)",
+    )
     tune.add_argument("--study", metavar="NAME", help="study name (default: the model name)")
-    tune.add_argument("--n-jobs", type=int, default=1, metavar="K",
-                      help="trials at once in this process (threads share the cores; for more, run more processes; "
-                           "default 1)")
+    tune.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        metavar="K",
+        help="trials at once in this process (threads share the cores; for more, run more processes; default 1)",
+    )
     tune.add_argument("--space", metavar="FILE", help="TOML or JSON file overriding parts of the search space")
-    tune.add_argument("--pruner", choices=PRUNERS, default="median",
-                      help="stop unpromising trials early (default median)")
+    tune.add_argument(
+        "--pruner", choices=PRUNERS, default="median", help="stop unpromising trials early (default median)"
+    )
     tune.add_argument("--seed", type=int, help="seed of the sampler (default random)")
-    tune.add_argument("--out", metavar="DIR", help="study folder for best.json, trials.csv and figures "
-                      "(default tunes/STUDY)")
+    tune.add_argument(
+        "--out", metavar="DIR", help="study folder for best.json, trials.csv and figures (default tunes/STUDY)"
+    )
     base = tune.add_argument_group("what every trial starts from (default: the model's fast recipe)")
     base.add_argument("--config", metavar="FILE", help="JSON config to start from")
     base.add_argument("--dataset", choices=list_datasets(), help="dataset (default mnist)")
-    base.add_argument("--train-size", type=int, metavar="N", help="train on the first N training images only "
-                      "(default all)")
+    base.add_argument(
+        "--train-size", type=int, metavar="N", help="train on the first N training images only (default all)"
+    )
     base.add_argument("--val-size", type=int, metavar="N", help="validation images carved from train (default 5000)")
     base.add_argument("--threads", type=int, metavar="N", help="torch threads per process, 0 = torch's default")
     base.add_argument("--device", choices=DEVICES, help="device (default auto)")
@@ -44,9 +61,20 @@ def add_parsers(commands) -> None:
 def cmd_tune(args) -> int:
     from ..tune import tune
 
-    result = tune(trials=args.trials, base=_tune_base(args), space=args.space, timeout=args.timeout,
-                  storage=args.storage, study=args.study, n_jobs=args.n_jobs, pruner=args.pruner, seed=args.seed,
-                  out=args.out, on_trial=_print_trial, log=log)
+    result = tune(
+        trials=args.trials,
+        base=_tune_base(args),
+        space=args.space,
+        timeout=args.timeout,
+        storage=args.storage,
+        study=args.study,
+        n_jobs=args.n_jobs,
+        pruner=args.pruner,
+        seed=args.seed,
+        out=args.out,
+        on_trial=_print_trial,
+        log=log,
+    )
     print(f"study {result.study}: {result.finished} finished trials ({result.pruned} pruned, {result.new} new)", end="")
     if result.best_trial is None:
         print("; no complete trial yet")
@@ -65,8 +93,11 @@ def _tune_base(args):
         config = TrainConfig.from_file(args.config).with_model(args.model)
     else:
         config = base_config(args.model or "mlp")
-    changes = {name: getattr(args, name) for name in ("dataset", "train_size", "val_size", "threads", "device")
-               if getattr(args, name) is not None}
+    changes = {
+        name: getattr(args, name)
+        for name in ("dataset", "train_size", "val_size", "threads", "device")
+        if getattr(args, name) is not None
+    }
     return config.replace(**changes)
 
 
