@@ -172,13 +172,16 @@ def test_a_full_queue_gets_503_with_retry_after(seed_run, page, monkeypatch):
 
     monkeypatch.setattr(digitlab.serve, "classify", classify)
     data = encode(page[0], "JPEG")
-    body = lambda name: (
-        b'--b\r\nContent-Disposition: form-data; name="file"; filename="'
-        + name.encode()
-        + b'"\r\nContent-Type: image/jpeg\r\n\r\n'
-        + data
-        + b"\r\n--b--\r\n"
-    )
+
+    def body(name):
+        return (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="'
+            + name.encode()
+            + b'"\r\nContent-Type: image/jpeg\r\n\r\n'
+            + data
+            + b"\r\n--b--\r\n"
+        )
+
     headers = {"Content-Type": "multipart/form-data; boundary=b"}
     with LiveServer(create_app(seed_run, Limits(max_decoding=1, max_queued=0))) as live:
         slow = {}
