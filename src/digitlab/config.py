@@ -17,6 +17,13 @@ SCHEDULES = ("constant", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def _refuse_unknown(cls, values: dict, what: str) -> None:
+    """ConfigError naming the keys of `values` that are not fields of the dataclass `cls`."""
+    unknown = sorted(set(values) - {item.name for item in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown {what}: {', '.join(unknown)}")
+
+
 @dataclass(frozen=True)
 class PreprocessOptions:
     """Which steps of the pipeline run; each can be switched off (`--preprocess no-STEP`) to see what it buys.
@@ -38,10 +45,7 @@ class PreprocessOptions:
 
     @classmethod
     def from_dict(cls, values: dict) -> PreprocessOptions:
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown preprocessing option(s): {', '.join(unknown)}")
+        _refuse_unknown(cls, values, "preprocessing option(s)")
         return cls(**{key: bool(value) for key, value in values.items()})
 
     def with_steps(self, text: str) -> PreprocessOptions:
@@ -137,10 +141,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        _refuse_unknown(cls, values, "config field(s)")
         try:
             return cls(**values)
         except TypeError as error:

@@ -20,6 +20,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import functools
 import json
 import math
 import socket
@@ -184,15 +185,7 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
     async def predict_route(request: Request):
-        async with gate.ticket():  # a place in the queue before the body is read: memory stays bounded
-            data, source = await image_bytes(request, limits)
-            async with gate.turns:
-                try:
-                    return await run_in_threadpool(answer, run, data, source, limits)
-                except ImageTooLarge as error:
-                    raise HTTPException(413, str(error)) from None
-                except ImageError as error:
-                    raise HTTPException(422, str(error)) from None
+        return await _through_gate(gate, limits, request, functools.partial(answer, run))
 
     @app.post(
         "/api/number",
@@ -211,17 +204,23 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
     async def number_route(request: Request):
-        async with gate.ticket():
-            data, source = await image_bytes(request, limits)
-            async with gate.turns:
-                try:
-                    return await run_in_threadpool(read_upload, run, data, source, limits)
-                except ImageTooLarge as error:
-                    raise HTTPException(413, str(error)) from None
-                except ImageError as error:
-                    raise HTTPException(422, str(error)) from None
+        return await _through_gate(gate, limits, request, functools.partial(read_upload, run))
 
     return app
+
+
+async def _through_gate(gate: Gate, limits: Limits, request: Request, work) -> dict:
+    """Take a place in the queue before reading the body (so memory stays bounded), wait for a turn, then
+    run work(data, source, limits) in a worker thread; too large is 413, unusable 422."""
+    async with gate.ticket():
+        data, source = await image_bytes(request, limits)
+        async with gate.turns:
+            try:
+                return await run_in_threadpool(work, data, source, limits)
+            except ImageTooLarge as error:
+                raise HTTPException(413, str(error)) from None
+            except ImageError as error:
+                raise HTTPException(422, str(error)) from None
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
