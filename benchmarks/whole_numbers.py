@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-import digitlab
 from common import write_result
 from digitlab.numbers import compose_number, read_numbers
+from digitlab.shipped import resolve_run
 
 GOAL = 0.97
 
@@ -75,12 +75,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("run", nargs="?", default="/work/devruns/cnn-fast", help="run folder")
+    parser.add_argument("run", nargs="?", default=None, help="run folder or model file (default: the shipped model)")
     parser.add_argument("--count", type=int, default=1000, help="numbers to compose")
     parser.add_argument("--part", choices=("test", "val"), default="test", help="digits to compose from")
     parser.add_argument("--seed", type=int, default=0, help="seed of the composition")
     args = parser.parse_args()
-    run = digitlab.load_run(args.run)
+    run = resolve_run(args.run)
     split = run.data("composed").splits()[args.part]
     numbers = compose(split, args.count, args.seed)
     started = time.perf_counter()
