@@ -172,16 +172,7 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         "/api/predict",
         summary="Classify one picture of a digit",
         response_model=PredictionOut,
-        responses={
-            code: {"model": ErrorOut, "description": text}
-            for code, text in (
-                (400, "malformed JSON, bad base64 or a form without a file"),
-                (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
-                (415, "neither JSON nor multipart/form-data"),
-                (422, "not an image, corrupt or blank"),
-                (503, "too many images waiting: retry after the Retry-After seconds"),
-            )
-        },
+        responses=_error_responses(limits, "not an image, corrupt or blank"),
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
     async def predict_route(request: Request):
@@ -191,22 +182,27 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         "/api/number",
         summary="Read a whole number (several digits, left to right) in one picture",
         response_model=NumberOut,
-        responses={
-            code: {"model": ErrorOut, "description": text}
-            for code, text in (
-                (400, "malformed JSON, bad base64 or a form without a file"),
-                (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
-                (415, "neither JSON nor multipart/form-data"),
-                (422, "not an image, corrupt, no digit found, or more than 32 digits"),
-                (503, "too many images waiting: retry after the Retry-After seconds"),
-            )
-        },
+        responses=_error_responses(limits, "not an image, corrupt, no digit found, or more than 32 digits"),
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
     async def number_route(request: Request):
         return await _through_gate(gate, limits, request, functools.partial(read_upload, run))
 
     return app
+
+
+def _error_responses(limits: Limits, unusable: str) -> dict:
+    """The OpenAPI description of a picture route's error answers; `unusable` says what earns a 422."""
+    return {
+        code: {"model": ErrorOut, "description": text}
+        for code, text in (
+            (400, "malformed JSON, bad base64 or a form without a file"),
+            (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
+            (415, "neither JSON nor multipart/form-data"),
+            (422, unusable),
+            (503, "too many images waiting: retry after the Retry-After seconds"),
+        )
+    }
 
 
 async def _through_gate(gate: Gate, limits: Limits, request: Request, work) -> dict:
