@@ -16,11 +16,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("errors", "files", "version", "distributed"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
-    "inference": ("evaluate", "ood", "predict", "realworld", "numbers"),
+    "inference": ("evaluate", "ood", "predict", "realworld", "numbers", "explain"),
     "runs": ("runs", "shipped"),
     "training": ("checkpoint", "steps", "train"),
     "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
     "applications": (
+        "serveexplain",
         "serve",
         "tunespace",
         "tunestudy",

@@ -9,7 +9,7 @@ from .runs import Run, evaluate_real_world, load_model, load_run
 # Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` and
 # `digitlab.predict` name.
 from .runs import evaluate_run as evaluate
-from .shipped import predict
+from .shipped import explain, predict
 from .train import Tracking, Trainee, fit, resume, train
 from .tune import tune
 from .version import __version__
@@ -31,6 +31,7 @@ __all__ = [
     "create_model",
     "evaluate",
     "evaluate_real_world",
+    "explain",
     "fit",
     "list_datasets",
     "list_models",

@@ -27,6 +27,7 @@ from .config import PreprocessOptions, TrainConfig
 from .data import load_dataset
 from .errors import ConfigError, RunError
 from .evaluate import evaluate, robustness
+from .explain import STEPS, Explanation, explain_picture
 from .files import atomic_write, make_folder, read_json, write_json
 from .models import create_model
 from .numbers import read_numbers
@@ -203,6 +204,14 @@ class Run:
             workers=workers,
             progress=progress,
         )
+
+    def explain(
+        self, picture, targets=(), steps: int = STEPS, preprocess: PreprocessOptions | None = None
+    ) -> Explanation:
+        """What the model computes inside for one picture of a digit (a path, PIL image or array): its
+        probabilities, hidden layers and integrated-gradients saliency for the predicted class and for each
+        class in `targets` (names or indices). See digitlab.explain."""
+        return explain_picture(self.model, picture, self.classes, targets, preprocess or self.preprocess, steps)
 
     def read_number(self, images, errors: str = "raise", preprocess: PreprocessOptions | None = None) -> list:
         """Read the whole number written in each picture (file paths, folders, PIL images, arrays): one

@@ -2,8 +2,10 @@
 
 `create_app(run)` loads the model once and returns the app: the page (static/index.html with its
 CSS and script), `POST /api/predict` (an image upload, or JSON with a base64 image), `POST /api/number`
-(the same, read as a number of several digits), `GET /api/model`,
-`GET /healthz` and the OpenAPI docs at /docs. Uploads go through the same guards and the same
+(the same, read as a number of several digits), `POST /api/explain` (the same, with what the model
+computes inside: see serveexplain), `GET /api/model`, `GET /api/models`, `GET /api/weights`,
+`GET /healthz` and the OpenAPI docs at /docs. Several runs may be served at once; every model route
+takes `?model=NAME` (default: the first). Uploads go through the same guards and the same
 preprocessing as `digitlab predict` (preprocess.decode_image, predict.predict); decoding and the
 forward pass run in a worker thread so the event loop keeps answering other requests. `Limits`
 bounds what one upload may be (bytes, megapixels) and how many are decoded at once: the rest wait
@@ -28,27 +30,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from .errors import ImageError, ImageTooLarge, ServeError
+from .errors import ConfigError, ImageError, ImageTooLarge, ServeError
 from .models import count_parameters
 from .numbers import read_number
 from .predict import Prediction, predict
 from .preprocess import MAX_PIXELS, decode_image, megapixels
 from .runs import Run
-from .shipped import resolve_run
+from .serveexplain import ExplanationOut, ServedModels, WeightsOut, explained, target_indices
 from .version import __version__
 
 STATIC = Path(__file__).parent / "static"
 ENVELOPE_BYTES = 64 * 1024  # room for multipart headers, a data-URL prefix and line breaks around the image
 RETRY_AFTER_S = 2  # what a 503 tells the client to wait
+TARGETS = Query(default=[], description='also attribute to these classes ("why not a 3?")')
 USAGE = 'send an image file as multipart/form-data (field "file") or JSON {"image": "<base64 PNG>"}'
 
 
@@ -93,6 +96,15 @@ class ModelInfo(BaseModel):
     config: dict
 
 
+class ServedModelInfo(ModelInfo):
+    name: str = Field(description="what ?model= calls it")
+
+
+class ModelsOut(BaseModel):
+    default: str = Field(description="the model a request without ?model= gets")
+    models: list[ServedModelInfo]
+
+
 class PredictionOut(BaseModel):
     label: str = Field(description="the most likely class")
     index: int = Field(description="its position in the class list")
@@ -131,17 +143,17 @@ class ErrorOut(BaseModel):
     error: str
 
 
-def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Limits()) -> FastAPI:
+def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
     """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors; None: the shipped
-    model) within `limits`.
+    model; or a list of them, the first being the default) within `limits`.
 
-    The model is loaded here, once; a missing or corrupt run raises RunError before any server
+    The models are loaded here, once; a missing or corrupt run raises RunError before any server
     starts. Every error response is JSON {"error": message} with a 4xx status (503 when busy, 5xx
     otherwise only for bugs).
     """
-    run = resolve_run(run_or_path)
+    served = ServedModels(run_or_path)
+    run = served.runs[served.default]
     gate = Gate(limits)
-    run.model.eval()
     about = model_info(run)
     # FastAPIOffline: FastAPI whose /docs and /redoc use bundled Swagger UI and ReDoc files, not a CDN
     app = FastAPIOffline(
@@ -150,7 +162,7 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         summary="Classify pictures of handwritten digits "
         f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).",
     )
-    app.state.run, app.state.model_info, app.state.limits = run, about, limits
+    app.state.run, app.state.model_info, app.state.limits, app.state.served = run, about, limits, served
     # Starlette picks the handler by exception class; its stubs type every handler for any Exception
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _server_error)
@@ -164,9 +176,30 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/api/model", summary="The served run's model and metrics", response_model=ModelInfo)
-    async def model():
-        return about
+    @app.get("/api/model", summary="A served run's model and metrics", response_model=ModelInfo)
+    async def model(model: str | None = None):
+        return model_info(_pick(served, model)[1])
+
+    @app.get("/api/models", summary="Every served model, by the name ?model= takes", response_model=ModelsOut)
+    async def models():
+        return {"default": served.default, "models": [{"name": n, **model_info(r)} for n, r in served.runs.items()]}
+
+    @app.get(
+        "/api/weights",
+        summary="What a model's first layer looks for: an MLP's units as 28×28 images, or conv filters",
+        response_model=WeightsOut,
+        responses={404: {"model": ErrorOut, "description": "no such model, or one without a first-layer picture"}},
+    )
+    async def weights(request: Request, model: str | None = None):
+        name, _ = _pick(served, model)
+        try:
+            answer, tag = served.weights(name)
+        except LookupError as error:
+            raise HTTPException(404, str(error)) from None
+        headers = {"ETag": tag, "Cache-Control": "no-cache"}  # they never change while the server runs
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers=headers)
+        return JSONResponse(answer, headers=headers)
 
     @app.post(
         "/api/predict",
@@ -175,8 +208,8 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         responses=_error_responses(limits, "not an image, corrupt or blank"),
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
-    async def predict_route(request: Request):
-        return await _through_gate(gate, limits, request, functools.partial(answer, run))
+    async def predict_route(request: Request, model: str | None = None):
+        return await _through_gate(gate, limits, request, functools.partial(answer, _pick(served, model)[1]))
 
     @app.post(
         "/api/number",
@@ -185,10 +218,41 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         responses=_error_responses(limits, "not an image, corrupt, no digit found, or more than 32 digits"),
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
-    async def number_route(request: Request):
-        return await _through_gate(gate, limits, request, functools.partial(read_upload, run))
+    async def number_route(request: Request, model: str | None = None):
+        return await _through_gate(gate, limits, request, functools.partial(read_upload, _pick(served, model)[1]))
+
+    @app.post(
+        "/api/explain",
+        summary="Classify one picture and show what the model computes inside: hidden layers, saliency, top 3",
+        response_model=ExplanationOut,
+        responses=_error_responses(limits, "not an image, corrupt or blank, or an unknown target class"),
+        openapi_extra={"requestBody": _request_body_schema(limits)},
+    )
+    async def explain_route(
+        request: Request,
+        model: str | None = None,
+        target: list[str] = TARGETS,
+    ):
+        name, picked = _pick(served, model)
+        try:
+            targets = target_indices(picked, target)
+        except ConfigError as error:
+            raise HTTPException(422, str(error)) from None
+
+        def work(data: bytes, source: str, limits: Limits) -> dict:
+            return explained(name, picked, answer(picked, data, source, limits), targets)
+
+        return await _through_gate(gate, limits, request, work)
 
     return app
+
+
+def _pick(served: ServedModels, name: str | None) -> tuple[str, Run]:
+    """The served model ?model= names (the default without one); 404 naming the served ones otherwise."""
+    try:
+        return served.pick(name)
+    except LookupError as error:
+        raise HTTPException(404, str(error)) from None
 
 
 def _error_responses(limits: Limits, unusable: str) -> dict:
@@ -197,6 +261,7 @@ def _error_responses(limits: Limits, unusable: str) -> dict:
         code: {"model": ErrorOut, "description": text}
         for code, text in (
             (400, "malformed JSON, bad base64 or a form without a file"),
+            (404, "no served model has the ?model= name"),
             (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
             (415, "neither JSON nor multipart/form-data"),
             (422, unusable),
@@ -391,14 +456,14 @@ def _too_large(what: str, size: int, limits: Limits, exact: bool = True) -> str:
 
 
 def serve(
-    run: Run | str | Path | None = None,
+    run=None,
     host: str = "127.0.0.1",
     port: int = 8000,
     access_log: bool = False,
     on_ready=print,
     limits: Limits = Limits(),
 ) -> None:
-    """Load the run, listen on host:port (0 = any free port) and serve the demo until Ctrl-C.
+    """Load the run (or list of runs), listen on host:port (0 = any free port) and serve the demo until Ctrl-C.
 
     The socket is bound before uvicorn starts, so a taken port or an unknown host is a ServeError
     (one line) rather than a log full of tracebacks. `on_ready(message)` receives the URL line.
@@ -408,12 +473,12 @@ def serve(
     app = create_app(run, limits)
     listener = _listen(host, port)
     bound_port = listener.getsockname()[1]
-    about = app.state.model_info
     shown = f"[{host}]" if ":" in host else host
-    on_ready(
-        f"serving {about['run'] or about['model']} ({about['model']}, {about['parameters']:,} parameters) "
-        f"on http://{shown}:{bound_port} — Ctrl-C to stop"
+    models = ", ".join(
+        f"{name} ({run.config.model}, {count_parameters(run.model):,} parameters)"
+        for name, run in app.state.served.runs.items()
     )
+    on_ready(f"serving {models} on http://{shown}:{bound_port} — Ctrl-C to stop")
     config = uvicorn.Config(
         app, access_log=access_log, log_level="info" if access_log else "warning", timeout_graceful_shutdown=5
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import RunError
+from .explain import STEPS, Explanation
 from .predict import Prediction
 from .runs import Run, load_run, save_model
 
@@ -36,6 +37,11 @@ def resolve_run(run: Run | str | Path | None, device: str | torch.device = "cpu"
 def predict(images, run: Run | str | Path | None = None, top_k: int = 1, errors: str = "raise") -> list[Prediction]:
     """Classify pictures of digits (paths, folders, PIL images, arrays) with `run`, or the shipped model."""
     return resolve_run(run).predict(images, top_k=top_k, errors=errors)
+
+
+def explain(picture, run: Run | str | Path | None = None, targets=(), steps: int = STEPS) -> Explanation:
+    """What `run` (or the shipped model) computes inside for one picture of a digit: see Run.explain."""
+    return resolve_run(run).explain(picture, targets, steps)
 
 
 def ship(run: Run, path: Path = SHIPPED_MODEL, metrics: dict | None = None) -> Path:
