@@ -60,7 +60,15 @@ def test_health_model_page_static_files_and_docs(client, seed_run):
         assert response.status_code == 200 and kind in response.headers["content-type"] and len(response.text) > 500
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/healthz", "/api/model", "/api/predict", "/api/number"}
+    assert set(schema["paths"]) == {
+        "/healthz",
+        "/api/model",
+        "/api/models",
+        "/api/weights",
+        "/api/predict",
+        "/api/number",
+        "/api/explain",
+    }
     body = schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
 
@@ -227,10 +235,13 @@ def _bad_requests(tmp_path, scan):
     ]
 
 
-def test_every_bad_input_is_a_4xx_with_a_one_line_json_error_and_serving_goes_on(client, seed_run, scan, tmp_path):
+@pytest.mark.parametrize("route", ["/api/predict", "/api/explain"])
+def test_every_bad_input_is_a_4xx_with_a_one_line_json_error_and_serving_goes_on(
+    client, seed_run, scan, tmp_path, route
+):
     good = {"files": {"file": ("seven.png", scan[1], "image/png")}}
     for name, request, status, fragment in _bad_requests(tmp_path, scan):
-        response = client.post("/api/predict", **request)
+        response = client.post(route, **request)
         assert response.status_code == status, (name, response.text)
         error = response.json()["error"]
         assert set(response.json()) == {"error"} and fragment in error and "\n" not in error, (name, error)

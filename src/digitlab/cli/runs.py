@@ -114,7 +114,12 @@ def add_parsers(commands) -> None:
     export.set_defaults(handler=cmd_export)
 
     serve = commands.add_parser("serve", help="web demo: draw a digit in the browser and watch the model decide")
-    serve.add_argument("run", nargs="?", help="run folder (or its model.safetensors); default: the shipped model")
+    serve.add_argument(
+        "run",
+        nargs="*",
+        help="run folders (or model.safetensors files) to serve; the page picks one or compares two "
+        "(default: the shipped model)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on, 0 = any free port (default 8000)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
@@ -349,7 +354,7 @@ def cmd_serve(args) -> int:
         max_queued=args.max_queued,
     )
     serve(
-        args.run,
+        args.run or None,
         host=args.host,
         port=args.port,
         access_log=args.access_log,
