@@ -1,6 +1,8 @@
 "use strict";
 // The drawing pad is white ink on black, like MNIST itself; the server's preprocessing crops,
-// scales and centres it exactly as it does for photos (`digitlab predict`).
+// scales and centres it exactly as it does for photos (`digitlab predict`). Every drawing goes to
+// POST /api/explain, whose answer feeds both the prediction card and the network view (network.js);
+// with "Compare with", the same picture also goes to a second served model, shown in its own view.
 
 const DEBOUNCE_MS = 150;
 const pad = document.getElementById("pad");
@@ -23,6 +25,11 @@ let showingUpload = false;
 let timer = null;
 let latest = 0; // number of the newest request; older answers are dropped
 let shownPhoto = null; // where an uploaded photo sits on the pad: a promise of {scale, left, top}, or null
+let lastSent = null; // the newest picture's request (url -> fetch promise) and its source, to ask again
+let views = []; // one NetworkView per shown model: the chosen one, then the compared one
+const modelPick = document.getElementById("model");
+const comparePick = document.getElementById("compare");
+const viewsBox = document.getElementById("views");
 
 function buildBars() {
   barsBox.replaceChildren();
@@ -47,6 +54,7 @@ function resetResult(message) {
     bar.querySelector(".value").textContent = "";
   }
   seen.clearRect(0, 0, 28, 28);
+  for (const view of views) view.clear();
 }
 
 function clearPad() {
@@ -59,6 +67,7 @@ function clearPad() {
   clearTimeout(timer);
   timer = null;
   latest += 1;
+  lastSent = null;
   setStatus("");
   resetResult("draw a digit");
 }
@@ -121,14 +130,14 @@ function schedule() {
 function predictPad() {
   if (!hasInk) return;
   const body = JSON.stringify({ image: pad.toDataURL("image/png"), name: "drawing" });
-  send(() => fetch(route(), { method: "POST", headers: { "Content-Type": "application/json" }, body }), "your drawing");
+  send((url) => fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body }), "your drawing");
 }
 
 function predictFile(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   shownPhoto = showUpload(file);
-  send(() => fetch(route(), { method: "POST", body: form }), file.name);
+  send((url) => fetch(url, { method: "POST", body: form }), file.name);
 }
 
 // Draw the photo into the pad (EXIF rotation applied, as the server applies it); resolves to where it went.
@@ -165,10 +174,12 @@ async function drawBox(box, photo) {
 
 async function send(request, source) {
   const number = ++latest;
+  lastSent = { request, source };
   setStatus("thinking…");
+  if (views[1]) compareWith(views[1], request, number);
   let answer, response;
   try {
-    response = await request();
+    response = await request(route(views[0]));
     answer = await response.json();
   } catch (error) {
     if (number === latest) setStatus(`The server did not answer (${error.message}).`, true);
@@ -181,15 +192,37 @@ async function send(request, source) {
     return;
   }
   show(answer, source);
+  if (views[0] && "layers" in answer) views[0].show(answer);
   setStatus("");
+}
+
+// The same picture, for the compared model's own view.
+async function compareWith(view, request, number) {
+  if (numberMode.checked) return view.clear("numbers are read by the chosen model only");
+  try {
+    const response = await request(route(view));
+    const answer = await response.json();
+    if (number !== latest) return;
+    if (response.ok) view.show(answer);
+    else view.clear(answer.error || `HTTP ${response.status}`);
+  } catch (error) {
+    if (number === latest) view.clear(`The server did not answer (${error.message}).`);
+  }
+}
+
+function askAgain() {
+  if (lastSent) send(lastSent.request, lastSent.source);
 }
 
 // "Read a number": the picture goes to /api/number, which reads several digits left to right
 const numberMode = document.getElementById("number-mode");
 numberMode.addEventListener("change", schedule);
 
-function route() {
-  return numberMode.checked ? "api/number" : "api/predict";
+function route(view) {
+  const model = view ? `?model=${encodeURIComponent(view.model)}` : "";
+  if (numberMode.checked) return `api/number${model}`;
+  const target = view && view.target !== null ? `&target=${encodeURIComponent(classes[view.target])}` : "";
+  return `api/explain${model}${target}`;
 }
 
 function showNumber(answer, source) {
@@ -223,10 +256,38 @@ function show(answer, source) {
   if (showingUpload && answer.box) drawBox(answer.box, shownPhoto);
 }
 
-async function loadModelInfo() {
+// The served models fill the two pickers; the page starts with the server's default model.
+async function loadModels() {
+  try {
+    const response = await fetch("api/models");
+    const listed = await response.json();
+    if (!response.ok) throw new Error(listed.error || `HTTP ${response.status}`);
+    for (const model of listed.models) {
+      modelPick.append(new Option(`${model.name} (${model.model})`, model.name, model.name === listed.default));
+      comparePick.append(new Option(`${model.name} (${model.model})`, model.name));
+    }
+    document.getElementById("pickers").hidden = false;
+  } catch (error) {
+    setStatus(`The list of models is unavailable (${error.message}).`, true);
+  }
+  await chooseModels();
+}
+
+async function chooseModels() {
+  for (const view of views) view.remove();
+  await loadModelInfo(modelPick.value);
+  const shown = [modelPick.value, comparePick.value].filter((name, index) => name && (index === 0 || name !== modelPick.value));
+  views = shown.map((name) => new NetworkView(viewsBox, name, classes, askAgain));
+  viewsBox.classList.toggle("two", views.length === 2);
+  askAgain();
+}
+modelPick.addEventListener("change", chooseModels);
+comparePick.addEventListener("change", chooseModels);
+
+async function loadModelInfo(model) {
   const info = document.getElementById("model-info");
   try {
-    const response = await fetch("api/model");
+    const response = await fetch(model ? `api/model?model=${encodeURIComponent(model)}` : "api/model");
     const about = await response.json();
     if (!response.ok) throw new Error(about.error || `HTTP ${response.status}`);
     const sameCount = about.classes.length === classes.length;
@@ -277,4 +338,4 @@ document.addEventListener("paste", (event) => {
 
 buildBars();
 clearPad();
-loadModelInfo();
+loadModels();
