@@ -214,7 +214,15 @@ def test_api_docs_render_without_a_network(browser, server_url):
     page.goto(f"{server_url}/docs", wait_until="load")
     page.wait_for_selector(".opblock-summary-path")
     paths = page.eval_on_selector_all(".opblock-summary-path", "paths => paths.map(path => path.textContent)")
-    assert sorted(paths) == ["/api/model", "/api/number", "/api/predict", "/healthz"]
+    assert sorted(paths) == [
+        "/api/explain",
+        "/api/model",
+        "/api/models",
+        "/api/number",
+        "/api/predict",
+        "/api/weights",
+        "/healthz",
+    ]
     assert problems == []
     page.close()
 
