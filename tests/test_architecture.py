@@ -19,7 +19,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers", "explain"),
     "runs": ("runs", "shipped"),
     "training": ("checkpoint", "steps", "train"),
-    "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
+    "outputs": ("figures", "dataviz", "modelviz", "explainviz", "viz", "tuneviz", "report", "export", "experiment"),
     "applications": (
         "serveexplain",
         "serve",

@@ -101,3 +101,21 @@ def test_python_api_explains_a_picture_file(mnist, tmp_path, seed_run):
     mine = seed_run.explain(path)
     assert [layer.values.shape for layer in mine.layers] == [(32,), (16,)]
     assert mine.probabilities.sum().item() == pytest.approx(1.0)
+
+
+def test_report_picks_and_the_digits_that_excite_a_filter(cnn, mnist):
+    from digitlab.explainviz import saliency_picks, strongest_digits
+
+    labels = torch.tensor([1, 2, 3, 4, 5])
+    probabilities = torch.tensor([[0.1, 0.9, 0, 0, 0, 0]] * 5)  # always "1": right once, wrong four times
+    probabilities[3, 1], probabilities[3, 0] = 0.6, 0.4  # the least confident of the wrong ones
+    right, wrong = saliency_picks(labels, probabilities, count=3)
+    assert right.tolist() == [0] and wrong.tolist() == [1, 2, 4]
+    layer = cnn.model.first_conv()
+    images = mnist.train.images[:300]
+    with torch.no_grad():
+        peaks = layer(images.float() / 255).amax((2, 3))  # (300, filters)
+    found = strongest_digits(layer, images, count=4)
+    assert found.shape == (layer.out_channels, 4)
+    for unit in range(layer.out_channels):
+        torch.testing.assert_close(peaks[found[unit], unit], peaks[:, unit].sort(descending=True).values[:4])

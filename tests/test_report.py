@@ -200,6 +200,7 @@ def test_conv_models_get_filters_and_feature_maps(mnist, tmp_path):
     index = write_report(run, out=tmp_path / "conv")
     page = index.read_text()
     assert 'src="first_layer.png"' in page and 'src="activations.png"' in page
+    assert 'src="saliency.png"' in page and 'src="filter_digits.png"' in page
     assert "no training history" in page and not (tmp_path / "conv" / "training_curves.png").exists()
 
 
@@ -237,7 +238,7 @@ def test_every_figure_is_a_real_png_of_the_expected_size(report):
     folder = report["index"].parent
     sources = [tag["src"] for tag in report["images"]]
     assert sorted(sources) == sorted(path.name for path in folder.glob("*.png"))
-    assert len(sources) == 13 and f"examples_of_{DIGIT}.png" in sources
+    assert len(sources) == 14 and f"examples_of_{DIGIT}.png" in sources
     for tag in report["images"]:
         with Image.open(folder / tag["src"]) as png:
             assert png.format == "PNG" and png.size == (int(tag["width"]), int(tag["height"]))

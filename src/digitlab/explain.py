@@ -120,10 +120,7 @@ def integrated_gradients(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attributions (T, 28, 28) of uint8 `image` (1, 28, 28) to each target class, and the baseline's logits (C,).
 
-    Midpoint rule along x_a = b + a (x - b), a = (k + ½) / steps: attribution = (x - b) · mean_k ∂logit/∂x(x_a).
-    `baseline` b is float (1, 28, 28) in [0, 1], black by default. All steps × targets images go
-    through the model as one batch, and one backward pass gives every gradient: each row of the
-    batch asks for its own target's logit, so the rows' gradients do not mix.
+    `baseline` b is float (1, 28, 28) in [0, 1], black by default. See `path_integral` for the method.
     """
     if steps < 1:
         raise ConfigError(f"steps must be at least 1, got {steps}")
@@ -132,18 +129,32 @@ def integrated_gradients(
     try:
         digit = to_float(image.to(_device(model)))[None]  # (1, 1, 28, 28)
         start = torch.zeros_like(digit) if baseline is None else baseline.to(digit).reshape_as(digit)
-        alphas = (torch.arange(steps, device=digit.device, dtype=digit.dtype) + 0.5) / steps
-        path = start + alphas.view(-1, 1, 1, 1) * (digit - start)  # (steps, 1, 28, 28)
-        batch = path.repeat(len(targets), 1, 1, 1).requires_grad_(True)  # target-major: rows t*steps .. t*steps+steps-1
-        wanted = torch.tensor(targets, device=digit.device).repeat_interleave(steps)
-        logits = model(in_preferred_layout(model, batch))
-        (gradients,) = torch.autograd.grad(logits.gather(1, wanted[:, None]).sum(), batch)
-        mean_gradient = gradients.reshape(len(targets), steps, 28, 28).mean(1)
+        wanted = torch.tensor(targets, device=digit.device)
+        maps = path_integral(model, digit.expand(len(targets), -1, -1, -1), start, wanted, steps)
         with torch.no_grad():
             baseline_logits = model(in_preferred_layout(model, start))[0]
-        return (mean_gradient * (digit - start)[0]).detach().cpu(), baseline_logits.detach().cpu()
+        return maps.cpu(), baseline_logits.detach().cpu()
     finally:
         model.train(was_training)
+
+
+def path_integral(
+    model: nn.Module, digits: torch.Tensor, start: torch.Tensor, targets: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """Integrated gradients (N, 28, 28) of float `digits` (N, 1, 28, 28) from `start` (1, 1, 28, 28), row i to
+    class targets[i], by the midpoint rule: x_a = b + a (x - b), a = (k + 1/2) / steps, and
+    attribution = (x - b) * mean_k dlogit/dx(x_a).
+
+    All N × steps path points go through the model as one batch and one backward pass gives every
+    gradient: each row asks for its own target's logit, so the rows' gradients do not mix.
+    """
+    alphas = (torch.arange(steps, device=digits.device, dtype=digits.dtype) + 0.5) / steps
+    path = start[None] + alphas.view(1, -1, 1, 1, 1) * (digits - start)[:, None]  # (N, steps, 1, 28, 28)
+    batch = path.reshape(-1, 1, 28, 28).requires_grad_(True)
+    logits = model(in_preferred_layout(model, batch))
+    wanted = targets.repeat_interleave(steps)
+    (gradients,) = torch.autograd.grad(logits.gather(1, wanted[:, None]).sum(), batch)
+    return (gradients.reshape(len(digits), steps, 28, 28).mean(1) * (digits - start)[:, 0]).detach()
 
 
 def explain(model: nn.Module, image: torch.Tensor, targets=(), steps: int = STEPS) -> Explanation:
@@ -175,14 +186,28 @@ def explain(model: nn.Module, image: torch.Tensor, targets=(), steps: int = STEP
     )
 
 
-def attribution_maps(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, steps: int = STEPS) -> torch.Tensor:
-    """Integrated-gradients maps (N, 28, 28) of uint8 `images` (N, 1, 28, 28), each to its own target class."""
-    return torch.stack(
-        [
-            integrated_gradients(model, image, [int(target)], steps)[0][0]
-            for image, target in zip(images, targets, strict=True)
+def attribution_maps(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, steps: int = STEPS, chunk: int = 16
+) -> torch.Tensor:
+    """Integrated-gradients maps (N, 28, 28) of uint8 `images` (N, 1, 28, 28), each to its own target class,
+    from a black image; `chunk` digits go through the model at once."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = _device(model)
+        maps = [
+            path_integral(
+                model,
+                to_float(images[first : first + chunk].to(device)),
+                torch.zeros(1, 1, 28, 28, device=device),
+                targets[first : first + chunk].to(device),
+                steps,
+            ).cpu()
+            for first in range(0, len(images), chunk)
         ]
-    )
+        return torch.cat(maps) if maps else torch.zeros(0, 28, 28)
+    finally:
+        model.train(was_training)
 
 
 def explain_picture(

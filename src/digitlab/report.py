@@ -131,6 +131,17 @@ def build_sections(
             note=f"digitlab has no picture of the inside of a {model_name} yet",
         ),
         Section(
+            "Why the model decides",
+            {
+                "saliency.png": viz.saliency_grid(run.model, images, labels, probabilities, classes),
+                "filter_digits.png": viz.filter_digits(run.model, data.train.images),
+            },
+            html="<p>Saliency is integrated gradients from a black image: each pixel's share of the chosen "
+            "class's logit, red towards it, blue away from it; the shares sum to the logit's rise from a blank "
+            "page.</p>",
+            note="the training digits that excite each filter are drawn for convolutional models",
+        ),
+        Section(
             "Most-confused pairs",
             {"confused_pairs.png": viz.confused_pairs(images, labels, probabilities, classes)},
             html=confused_pairs_table(confusion, classes),

@@ -22,6 +22,8 @@ from .dataviz import training_curves as training_curves  # re-exported
 from .dataviz import training_digits as training_digits
 from .evaluate import calibration, confident_mistakes, misclassified, most_confused_pairs, uncertain_predictions
 from .evaluate import confusion_matrix as count_confusion
+from .explainviz import filter_digits as filter_digits
+from .explainviz import saliency_grid as saliency_grid
 from .figures import RIGHT, TRAIN_COLOR, WRONG, Mosaic, digit_grid, new_figure, note_figure, pixels, styled, tile_figure
 from .modelviz import activations as activations  # re-exported
 from .modelviz import first_layer as first_layer
