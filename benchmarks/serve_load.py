@@ -1,4 +1,4 @@
-"""A bounded load on the web demo's POST /api/predict: throughput, latency percentiles, errors.
+"""A bounded load on the web demo's POST /api/predict (or /api/explain): throughput, latency percentiles, errors.
 
 Starts `digitlab serve RUN --port 0` in a subprocess on 127.0.0.1 (or uses --url), then sends
 --requests requests (default 2,000) from --concurrency threads (default 16), each with its own
@@ -13,6 +13,14 @@ runs first and is not counted.
 
 writes benchmarks/results/serve_load.json and exits 1 if any request failed or the cap cut the run short.
 The client runs on the same machine as the server and takes part of its CPU.
+
+--route explain sends the page's live-view request, POST /api/explain (hidden layers, saliency, top 3),
+and writes benchmarks/results/serve_explain_<model>.json with the answer's size. The issue's goals,
+on 2 cores at concurrency 4: p99 <= 50 ms for the seed MLP, <= 150 ms for the shipped CNN:
+
+    taskset -c 0,1 python benchmarks/serve_load.py RUN_OF_THE_SEED_MLP --route explain --concurrency 4 --requests 500
+    taskset -c 0,1 python benchmarks/serve_load.py src/digitlab/weights/digitlab-cnn-robust.safetensors \
+        --route explain --concurrency 4 --requests 500
 """
 
 from __future__ import annotations
@@ -94,10 +102,20 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def load(url: str, body: bytes, headers: dict, label: str, count: int, concurrency: int, time_cap: float) -> dict:
-    """Send `count` requests from `concurrency` threads (one keep-alive connection each) until done or time_cap."""
+def load(
+    url: str,
+    body: bytes,
+    headers: dict,
+    label: str,
+    count: int,
+    concurrency: int,
+    time_cap: float,
+    route: str = "/api/predict",
+) -> dict:
+    """Send `count` requests to `route` from `concurrency` threads (one keep-alive connection each) until done
+    or time_cap."""
     address = urllib.parse.urlsplit(url)
-    next_index, lock = [0], threading.Lock()
+    next_index, lock, answer_bytes = [0], threading.Lock(), [0]
     latencies, errors = [], []
     deadline = time.monotonic() + time_cap
 
@@ -113,10 +131,11 @@ def load(url: str, body: bytes, headers: dict, label: str, count: int, concurren
         while take():
             start = time.perf_counter()
             try:
-                connection.request("POST", "/api/predict", body=body, headers=headers)
+                connection.request("POST", route, body=body, headers=headers)
                 response = connection.getresponse()
                 answer = response.read()
                 elapsed = time.perf_counter() - start
+                answer_bytes[0] = len(answer)
                 if response.status != 200:
                     problem = f"HTTP {response.status}: {answer[:200]!r}"
                 elif json.loads(answer)["label"] != label:
@@ -154,6 +173,7 @@ def load(url: str, body: bytes, headers: dict, label: str, count: int, concurren
         },
         "errors": len(errors),
         "first_errors": errors[:5],
+        "answer_bytes": answer_bytes[0],
     }
 
 
@@ -165,7 +185,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="client threads (default 16)")
     parser.add_argument("--time-cap", type=float, default=120.0, help="stop sending after this many seconds")
     parser.add_argument("--mode", choices=("json", "upload"), default="json", help="base64 JSON or multipart upload")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    parser.add_argument(
+        "--route", choices=("predict", "explain"), default="predict", help="POST /api/predict or /api/explain"
+    )
+    parser.add_argument(
+        "--out", type=Path, help=f"results file (default {RESULTS}; serve_explain_<model>.json for --route explain)"
+    )
     args = parser.parse_args()
     if bool(args.run) == bool(args.url):
         parser.error("give a RUN to serve, or the --url of a running server (not both)")
@@ -179,9 +204,10 @@ def main() -> int:
     try:
         with urllib.request.urlopen(f"{url}/api/model", timeout=30) as response:
             about = json.loads(response.read())
-        load(url, body, headers, label, WARM_UP, min(args.concurrency, WARM_UP), args.time_cap)
+        route = f"/api/{args.route}"
+        load(url, body, headers, label, WARM_UP, min(args.concurrency, WARM_UP), args.time_cap, route)
         cpu_before = cpu_seconds(server.pid) if server else None
-        result = load(url, body, headers, label, args.requests, args.concurrency, args.time_cap)
+        result = load(url, body, headers, label, args.requests, args.concurrency, args.time_cap, route)
         cpu_after = cpu_seconds(server.pid) if server else None
     finally:
         if server:
@@ -189,6 +215,7 @@ def main() -> int:
             server.wait(10)
     report = {
         "benchmark": "serve_load",
+        "route": route,
         "mode": args.mode,
         "payload_bytes": len(body),
         "concurrency": args.concurrency,
@@ -204,11 +231,15 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    out = args.out or (
+        RESULTS.with_name(f"serve_explain_{about['model']}.json") if args.route == "explain" else RESULTS
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     latency = result["latency_ms"]
     print(
-        f"{result['requests']:,} requests ({args.mode}, {len(body):,} bytes each) at concurrency {args.concurrency} "
+        f"{result['requests']:,} {route} requests ({args.mode}, {len(body):,} bytes each, answers of "
+        f"{result['answer_bytes']:,} bytes) at concurrency {args.concurrency} "
         f"in {result['wall_seconds']:.2f} s: {result['throughput_per_second']:.0f} requests/s, "
         f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, max {latency['max']:.1f} ms, "
         f"{result['errors']} errors"
@@ -217,7 +248,7 @@ def main() -> int:
         print(f"server CPU {report['server_cpu_ms_per_request']:.2f} ms per request")
     for problem in result["first_errors"]:
         print(f"error: {problem}", file=sys.stderr)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     complete = result["requests"] == args.requests
     if not complete:
         print(
