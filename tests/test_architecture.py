@@ -29,6 +29,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "tune",
         "cli",
         "cli.common",
+        "cli.explain",
         "cli.runs",
         "cli.tools",
         "cli.train",

@@ -119,3 +119,26 @@ def test_report_picks_and_the_digits_that_excite_a_filter(cnn, mnist):
     assert found.shape == (layer.out_channels, 4)
     for unit in range(layer.out_channels):
         torch.testing.assert_close(peaks[found[unit], unit], peaks[:, unit].sort(descending=True).values[:4])
+
+
+def test_cli_explains_one_picture_and_refuses_bad_input(seed_run, mnist, tmp_path, capsys):
+    import json
+
+    from digitlab.cli import main
+
+    path = tmp_path / "seven.png"
+    Image.fromarray(mnist.test.images[0, 0].numpy()).save(path)
+    assert main(["explain", str(seed_run.path), str(path), "--target", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[0].startswith(f"{path}: 7 ") and lines[1].startswith("  hidden 1: ") and "of 32 units active" in lines[1]
+    )
+    assert lines[-2].startswith("  why 7: saliency sums to") and lines[-1].startswith("  why 3: ")
+    assert main(["explain", str(seed_run.path), str(path), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["label"] == "7" and [layer["shape"] for layer in answer["layers"]] == [[32], [16]]
+    assert len(answer["saliency"]) == 1 and len(answer["saliency"][0]["values"]) == 28
+    assert main(["explain", str(seed_run.path), str(path), "--target", "x"]) == 2
+    assert capsys.readouterr().err == "digitlab: error: unknown class 'x' (classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)\n"
+    assert main(["explain", str(seed_run.path), str(path), str(path)]) == 2
+    assert "one picture at a time, got 2" in capsys.readouterr().err

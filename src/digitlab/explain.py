@@ -66,6 +66,39 @@ class Explanation:
         values, indices = self.probabilities.topk(min(k, len(self.probabilities)))
         return list(zip(indices.tolist(), values.tolist(), strict=True))
 
+    def to_dict(self, classes=tuple("0123456789")) -> dict:
+        """The JSON form: label, confidence, probabilities, top 3, the 28×28 image (0-255 rows), the box,
+        layers [{name, kind, shape, values}] and saliency [{label, index, values, total, difference}]."""
+        names = [str(name) for name in classes]
+        baseline = self.baseline_logits if self.baseline_logits is not None else torch.zeros_like(self.logits)
+        return {
+            "label": names[self.index],
+            "confidence": float(self.probabilities[self.index]),
+            "probabilities": self.probabilities.tolist(),
+            "top": [{"label": names[index], "probability": p} for index, p in self.top(3)],
+            "image": self.image[0].tolist(),
+            "box": list(self.box) if self.box else None,
+            "layers": [
+                {
+                    "name": layer.name,
+                    "kind": layer.kind,
+                    "shape": list(layer.values.shape),
+                    "values": layer.values.tolist(),
+                }
+                for layer in self.layers
+            ],
+            "saliency": [
+                {
+                    "label": names[index],
+                    "index": index,
+                    "values": values.tolist(),
+                    "total": float(values.sum()),
+                    "difference": float(self.logits[index] - baseline[index]),
+                }
+                for index, values in self.saliency.items()
+            ],
+        }
+
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device

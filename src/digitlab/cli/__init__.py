@@ -15,7 +15,7 @@ import threading
 import warnings
 
 from ..errors import DigitlabError
-from . import runs, tools, train, tune
+from . import explain, runs, tools, train, tune
 from .common import Parser
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (train, runs, tools, tune):
+    for module in (train, runs, explain, tools, tune):
         module.add_parsers(commands)
     return parser
 
