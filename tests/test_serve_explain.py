@@ -3,10 +3,12 @@
 import base64
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from digitlab.cli import main
 from digitlab.errors import RunError
 from digitlab.explain import explain
 from digitlab.serve import create_app
@@ -25,8 +27,6 @@ def both(seed_run):
 @pytest.fixture(scope="module")
 def seven(mnist):
     """Test digit 0 (a 7) as a noisy scan, in the JSON body the page sends."""
-    import numpy as np
-
     picture = png_bytes(render_scan(mnist.test.images[0, 0].numpy(), np.random.default_rng(5)))
     return {"image": base64.b64encode(picture).decode(), "name": "seven"}
 
@@ -95,7 +95,7 @@ def test_unknown_model_or_class_is_a_one_line_json_error(both, seven):
     assert response.status_code == 422 and response.json()["error"].startswith("unknown class 'x'")
 
 
-def test_two_runs_of_one_name_and_a_corrupt_one(seed_run, tmp_path):
+def test_two_runs_of_one_name_and_a_corrupt_one(seed_run, tmp_path, capsys):
     app = create_app([seed_run.path, seed_run.path])
     assert list(app.state.served.runs) == [seed_run.path.name, f"{seed_run.path.name}-2"]
     broken = tmp_path / "broken"
@@ -103,3 +103,8 @@ def test_two_runs_of_one_name_and_a_corrupt_one(seed_run, tmp_path):
     (broken / "model.safetensors").write_bytes(b"not a model")
     with pytest.raises(RunError, match="broken"):
         create_app([seed_run.path, broken])
+    assert main(["serve", str(seed_run.path), str(broken), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("digitlab: error: ") and err.count("\n") == 1 and "broken" in err
+    assert main(["serve", str(seed_run.path), str(tmp_path / "gone"), "--port", "0"]) == 2
+    assert capsys.readouterr().err == f"digitlab: error: no run folder at {tmp_path / 'gone'}\n"

@@ -4,7 +4,7 @@
 takes `?model=NAME` (default: the first). `explained(run, answer, targets)` adds to /api/predict's
 answer what digitlab.explain computes for the same 28×28 image: the hidden layers, integrated-
 gradients saliency and the top classes. Feature maps and weights travel as small integers with one
-`limit` per array (value ≈ q / QUANT · limit), which keeps the default CNN's answer near 40 kB; dense
+`limit` per array (value ≈ q / QUANT · limit), which keeps the shipped CNN's answer to tens of kB; dense
 activations are few and saliency is read as numbers, so those stay floats.
 """
 
