@@ -32,14 +32,14 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from .errors import ConfigError, ImageError, ImageTooLarge, ServeError
+from .errors import ImageError, ImageTooLarge, ServeError
 from .models import count_parameters
 from .numbers import read_number
 from .predict import Prediction, predict
@@ -178,7 +178,7 @@ def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
 
     @app.get("/api/model", summary="A served run's model and metrics", response_model=ModelInfo)
     async def model(model: str | None = None):
-        return model_info(_pick(served, model)[1])
+        return model_info(served.pick(model)[1])
 
     @app.get("/api/models", summary="Every served model, by the name ?model= takes", response_model=ModelsOut)
     async def models():
@@ -191,15 +191,7 @@ def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
         responses={404: {"model": ErrorOut, "description": "no such model, or one without a first-layer picture"}},
     )
     async def weights(request: Request, model: str | None = None):
-        name, _ = _pick(served, model)
-        try:
-            answer, tag = served.weights(name)
-        except LookupError as error:
-            raise HTTPException(404, str(error)) from None
-        headers = {"ETag": tag, "Cache-Control": "no-cache"}  # they never change while the server runs
-        if request.headers.get("if-none-match") == tag:
-            return Response(status_code=304, headers=headers)
-        return JSONResponse(answer, headers=headers)
+        return served.weights(model, request.headers.get("if-none-match"))
 
     @app.post(
         "/api/predict",
@@ -209,7 +201,7 @@ def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
     async def predict_route(request: Request, model: str | None = None):
-        return await _through_gate(gate, limits, request, functools.partial(answer, _pick(served, model)[1]))
+        return await _through_gate(gate, limits, request, functools.partial(answer, served.pick(model)[1]))
 
     @app.post(
         "/api/number",
@@ -219,7 +211,7 @@ def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
     async def number_route(request: Request, model: str | None = None):
-        return await _through_gate(gate, limits, request, functools.partial(read_upload, _pick(served, model)[1]))
+        return await _through_gate(gate, limits, request, functools.partial(read_upload, served.pick(model)[1]))
 
     @app.post(
         "/api/explain",
@@ -233,11 +225,8 @@ def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
         model: str | None = None,
         target: list[str] = TARGETS,
     ):
-        name, picked = _pick(served, model)
-        try:
-            targets = target_indices(picked, target)
-        except ConfigError as error:
-            raise HTTPException(422, str(error)) from None
+        name, picked = served.pick(model)
+        targets = target_indices(picked, target)
 
         def work(data: bytes, source: str, limits: Limits) -> dict:
             return explained(name, picked, answer(picked, data, source, limits), targets)
@@ -245,14 +234,6 @@ def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
         return await _through_gate(gate, limits, request, work)
 
     return app
-
-
-def _pick(served: ServedModels, name: str | None) -> tuple[str, Run]:
-    """The served model ?model= names (the default without one); 404 naming the served ones otherwise."""
-    try:
-        return served.pick(name)
-    except LookupError as error:
-        raise HTTPException(404, str(error)) from None
 
 
 def _error_responses(limits: Limits, unusable: str) -> dict:

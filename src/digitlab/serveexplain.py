@@ -15,8 +15,11 @@ import json
 from pathlib import Path
 
 import torch
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
+from .errors import ConfigError
 from .explain import STEPS, Layer, class_indices, explain, first_layer_weights
 from .runs import MODEL_FILE, Run
 from .shipped import SHIPPED_MODEL, resolve_run
@@ -94,19 +97,25 @@ class ServedModels:
         return next(iter(self.runs))
 
     def pick(self, name: str | None) -> tuple[str, Run]:
-        """(name, run) for `name`, the default for None; LookupError naming the served ones otherwise."""
+        """(name, run) for `name`, the default for None; HTTP 404 naming the served ones otherwise."""
         name = name or self.default
         if name not in self.runs:
-            raise LookupError(f"no served model is named {name!r} (serving: {', '.join(self.runs)})")
+            raise HTTPException(404, f"no served model is named {name!r} (serving: {', '.join(self.runs)})")
         return name, self.runs[name]
 
-    def weights(self, name: str) -> tuple[dict, str]:
-        """GET /api/weights's answer for model `name` and its ETag, computed once."""
+    def weights(self, name: str | None, if_none_match: str | None) -> Response:
+        """GET /api/weights's answer for model `name` (computed once), or 304 when the client holds it already;
+        404 for a model without a first-layer picture."""
+        name, run = self.pick(name)
         if name not in self._weights:
-            answer = weights_answer(name, self.runs[name])
+            answer = weights_answer(name, run)
             tag = hashlib.sha256(json.dumps(answer).encode()).hexdigest()[:16]
             self._weights[name] = answer, f'"{tag}"'
-        return self._weights[name]
+        answer, tag = self._weights[name]
+        headers = {"ETag": tag, "Cache-Control": "no-cache"}  # revalidate: a restarted server may serve other weights
+        if if_none_match == tag:
+            return Response(status_code=304, headers=headers)
+        return JSONResponse(answer, headers=headers)
 
 
 def served_name(item, run: Run) -> str:
@@ -138,8 +147,11 @@ def _rounded(rows: torch.Tensor) -> list[list[float]]:
 
 
 def target_indices(run: Run, targets: list[str]) -> list[int]:
-    """The `target` query values (class names, or indices) as class indices; ConfigError for an unknown one."""
-    return class_indices([int(t) if t.isdigit() and t not in run.classes else t for t in targets], run.classes)
+    """The `target` query values (class names, or indices) as class indices; HTTP 422 for an unknown one."""
+    try:
+        return class_indices([int(t) if t.isdigit() and t not in run.classes else t for t in targets], run.classes)
+    except ConfigError as error:
+        raise HTTPException(422, str(error)) from None
 
 
 def explained(name: str, run: Run, answer: dict, targets: list[int]) -> dict:
@@ -166,10 +178,10 @@ def explained(name: str, run: Run, answer: dict, targets: list[int]) -> dict:
 
 
 def weights_answer(name: str, run: Run) -> dict:
-    """What the model's first layer looks for (see digitlab.explain.first_layer_weights); LookupError if nothing."""
+    """What the model's first layer looks for (see digitlab.explain.first_layer_weights); HTTP 404 if nothing."""
     found = first_layer_weights(run.model)
     if found is None:
-        raise LookupError(f"model {name!r} ({run.config.model}) has no first-layer picture")
+        raise HTTPException(404, f"model {name!r} ({run.config.model}) has no first-layer picture")
     kind, weights, bias = found
     limit, values = quantised(weights)
     return {
