@@ -108,3 +108,14 @@ def test_two_runs_of_one_name_and_a_corrupt_one(seed_run, tmp_path, capsys):
     assert err.startswith("digitlab: error: ") and err.count("\n") == 1 and "broken" in err
     assert main(["serve", str(seed_run.path), str(tmp_path / "gone"), "--port", "0"]) == 2
     assert capsys.readouterr().err == f"digitlab: error: no run folder at {tmp_path / 'gone'}\n"
+
+
+def test_openapi_documents_explain_its_parameters_and_its_method(both):
+    schema = both.get("/openapi.json").json()
+    route = schema["paths"]["/api/explain"]["post"]
+    assert "integrated gradients" in route["description"] and "gradient × input" in route["description"]
+    assert {parameter["name"] for parameter in route["parameters"]} == {"model", "target"}
+    assert set(route["responses"]) == {"200", "400", "404", "413", "415", "422", "503"}
+    assert set(route["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+    fields = schema["components"]["schemas"]["ExplanationOut"]["properties"]
+    assert {"layers", "saliency", "top", "method", "image", "probabilities"} <= set(fields)

@@ -45,7 +45,7 @@ from .numbers import read_number
 from .predict import Prediction, predict
 from .preprocess import MAX_PIXELS, decode_image, megapixels
 from .runs import Run
-from .serveexplain import ExplanationOut, ServedModels, WeightsOut, explained, target_indices
+from .serveexplain import EXPLAIN_DOC, ExplanationOut, ServedModels, WeightsOut, explained, target_indices
 from .version import __version__
 
 STATIC = Path(__file__).parent / "static"
@@ -216,6 +216,7 @@ def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
     @app.post(
         "/api/explain",
         summary="Classify one picture and show what the model computes inside: hidden layers, saliency, top 3",
+        description=EXPLAIN_DOC,
         response_model=ExplanationOut,
         responses=_error_responses(limits, "not an image, corrupt or blank, or an unknown target class"),
         openapi_extra={"requestBody": _request_body_schema(limits)},

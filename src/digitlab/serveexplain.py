@@ -26,6 +26,14 @@ from .shipped import SHIPPED_MODEL, resolve_run
 
 QUANT = 255  # feature maps and weights are sent as integers in [-QUANT, QUANT]
 METHOD = f"integrated gradients, {STEPS} steps from a black image"
+EXPLAIN_DOC = (
+    "Everything /api/predict answers, and the inside of the model for the same 28×28 image. "
+    "Saliency is integrated gradients from a black image (the empty pad) rather than gradient × input: "
+    "a single gradient of a ReLU net sees only the local slope, so saturated units contribute nothing and "
+    "the map is noisy, while integrated gradients averages the gradient along the path from the blank page "
+    "and its values add up to the class's logit rise from that page (`total` ≈ `difference`). "
+    "Feature maps and weights are integers q with value ≈ q / 255 × limit."
+)
 
 
 class LayerOut(BaseModel):
