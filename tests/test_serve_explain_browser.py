@@ -114,6 +114,9 @@ def test_mlp_view_follows_the_drawing(browser, two_models_url, tmp_path):
     page.click(".view .why-classes button[data-class='3']")
     page.wait_for_function("document.querySelector('.view .why-class').textContent === '3'")
     page.screenshot(path=tmp_path / "serve-explain-mlp.png", full_page=True)
+    page.check("#number-mode")  # a whole number goes to /api/number: the view says it has nothing to show
+    page.wait_for_function("document.querySelector('.view .view-status').textContent.includes('whole number')")
+    assert page.evaluate("document.querySelectorAll('.view .unit').length") == 0
     assert problems == []
     page.close()
     _keep(tmp_path / "serve-explain-mlp.png")

@@ -192,7 +192,10 @@ async function send(request, source) {
     return;
   }
   show(answer, source);
-  if (views[0] && "layers" in answer) views[0].show(answer);
+  if (views[0]) {
+    if ("layers" in answer) views[0].show(answer);
+    else views[0].clear("a whole number is read without the network view");
+  }
   setStatus("");
 }
 
