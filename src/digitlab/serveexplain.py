@@ -1,7 +1,7 @@
 """The web demo's look inside: several served models, POST /api/explain's answer and GET /api/weights.
 
 `ServedModels` holds the runs `digitlab serve RUN [RUN ...]` serves, by name; every picture route
-takes `?model=NAME` (default: the first). `explained(run, answer, targets)` adds to /api/predict's
+takes `?model=NAME` (default: the first). `explained(name, run, answer, targets)` adds to /api/predict's
 answer what digitlab.explain computes for the same 28×28 image: the hidden layers, integrated-
 gradients saliency and the top classes. Feature maps and weights travel as small integers with one
 `limit` per array (value ≈ q / QUANT · limit), which keeps the shipped CNN's answer to tens of kB; dense
