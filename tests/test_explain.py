@@ -142,3 +142,15 @@ def test_cli_explains_one_picture_and_refuses_bad_input(seed_run, mnist, tmp_pat
     assert capsys.readouterr().err == "digitlab: error: unknown class 'x' (classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)\n"
     assert main(["explain", str(seed_run.path), str(path), str(path)]) == 2
     assert "one picture at a time, got 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", digitlab.list_models())
+def test_every_registered_model_can_be_explained(name, mnist):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    explanation = explain(model, mnist.test.images[0], targets=[1], steps=64)
+    assert explanation.layers and all(layer.values.dim() in (1, 3) for layer in explanation.layers)
+    assert first_layer_weights(model) is not None
+    for index, values in explanation.saliency.items():
+        difference = float(explanation.logits[index] - explanation.baseline_logits[index])
+        assert float(values.sum()) == pytest.approx(difference, rel=0.05, abs=0.02), (name, index)
