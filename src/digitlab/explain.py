@@ -111,7 +111,8 @@ def _floats(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def hidden_layers(model: nn.Module, images: torch.Tensor) -> list[Layer]:
-    """Each hidden layer's output for uint8 `images` (N, 1, 28, 28), values (N, ...) on the CPU, in eval mode.
+    """Each hidden layer's output for uint8 `images` (N, 1, 28, 28), values (N, ...) on the CPU, in the model's
+    current mode (explain puts it in eval mode first).
 
     An MLP gives the output of every hidden ReLU; a model with a `features` stack (cnn, lenet5) gives
     the feature maps leaving each pooling layer, one "block" each; any other model gives none.
@@ -195,12 +196,14 @@ def explain(model: nn.Module, image: torch.Tensor, targets=(), steps: int = STEP
     for the predicted class and for each class index in `targets`."""
     if image.dtype != torch.uint8 or tuple(image.shape) != (1, 28, 28):
         raise ConfigError(f"explain needs one uint8 (1, 28, 28) image, got {image.dtype} {tuple(image.shape)}")
-    layers = hidden_layers(model, image[None])
     was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        logits = model(_floats(model, image[None]))[0].cpu()
-    model.train(was_training)
+    model.eval()  # dropout off for the layers shown as much as for the answer
+    try:
+        layers = hidden_layers(model, image[None])
+        with torch.no_grad():
+            logits = model(_floats(model, image[None]))[0].cpu()
+    finally:
+        model.train(was_training)
     classes = len(logits)
     wanted = [int(logits.argmax())]
     for target in targets:
