@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset
-from .errors import ConfigError, DigitlabError, RunError
+from .errors import ConfigError, DigitlabError, DivergenceError, RunError
 from .files import make_folder
 from .recipes import RECIPES, apply_recipe
 from .train import Interrupted, train
@@ -128,7 +128,8 @@ def _study_name(name: str) -> str:
 class Objective:
     """One trial: draw the parameters, train on the training split, return the final validation accuracy.
 
-    A trial that finds the budget of `trials` already claimed by earlier-numbered ones (two workers
+    A trial whose training diverges (DivergenceError) is pruned, its user attribute "diverged"
+    saying where. A trial that finds the budget of `trials` already claimed by earlier-numbered ones (two workers
     started their last trials at the same instant) trains nothing: it ends as a failed trial marked
     "surplus", which no output counts.
     """
@@ -156,8 +157,12 @@ class Objective:
             if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
 
-        with self.guard.training():
-            run = train(config, dataset=self.dataset, on_epoch=on_epoch, save=False, test=False)
+        try:
+            with self.guard.training():
+                run = train(config, dataset=self.dataset, on_epoch=on_epoch, save=False, test=False)
+        except DivergenceError as error:  # a result about these parameters, not a crash: the sampler learns from it
+            trial.set_user_attr("diverged", error.where)
+            raise optuna.TrialPruned(error.where) from None
         return run.metrics["val_accuracy"]
 
 

@@ -104,7 +104,9 @@ def _tune_base(args):
 def _print_trial(record: dict) -> None:
     """One line per finished trial: number, outcome, duration, parameters, and the study's best so far."""
     value = f"{record['value']:.2%}" if record["value"] is not None else "none"
-    if record["state"] == "pruned":
+    if record.get("diverged"):
+        outcome = f"pruned: {record['diverged']}"
+    elif record["state"] == "pruned":
         outcome = f"pruned after epoch {record['epochs']} (val {value})"
     else:
         outcome = f"val {value} after {record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}"
