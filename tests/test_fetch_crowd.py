@@ -177,7 +177,9 @@ def test_a_mirror_that_dies_mid_transfer_leaves_nothing_and_the_next_try_verifie
     dying = Mirror(served, pause=0.001, mode="die")
     info = register_dataset(DatasetInfo(**{**fields, "name": "dying-test", "mirrors": (dying.url,)}))
     folder = tmp_path / "cache" / info.name
-    with pytest.raises(DataError, match=r"could not fetch dying-test: train-images-idx3-ubyte: http://127\.0\.0\.1"):
+    with pytest.raises(
+        DataError, match=r"could not fetch dying-test: train-images-idx3-ubyte: http://.*: the connection closed after "
+    ):
         fetch(info, tmp_path / "cache", sources=("cache", "mirrors"))
     assert dying.stop()["train-images-idx3-ubyte.gz"] == 1
     assert list(folder.iterdir()) == []  # no half-written file, no temp folder

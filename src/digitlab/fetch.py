@@ -179,6 +179,10 @@ def _download_gunzip(url: str, target: Path, timeout: float) -> None:
                 if received > MAX_DOWNLOAD_BYTES:
                     raise ValueError(f"larger than {MAX_DOWNLOAD_BYTES >> 20} MB")
                 out.write(chunk)
+        expected = response.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and received != int(expected):
+            # http.client ends a body cut short without an error when read in chunks
+            raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
     _gunzip(packed, target)
 
 
