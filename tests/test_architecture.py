@@ -18,7 +18,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers"),
     "runs": ("runs", "shipped"),
-    "training": ("checkpoint", "steps", "train"),
+    "training": ("checkpoint", "divergence", "steps", "train"),
     "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
     "applications": (
         "serve",

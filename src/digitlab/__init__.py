@@ -2,7 +2,7 @@
 
 from .config import TrainConfig
 from .data import Dataset, Split, list_datasets, load_dataset, read_idx
-from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
+from .errors import ConfigError, DataError, DigitlabError, DivergenceError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
 from .runs import Run, evaluate_real_world, load_model, load_run
 
@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "DigitlabError",
+    "DivergenceError",
     "ExportError",
     "ImageError",
     "Run",

