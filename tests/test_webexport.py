@@ -75,7 +75,7 @@ def test_operator_check_names_custom_and_unknown_operators():
 
 
 def test_a_failed_export_leaves_the_previous_folder_whole(web_folder, seed_run, monkeypatch):
-    out, report = web_folder
+    out, _ = web_folder
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     monkeypatch.setattr(webexport, "web_operators", lambda: set())
     with pytest.raises(ExportError):
@@ -109,7 +109,7 @@ def test_tampered_cache_is_refused(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "onnxruntime-web-1.30.0.tgz").write_bytes(b"not the package")
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm: the bad copy is not silently replaced either
-    with pytest.raises(DataError, match="onnxruntime-web@1.30.0 is not in .* npm is not installed"):
+    with pytest.raises(DataError, match=r"onnxruntime-web@1\.30\.0 is not in .* npm is not installed"):
         fetch_npm_package(webexport.ORT_WEB, root=tmp_path)
 
 

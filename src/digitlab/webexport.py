@@ -39,9 +39,7 @@ from .fetch import Log, NpmPackage, fetch_npm_package
 from .models import MLP, count_parameters
 from .runs import Run, load_run
 
-ORT_WEB = NpmPackage(
-    "onnxruntime-web", "1.30.0", "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71"
-)
+ORT_WEB = NpmPackage("onnxruntime-web", "1.30.0", "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71")
 ORT_SCRIPT = "package/dist/ort.wasm.min.js"  # the WebAssembly-only build, a classic script
 ORT_LOADER = "package/dist/ort-wasm-simd-threaded.mjs"
 ORT_WASM = "package/dist/ort-wasm-simd-threaded.wasm"
@@ -111,7 +109,7 @@ def verified_onnx(run: Run, verify_count: int, tolerance: float) -> tuple[bytes,
         raise ExportError(f"verification needs at least 1 test digit, got {verify_count}")
     model = copy.deepcopy(run.model).float().cpu().eval()
     hidden = list(model.hidden) if isinstance(model, MLP) else []
-    wrapped = _WithHidden(model) if hidden else model
+    wrapped = _WithHidden(model) if isinstance(model, MLP) else model
     names = ["logits"] + [f"hidden{index}" for index in range(len(hidden))]
     images = to_float(run.data("exported on").test.images[:verify_count])
     buffer = io.BytesIO()
@@ -152,7 +150,7 @@ def verified_onnx(run: Run, verify_count: int, tolerance: float) -> tuple[bytes,
 def web_operators() -> set[str]:
     """The ONNX operators (default domain) that ONNX Runtime's CPU kernels implement at opset OPSET:
     Runtime Web's WebAssembly backend is those kernels compiled to WebAssembly."""
-    _, onnxruntime = _onnx_packages()
+    _onnx_packages()  # a clear error when they are missing
     from onnxruntime.capi import _pybind_state
 
     return {
