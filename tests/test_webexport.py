@@ -21,15 +21,8 @@ from digitlab.fetch import data_root, fetch_npm_package
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.fixture(scope="module")
-def web_folder(seed_run, tmp_path_factory):
-    """The seed MLP exported as a web page (onnxruntime-web from the cache, fetched with npm when missing)."""
-    out = tmp_path_factory.mktemp("web") / "page"
-    return out, digitlab.export_web(seed_run, out=out)
-
-
-def test_folder_holds_the_page_the_model_and_only_the_runtime_files_it_needs(web_folder, seed_run):
-    out, report = web_folder
+def test_folder_holds_the_page_the_model_and_only_the_runtime_files_it_needs(web_page, seed_run):
+    out, report = web_page
     names = {"index.html", "page.js", "page.css", "preprocess.js", "model.onnx", "model.js"}
     assert set(report["files"]) == names | {"ort.wasm.min.js", "ort-wasm.js"}
     assert {path.name for path in out.iterdir()} == set(report["files"])
@@ -74,8 +67,8 @@ def test_operator_check_names_custom_and_unknown_operators():
         webexport.check_web_operators(data, supported=set())
 
 
-def test_a_failed_export_leaves_the_previous_folder_whole(web_folder, seed_run, monkeypatch):
-    out, _ = web_folder
+def test_a_failed_export_leaves_the_previous_folder_whole(web_page, seed_run, monkeypatch):
+    out, _ = web_page
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     monkeypatch.setattr(webexport, "web_operators", lambda: set())
     with pytest.raises(ExportError):
@@ -109,7 +102,9 @@ def test_tampered_cache_is_refused(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "onnxruntime-web-1.30.0.tgz").write_bytes(b"not the package")
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm: the bad copy is not silently replaced either
-    with pytest.raises(DataError, match=r"onnxruntime-web@1\.30\.0 is not in .* npm is not installed"):
+    with pytest.raises(
+        DataError, match=r"onnxruntime-web@1\.30\.0 is not in .*fails its SHA-256 check\) and npm is not installed"
+    ):
         fetch_npm_package(webexport.ORT_WEB, root=tmp_path)
 
 

