@@ -31,7 +31,8 @@ def test_folder_holds_the_page_the_model_and_only_the_runtime_files_it_needs(web
 
     proto = onnx.load(out / "model.onnx")
     assert [output.name for output in proto.graph.output] == ["logits", "hidden0", "hidden1"]
-    assert {entry.key: entry.value for entry in proto.metadata_props}["model"] == "mlp"
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    assert metadata["model"] == "mlp" and metadata["hidden_outputs"].startswith("hidden0, hidden1:")
     model_script = (out / "model.js").read_text()
     about = json.loads(model_script.split("=", 1)[1].strip().rstrip(";"))
     assert about["classes"] == list("0123456789") and about["parameters"] == 25_818

@@ -127,7 +127,12 @@ def verified_onnx(run: Run, verify_count: int, tolerance: float) -> tuple[bytes,
                 dynamic_axes={name: {0: "N"} for name in ["images", *names]},
             )
         proto = onnx.load_from_string(buffer.getvalue())
-        for key, value in contract(run).items():
+        about = contract(run)
+        if hidden:
+            about["hidden_outputs"] = (
+                f"{', '.join(names[1:])}: each hidden layer's activations after its ReLU (N, width)"
+            )
+        for key, value in about.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)

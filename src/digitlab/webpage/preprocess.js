@@ -302,8 +302,17 @@ const digitlabPreprocess = (() => {
     return 1.4826 * median32(below);
   }
 
-  const dataMax = (data) => data.reduce((a, b) => Math.max(a, b), -Infinity);
-  const dataMin = (data) => data.reduce((a, b) => Math.min(a, b), Infinity);
+  function dataMax(data) {
+    let most = -Infinity;
+    for (let i = 0; i < data.length; i++) if (data[i] > most) most = data[i];
+    return most;
+  }
+
+  function dataMin(data) {
+    let least = Infinity;
+    for (let i = 0; i < data.length; i++) if (data[i] < least) least = data[i];
+    return least;
+  }
 
   function darkInk(gray) {
     const background = median32(border(gray)), smooth = uniformFilter(gray, 3);
@@ -564,8 +573,10 @@ const digitlabPreprocess = (() => {
   function prepare(rgba, h, w, options = { flatten: true, clean: true, stroke: true }) {
     const gray = grayOf(rgba, h, w);
     let field;
-    const bright = darkInk(gray) ? { ...gray, data: gray.data.map((value) => 255 - value) } : gray;
-    if (alreadyMnist(bright)) {
+    // only a 28×28 picture can be MNIST-like already: the pad's 280×280 drawings skip the check
+    const small = h === FIELD && w === FIELD;
+    const bright = small && darkInk(gray) ? { ...gray, data: gray.data.map((value) => 255 - value) } : gray;
+    if (small && alreadyMnist(bright)) {
       field = { ...bright, data: bright.data.map((value) => value / 255) };
     } else {
       const ink = findInk(gray, options.flatten);
