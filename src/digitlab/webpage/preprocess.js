@@ -65,8 +65,8 @@ const digitlabPreprocess = (() => {
     for (const axis of [0, 1]) {
       const next = image(img.h, img.w);
       const before = size >> 1, after = size - before - 1;
+      const line = new Float64Array(Math.max(img.h, img.w) + size);
       for (const [start, stride, n] of lines(current, axis)) {
-        const line = new Float64Array(n + size);
         for (let i = -before; i < n + after; i++) line[i + before] = current.data[start + at(i, n) * stride];
         let sum = 0;
         for (let k = 0; k < size; k++) sum += line[k];
@@ -90,12 +90,12 @@ const digitlabPreprocess = (() => {
     for (const axis of [0, 1]) {
       const next = image(img.h, img.w, current.data.constructor);
       const before = size >> 1;
+      const padded = new Float64Array(Math.max(img.h, img.w) + size - 1), queue = new Int32Array(padded.length);
       for (const [start, stride, n] of lines(current, axis)) {
-        const padded = new Float64Array(n + size - 1);
-        for (let i = 0; i < padded.length; i++) padded[i] = current.data[start + at(i - before, n) * stride];
-        const queue = new Int32Array(padded.length);
+        const length = n + size - 1;
+        for (let i = 0; i < length; i++) padded[i] = current.data[start + at(i - before, n) * stride];
         let head = 0, tail = 0;
-        for (let i = 0; i < padded.length; i++) {
+        for (let i = 0; i < length; i++) {
           while (tail > head && pick(padded[queue[tail - 1]], padded[i]) === padded[i]) tail--;
           queue[tail++] = i;
           if (queue[head] <= i - size) head++;
@@ -297,9 +297,10 @@ const digitlabPreprocess = (() => {
   }
 
   function robustStd(values) {
-    const middle = median32(values), below = [];
-    for (const value of values) if (value <= middle) below.push(f32(middle - value));
-    return 1.4826 * median32(below);
+    const middle = median32(values), below = new Float32Array(values.length);
+    let count = 0;
+    for (let i = 0; i < values.length; i++) if (values[i] <= middle) below[count++] = middle - values[i];
+    return 1.4826 * median32(below.subarray(0, count));
   }
 
   function dataMax(data) {
