@@ -114,3 +114,14 @@ def test_legacy_preprocessing_is_refused(seed_run, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="not 'legacy'"):
         digitlab.export_web(seed_run, out=tmp_path / "page")
     assert not (tmp_path / "page").exists()
+
+
+def test_convolutional_model_exports_without_hidden_outputs(tmp_path):
+    """The CNN shipped with digitlab: Conv/BatchNorm/MaxPool all run in Runtime Web; no hidden-layer rows."""
+    from digitlab.shipped import load_shipped
+
+    report = digitlab.export_web(load_shipped(), out=tmp_path / "page", verify_count=200)
+    assert report["hidden"] == [] and report["disagreements"] == 0
+    proto = onnx.load(tmp_path / "page" / "model.onnx")
+    assert [output.name for output in proto.graph.output] == ["logits"]
+    assert "Conv" in {node.op_type for node in proto.graph.node}
