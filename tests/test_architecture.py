@@ -19,7 +19,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers"),
     "runs": ("runs", "shipped"),
     "training": ("checkpoint", "divergence", "steps", "train"),
-    "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
+    "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "webexport", "experiment"),
     "applications": (
         "serve",
         "tunespace",

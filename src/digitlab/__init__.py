@@ -13,6 +13,7 @@ from .shipped import predict
 from .train import Tracking, Trainee, fit, resume, train
 from .tune import tune
 from .version import __version__
+from .webexport import export_web
 
 __all__ = [
     "ConfigError",
@@ -32,6 +33,7 @@ __all__ = [
     "create_model",
     "evaluate",
     "evaluate_real_world",
+    "export_web",
     "fit",
     "list_datasets",
     "list_models",

