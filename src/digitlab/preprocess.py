@@ -103,7 +103,7 @@ def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preproce
     """
     gray, scale = working_gray(image)
     box: tuple[int, ...]
-    if not options.legacy and _already_mnist(towards_ink(gray)):
+    if not options.legacy and gray.shape == (FIELD, FIELD) and _already_mnist(towards_ink(gray)):
         field = towards_ink(gray) / 255
         rows, cols = np.flatnonzero(field.any(1)), np.flatnonzero(field.any(0))
         box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
