@@ -251,3 +251,21 @@ def test_the_cli_refuses_zero_workers(seed_run):
         timeout=60,
     )
     assert result.returncode != 0 and "workers must be at least 1" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # ~30 s on a busy 2-core machine: loading MNIST, starting the server, 6 s of soak
+def test_a_short_soak_keeps_every_invariant(seed_run, tmp_path):
+    """benchmarks/serve_soak.py, shortened: good, bad, oversized, truncated and slow requests from 16 clients;
+    no wrong answer, no server error, every bad request refused with its 4xx (or shed with 503)."""
+    out = tmp_path / "soak.json"
+    script = Path(__file__).parent.parent / "benchmarks" / "serve_soak.py"
+    command = [sys.executable, str(script), str(seed_run.path), "--requests", "200", "--seconds", "6"]
+    result = subprocess.run(
+        [*command, "--clients", "16", "--pictures", "8", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    report = json.loads(out.read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report["requests_sent"] == 200 and report["answered_good"] > 0
+    assert report["wrong_answers"] == report["server_errors"] == report["failed_connections"] == 0
+    assert report["bad_requests_not_refused_4xx"] == report["bad_requests_with_unexpected_4xx"] == 0
+    assert report["memory_growth_from_reference"] <= 0.10

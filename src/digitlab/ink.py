@@ -214,7 +214,9 @@ def _lines(mask: np.ndarray) -> np.ndarray:
         return np.zeros_like(mask)
     pool = max(1, length // 24)
     pooled = mask[:, : width // pool * pool].reshape(height, -1, pool).any(2)
-    if SHORTCUTS and not _has_run(np.asarray(pooled), length // pool):  # the opening below would be empty: there is no line
+    if SHORTCUTS and not _has_run(
+        np.asarray(pooled), length // pool
+    ):  # the opening below would be empty: there is no line
         return np.zeros_like(mask)
     band = ndimage.binary_opening(pooled, np.ones((1, length // pool)))
     band = np.repeat(band, pool, axis=1)
