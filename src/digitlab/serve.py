@@ -24,7 +24,6 @@ import errno
 import functools
 import json
 import math
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -427,19 +426,22 @@ def serve(
     on_ready=print,
     limits: Limits = Limits(),
     workers: int = 1,
+    threads: int = 1,
 ) -> None:
     """Load the run, listen on host:port (0 = any free port) and serve the demo until Ctrl-C or SIGTERM.
 
     The socket is bound before uvicorn starts, so a taken port or an unknown host is a ServeError
     (one line) rather than a log full of tracebacks. `on_ready(message)` receives the URL line.
     `workers` > 1 runs that many server processes on the socket (digitlab.workers), each with its own
-    copy of the model, its own limits and a share of the CPU threads; `run` must then be a path (or a
-    Run loaded from one) or None, since each process loads it again.
+    copy of the model and its own limits; `run` must then be a path (or a Run loaded from one) or None,
+    since each process loads it again. `threads` is torch's thread count per process for the forward pass:
+    1 by default, since the cores are busy decoding other requests, and a second thread spinning beside
+    them cost more CPU than it saved (benchmarks/serve_profile.py).
     """
     if not 0 <= port <= 65535:
         raise ServeError(f"port must be between 0 and 65535, got {port}")
-    if workers < 1:
-        raise ServeError(f"workers must be at least 1, got {workers}")
+    if workers < 1 or threads < 1:
+        raise ServeError(f"workers and threads must be at least 1, got {workers} and {threads}")
     if workers > 1 and isinstance(run, Run) and run.path is None:
         raise ServeError("several workers load the model themselves: give a run folder or model file, not a Run")
     app = create_app(run, limits)
@@ -453,11 +455,11 @@ def serve(
     )
     try:
         if workers == 1:
+            torch.set_num_threads(threads)
             _run_uvicorn(app, listener, access_log)
         else:
             del app  # each worker loads its own
             path = run.path if isinstance(run, Run) else run
-            threads = max(1, (os.cpu_count() or 1) // workers)
             run_workers(workers, _serve_worker, (listener, path, limits, access_log, threads))
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal stop
         pass
@@ -474,7 +476,7 @@ def _run_uvicorn(app: FastAPI, listener: socket.socket, access_log: bool) -> Non
 
 def _serve_worker(listener: socket.socket, run: str | Path | None, limits: Limits, access_log: bool, threads: int):
     """One of several server processes (see digitlab.workers): its own model and app on the shared socket."""
-    torch.set_num_threads(threads)  # N workers share the cores instead of each taking all of them
+    torch.set_num_threads(threads)
     _run_uvicorn(create_app(run, limits), listener, access_log)
 
 

@@ -166,6 +166,13 @@ def add_parsers(commands) -> None:
         metavar="N",
         help="server processes sharing the port, each with its own model and limits (default 1)",
     )
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads per server process for the forward pass (default 1)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -383,5 +390,6 @@ def cmd_serve(args) -> int:
         on_ready=lambda message: print(message, flush=True),
         limits=limits,
         workers=args.workers,
+        threads=args.threads,
     )
     return 0
