@@ -96,6 +96,8 @@ def main() -> int:
     report = {
         "benchmark": "serve_profile",
         "unit": "CPU milliseconds per request, best of rounds",
+        "repeat": args.repeat,
+        "rounds": args.rounds,
         "payload_bytes": len(body),
         "stages_cpu_ms": stages,
         "model": {"run": run.path.name if run.path else None, "model": run.config.model},

@@ -250,7 +250,11 @@ def test_the_cli_refuses_zero_workers(seed_run):
         text=True,
         timeout=60,
     )
-    assert result.returncode != 0 and "workers and threads must be at least 1" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode != 0
+        and "workers and threads must be at least 1" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 @pytest.mark.slow  # ~30 s on a busy 2-core machine: loading MNIST, starting the server, 6 s of soak
