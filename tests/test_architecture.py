@@ -14,12 +14,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 
 # Floors from the bottom up; docs/architecture.md says what each holds and why.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "base": ("errors", "files", "version", "distributed"),
+    "base": ("errors", "files", "version", "distributed", "batching", "workers"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers", "explain"),
     "runs": ("runs", "shipped"),
-    "training": ("checkpoint", "steps", "train"),
-    "outputs": ("figures", "dataviz", "modelviz", "explainviz", "viz", "tuneviz", "report", "export", "experiment"),
+    "training": ("checkpoint", "divergence", "steps", "train"),
+    "outputs": (
+        "figures",
+        "dataviz",
+        "modelviz",
+        "explainviz",
+        "viz",
+        "tuneviz",
+        "report",
+        "export",
+        "webexport",
+        "experiment",
+    ),
     "applications": (
         "serveexplain",
         "serve",

@@ -2,7 +2,7 @@
 
 from .config import TrainConfig
 from .data import Dataset, Split, list_datasets, load_dataset, read_idx
-from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
+from .errors import ConfigError, DataError, DigitlabError, DivergenceError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
 from .runs import Run, evaluate_real_world, load_model, load_run
 
@@ -13,12 +13,14 @@ from .shipped import explain, predict
 from .train import Tracking, Trainee, fit, resume, train
 from .tune import tune
 from .version import __version__
+from .webexport import export_web
 
 __all__ = [
     "ConfigError",
     "DataError",
     "Dataset",
     "DigitlabError",
+    "DivergenceError",
     "ExportError",
     "ImageError",
     "Run",
@@ -32,6 +34,7 @@ __all__ = [
     "evaluate",
     "evaluate_real_world",
     "explain",
+    "export_web",
     "fit",
     "list_datasets",
     "list_models",

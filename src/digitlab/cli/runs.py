@@ -105,11 +105,20 @@ def add_parsers(commands) -> None:
     )
     calibrate.set_defaults(handler=cmd_calibrate)
 
-    export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
+    export = commands.add_parser(
+        "export", help="export a run's model to ONNX or TorchScript, verified, or as a static web page (web)"
+    )
     export.add_argument("run", help="run folder (or its model.safetensors)")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format (default onnx)")
     export.add_argument(
-        "--out", metavar="FILE", help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)"
+        "--format",
+        choices=("onnx", "torchscript", "web"),
+        default="onnx",
+        help="file format (default onnx); web: a folder whose index.html runs the model in the browser, no server",
+    )
+    export.add_argument(
+        "--out",
+        metavar="PATH",
+        help="destination (default RUN/model.onnx, RUN/model.torchscript.pt or the folder RUN/web)",
     )
     export.set_defaults(handler=cmd_export)
 
@@ -146,6 +155,37 @@ def add_parsers(commands) -> None:
         default=16,
         metavar="N",
         help="images waiting to be decoded (default 16); more get 503 with Retry-After",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30,
+        metavar="S",
+        help="seconds a request body may take to arrive (default 30); slower gets 408",
+    )
+    serve.add_argument(
+        "--max-batch", type=int, default=64, metavar="N", help="drawings classified in one forward pass (default 64)"
+    )
+    serve.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=2,
+        metavar="MS",
+        help="how long a forward pass waits for more requests to join it (default 2 ms; 0: no waiting)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port, each with its own model and limits (default 1)",
+    )
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads per server process for the forward pass (default 1)",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -335,7 +375,15 @@ def cmd_calibrate(args) -> int:
 
 def cmd_export(args) -> int:
     from ..export import export_model
+    from ..webexport import export_web
 
+    if args.format == "web":
+        page = export_web(args.run, out=args.out, log=lambda message: print(message, file=sys.stderr))
+        print(
+            f"wrote {page['path']}/index.html ({len(page['files'])} files, {page['bytes'] / 1e6:.1f} MB) — the model "
+            f"verified against PyTorch on {page['count']:,} test digits; open it from disk or any static host"
+        )
+        return 0
     report = export_model(args.run, args.format, out=args.out)
     print(
         f"wrote {report['path']} — verified against PyTorch on {report['count']:,} test digits: "
@@ -352,6 +400,9 @@ def cmd_serve(args) -> int:
         max_pixels=round(args.max_megapixels * 1e6),
         max_decoding=args.max_decoding,
         max_queued=args.max_queued,
+        body_timeout_s=args.body_timeout,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
     )
     serve(
         args.run or None,
@@ -360,5 +411,7 @@ def cmd_serve(args) -> int:
         access_log=args.access_log,
         on_ready=lambda message: print(message, flush=True),
         limits=limits,
+        workers=args.workers,
+        threads=args.threads,
     )
     return 0

@@ -86,7 +86,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="RUN",
-        help="continue RUN from its last complete epoch (its saved config; only --epochs may change)",
+        help="continue RUN from its last complete epoch (its saved config; only --epochs and --lr may change)",
     )
 
 
@@ -147,11 +147,14 @@ def cmd_train(args) -> int:
         changed = [
             name
             for name in [*_given_fields(args), "config", "hidden"]
-            if name != "epochs" and getattr(args, name) is not None
+            if name not in ("epochs", "lr") and getattr(args, name) is not None
         ]
         if changed:
             raise ConfigError(f"--resume continues the run's saved config; drop --{changed[0].replace('_', '-')}")
-        epochs, start = args.epochs, lambda on_epoch: resume(args.resume, epochs=args.epochs, on_epoch=on_epoch)
+        epochs, start = (
+            args.epochs,
+            lambda on_epoch: resume(args.resume, epochs=args.epochs, on_epoch=on_epoch, lr=args.lr),
+        )
     else:
         config = _config_from_args(args)
         epochs, start = config.epochs, lambda on_epoch: train(config, on_epoch=on_epoch)
