@@ -18,8 +18,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers"),
     "runs": ("runs", "shipped"),
-    "training": ("checkpoint", "steps", "train"),
-    "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment"),
+    "training": ("checkpoint", "steps", "runlog", "train"),
+    "outputs": ("figures", "dataviz", "modelviz", "viz", "tuneviz", "report", "export", "experiment", "tracking"),
     "applications": (
         "serve",
         "tunespace",

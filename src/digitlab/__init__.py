@@ -1,5 +1,6 @@
 """digitlab: train, evaluate, explain and serve MNIST-like digit classifiers with PyTorch."""
 
+from . import tracking as tracking  # importing it registers the experiment trackers that config.log names
 from .config import TrainConfig
 from .data import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
