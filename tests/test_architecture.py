@@ -17,7 +17,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("errors", "files", "version", "distributed"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers"),
-    "runs": ("runs", "runtable", "shipped"),
+    "runs": ("runcard", "runs", "runtable", "shipped"),
     "training": ("checkpoint", "steps", "runlog", "train"),
     "outputs": (
         "figures",

@@ -229,7 +229,7 @@ def _brief_retries():
     mid-run should cost seconds. Settings the user made are kept."""
     settings = {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
     }
     added = {key: value for key, value in settings.items() if key not in os.environ}
