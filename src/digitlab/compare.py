@@ -180,8 +180,9 @@ def _disagreements(dataset: str, runs: list[Run], names: list[str]) -> tuple[lis
                 test.labels[shown].tolist(), predicted[i][shown].tolist(), predicted[j][shown].tolist(), strict=True
             )
         ]
-        title = f"{len(index):,} digits {names[i]} gets right, {names[j]} wrong (their answers: right · wrong)"
-        figures.append(digit_grid(test.images[shown], titles, title, [RIGHT] * len(shown)))
+        caption = f"{len(index):,} digits {names[i]} gets right, {names[j]} wrong"
+        title = f"The first {len(shown)}, each with its true class and the answers of {names[i]} · {names[j]}"
+        figures.append((caption, digit_grid(test.images[shown], titles, title, [RIGHT] * len(shown))))
     return found, figures
 
 
@@ -216,7 +217,9 @@ def _png(figure: Figure) -> str:
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _write_page(comparison: Comparison, names: list[str], curves: Figure, pictures: list, out) -> Path:
+def _write_page(
+    comparison: Comparison, names: list[str], curves: Figure, pictures: list[tuple[str, Figure]], out
+) -> Path:
     path = (
         Path(out) if out else Path("comparisons") / f"{'-vs-'.join(names)[:120]}-{time.strftime('%Y%m%d-%H%M%S')}.html"
     )
@@ -226,7 +229,7 @@ def _write_page(comparison: Comparison, names: list[str], curves: Figure, pictur
     return path
 
 
-def render_page(comparison: Comparison, curves: Figure, pictures: list) -> str:
+def render_page(comparison: Comparison, curves: Figure, pictures: list[tuple[str, Figure]]) -> str:
     """The comparison as one HTML page with its pictures inline (no scripts, nothing fetched)."""
     escape = html.escape
     names = [row["name"] for row in comparison.rows]
@@ -246,7 +249,7 @@ def render_page(comparison: Comparison, curves: Figure, pictures: list) -> str:
         ]
         parts.append(f"<h2>Per-class test accuracy ({escape(dataset)})</h2>" + _html_table(rows))
     parts.append("<h2>Test digits one run gets right and another wrong</h2>")
-    parts.extend(_png(figure) for figure in pictures)
+    parts.extend(f"<h3>{escape(caption)}</h3>{_png(figure)}" for caption, figure in pictures)
     body = "\n".join(parts)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -152,7 +152,7 @@ class MlflowLog:
             raise ConfigError(_extra("mlflow")) from None
         self.uri = mlflow.get_tracking_uri()
         _check_server(self.uri)
-        with _brief_retries():
+        with _client_settings():
             try:
                 self.client = MlflowClient(self.uri)
                 name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
@@ -165,7 +165,7 @@ class MlflowLog:
     def start(self, folder: Path, config: TrainConfig, history: list[dict]) -> None:
         from mlflow.entities import Param
 
-        with _brief_retries():
+        with _client_settings():
             tags = {"digitlab.run_folder": str(folder.resolve()), "mlflow.runName": folder.name}
             self.run_id = self.client.create_run(self.experiment, tags=tags).info.run_id
             params = [Param(key, str(value)) for key, value in flat_config(config).items()]
@@ -175,7 +175,7 @@ class MlflowLog:
                 self._log_epoch(record)
 
     def epoch(self, record: dict) -> None:
-        with _brief_retries():
+        with _client_settings():
             self._log_epoch(record)
 
     def _log_epoch(self, record: dict) -> None:
@@ -198,7 +198,7 @@ class MlflowLog:
             for key in ("test_accuracy", "test_loss", "train_seconds", "parameters")
             if run.metrics.get(key) is not None
         ]
-        with _brief_retries():
+        with _client_settings():
             self.client.log_batch(self.run_id, metrics=final)
             for name in (MODEL_FILE, CONFIG_FILE, METRICS_FILE):
                 self.client.log_artifact(self.run_id, str(run.path / name))
@@ -224,10 +224,12 @@ def _check_server(uri: str) -> None:
 
 
 @contextlib.contextmanager
-def _brief_retries():
+def _client_settings():
     """MLflow's HTTP calls retry 7 times with growing pauses (minutes in all); a server that goes away
-    mid-run should cost seconds. Settings the user made are kept."""
+    mid-run should cost seconds. And digitlab says where the run went in its own line, so MLflow's
+    links on stdout are left out. Settings the user made are kept."""
     settings = {
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
