@@ -62,10 +62,10 @@ class Trackers:
         return cls({name: _FACTORIES[name](config) for name in config.log})
 
     def start(self, folder: Path, config: TrainConfig, history: list[dict]) -> None:
-        self._each("start", folder, config, history)
+        self._each("start", "the start", folder, config, history)
 
     def epoch(self, record: dict) -> None:
-        self._each(f"epoch {record['epoch']}", record)
+        self._each("epoch", f"epoch {record['epoch']}", record)
 
     def finish(self, run: Any, dataset: Any) -> dict:
         """Let every tracker still running finish; returns each one's record (`complete`, where it logged)."""
@@ -76,8 +76,8 @@ class Trackers:
                 self._fail(name, "the end of the run", error)
         return self.status
 
-    def _each(self, moment: str, *arguments) -> None:
-        method = moment.split()[0]
+    def _each(self, method: str, moment: str, *arguments) -> None:
+        """Call `method` of every tracker still running; `moment` names when, for the warning."""
         for name, tracker in list(self.active.items()):
             try:
                 getattr(tracker, method)(*arguments)
@@ -109,3 +109,14 @@ class EpochBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def all_of(*listeners: Callable[[dict], None] | None) -> Callable[[dict], None]:
+    """One epoch callback that calls each listener given, in order."""
+    active = [listener for listener in listeners if listener]
+
+    def tell(record: dict) -> None:
+        for listener in active:
+            listener(record)
+
+    return tell

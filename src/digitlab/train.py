@@ -22,7 +22,7 @@ from .files import read_json, write_json
 from .models import count_parameters, create_model, in_preferred_layout
 from .ood import fit_detector
 from .preprocess import deskew
-from .runlog import EpochBar, Trackers
+from .runlog import EpochBar, Trackers, all_of
 from .runs import CONFIG_FILE, METRICS_FILE, Run, load_run, new_run_folder, save_config, save_run
 from .steps import Schedule, Trainee, augmented, choose_engine, epoch_runner
 
@@ -218,7 +218,7 @@ def train(
         if trackers is not None:
             trackers.start(writer, config, done.history)
     bar = EpochBar(config.epochs, done.epoch) if progress and world.is_main else None
-    tell = _all_of(on_epoch, trackers.epoch if trackers else None, bar.update if bar else None)
+    tell = all_of(on_epoch, trackers.epoch if trackers else None, bar.update if bar else None)
     trainee = Trainee(model, optimizer, choose_engine(config, model, optimizer), teacher, world)
     tracking = Tracking(done, best, checkpoint, tell)
     try:
@@ -234,17 +234,6 @@ def train(
         write_json(writer / METRICS_FILE, run.metrics)
     world.barrier()
     return run
-
-
-def _all_of(*listeners: EpochCallback | None) -> EpochCallback:
-    """One epoch callback that calls each listener given, in order."""
-    active = [listener for listener in listeners if listener]
-
-    def tell(record: dict) -> None:
-        for listener in active:
-            listener(record)
-
-    return tell
 
 
 def _load_teacher(path: str | None, device: torch.device) -> nn.Module | None:
