@@ -85,6 +85,8 @@ def test_compare_finds_disagreements_and_differences(runs_folder, mnist, tmp_pat
     assert text.count("data:image/png;base64,") == 3  # the curves and one grid per direction
     assert f"{len(expected):,} digits fast gets right, slow wrong" in html.unescape(text)
     assert f"{recall[0]:.2%}" in text
+    shown = comparison._repr_html_()  # in Jupyter: the content, without styles that would restyle the notebook
+    assert "<style" not in shown and shown.count("data:image/png;base64,") == 3
 
 
 def test_compare_runs_of_different_datasets(runs_folder, tmp_path, capsys):

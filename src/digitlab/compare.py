@@ -52,6 +52,7 @@ class Comparison:
     disagreements: list[Disagreement]
     notes: list[str] = field(default_factory=list)
     path: Path | None = None
+    body: str = field(default="", repr=False)  # the page's content, its pictures inline
 
     def table(self) -> str:
         """The comparison as text: the runs, the settings that differ, per-class accuracy, disagreements."""
@@ -78,7 +79,8 @@ class Comparison:
         return "\n\n".join(parts)
 
     def _repr_html_(self) -> str:
-        return self.path.read_text(encoding="utf-8") if self.path else f"<pre>{html.escape(self.table())}</pre>"
+        """What Jupyter shows: the page's content, without the page's own styles (they would restyle the notebook)."""
+        return f"<div>{self.body}</div>" if self.body else f"<pre>{html.escape(self.table())}</pre>"
 
 
 def compare(runs, out: str | Path | None = None, write: bool = True) -> Comparison:
@@ -110,8 +112,9 @@ def compare(runs, out: str | Path | None = None, write: bool = True) -> Comparis
         disagreements += found
         pictures += figures
     comparison = Comparison(rows, config_differences(loaded), per_class, disagreements, notes)
+    comparison.body = render_body(comparison, _curves(loaded, names), pictures)
     if write:
-        comparison.path = _write_page(comparison, names, _curves(loaded, names), pictures, out)
+        comparison.path = _write_page(comparison, names, out)
     return comparison
 
 
@@ -217,23 +220,33 @@ def _png(figure: Figure) -> str:
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _write_page(
-    comparison: Comparison, names: list[str], curves: Figure, pictures: list[tuple[str, Figure]], out
-) -> Path:
+def _write_page(comparison: Comparison, names: list[str], out) -> Path:
     path = (
         Path(out) if out else Path("comparisons") / f"{'-vs-'.join(names)[:120]}-{time.strftime('%Y%m%d-%H%M%S')}.html"
     )
     make_folder(path.parent, "comparison folder")
-    page = render_page(comparison, curves, pictures)
+    page = render_page(comparison)
     atomic_write(path, lambda temp: Path(temp).write_text(page, encoding="utf-8"))
     return path
 
 
-def render_page(comparison: Comparison, curves: Figure, pictures: list[tuple[str, Figure]]) -> str:
+def render_page(comparison: Comparison) -> str:
     """The comparison as one HTML page with its pictures inline (no scripts, nothing fetched)."""
+    names = ", ".join(row["name"] for row in comparison.rows)
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>digitlab: {html.escape(names)}</title><style>{STYLE}</style></head>"
+        f"<body><h1>Comparing {html.escape(names)}</h1>\n{comparison.body}\n</body></html>\n"
+    )
+
+
+def render_body(comparison: Comparison, curves: Figure, pictures: list[tuple[str, Figure]]) -> str:
+    """The page's content: notes, the runs, config differences, curves, per-class accuracy, digits."""
     escape = html.escape
     names = [row["name"] for row in comparison.rows]
-    parts = [f'<p class="note">{escape(note)}</p>' for note in comparison.notes]
+    parts = [
+        f'<p style="border-left:4px solid {WRONG};padding-left:0.6em">{escape(note)}</p>' for note in comparison.notes
+    ]
     parts.append("<h2>Runs</h2>" + _html_table(_run_cells(comparison.rows)))
     differences = [[key, *map(str, values)] for key, values in comparison.differences.items()]
     parts.append(
@@ -250,19 +263,13 @@ def render_page(comparison: Comparison, curves: Figure, pictures: list[tuple[str
         parts.append(f"<h2>Per-class test accuracy ({escape(dataset)})</h2>" + _html_table(rows))
     parts.append("<h2>Test digits one run gets right and another wrong</h2>")
     parts.extend(f"<h3>{escape(caption)}</h3>{_png(figure)}" for caption, figure in pictures)
-    body = "\n".join(parts)
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>digitlab: {escape(' vs '.join(names))}</title><style>{STYLE}</style></head>"
-        f"<body><h1>Comparing {escape(', '.join(names))}</h1>\n{body}\n</body></html>\n"
-    )
+    return "\n".join(parts)
 
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-    f".note{{border-left:4px solid {WRONG};padding-left:0.6em}}"
 )
 
 
