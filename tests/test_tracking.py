@@ -204,6 +204,38 @@ def test_missing_tracker_package_names_the_extra(monkeypatch, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_cli_says_where_logs_went_and_which_are_incomplete(mnist, tmp_path, capsys):
+    folder = tmp_path / "run"
+    (folder / "metrics.csv").mkdir(parents=True)  # a folder where the CSV must go: every write of it fails
+    (folder / "metrics.csv" / "keep").write_text("")
+    with pytest.warns(UserWarning) as warned:
+        code = main(
+            [
+                "train",
+                "--epochs",
+                "2",
+                "--train-size",
+                "2000",
+                "--log",
+                "csv",
+                "--log",
+                "tensorboard",
+                "--out",
+                str(folder),
+            ]
+        )
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "csv log incomplete: failed at the start: cannot write" in captured.out
+    assert f"tensorboard log: {folder}" in captured.out
+    assert captured.out.rstrip().endswith(f"run saved to {folder}")
+    # said once (the CLI prints a warning as one line), then the tracker is dropped
+    about_csv = [str(item.message) for item in warned if "csv log" in str(item.message)]
+    assert len(about_csv) == 1 and about_csv[0].startswith("csv log is incomplete: it failed at the start")
+    saved = digitlab.load_run(folder)
+    assert len(saved.metrics["history"]) == 2 and saved.metrics["tracking"]["csv"]["complete"] is False
+
+
 def test_unknown_tracker_is_refused(capsys):
     with pytest.raises(ConfigError, match="unknown tracker"):
         TrainConfig(log=["wandb"])
