@@ -122,15 +122,21 @@ def test_run_card_and_figures_show_in_jupyter(runs_folder):
     assert figure._repr_png_().startswith(b"\x89PNG")
 
 
-def test_a_real_kernel_shows_a_run_and_a_figure(runs_folder):
+def test_a_real_kernel_shows_a_run_a_figure_and_a_progress_widget(runs_folder, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipywidgets")
     notebook = nbformat.v4.new_notebook()
+    config = f"digitlab.TrainConfig(epochs=1, train_size=2000, out={str(tmp_path / 'run')!r})"
     notebook.cells = [
         nbformat.v4.new_code_cell(f"import digitlab\nrun = digitlab.load_run({str(runs_folder / 'fast')!r})\nrun"),
         nbformat.v4.new_code_cell("digitlab.viz.training_curves(run.metrics['history'])"),
+        nbformat.v4.new_code_cell(f"digitlab.train({config}, progress=True)"),
     ]
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
-    card, figure = (cell.outputs[-1]["data"] for cell in notebook.cells)
+    card, figure, trained = (cell.outputs[-1]["data"] for cell in notebook.cells)
     assert "test accuracy" in card["text/html"]
     assert base64.b64decode(figure["image/png"]).startswith(b"\x89PNG")
+    assert str(tmp_path / "run") in trained["text/html"]
+    kinds = [kind for output in notebook.cells[2].outputs for kind in output.get("data", {})]
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # the bar is a widget, not text
