@@ -1,9 +1,10 @@
 """The house style and drawing primitives every figure module shares.
 
 Figures are built with `matplotlib.figure.Figure` (as `InlineFigure`, which a Jupyter cell shows as
-a picture), never pyplot, so no backend or global figure state is involved. `styled` applies the house style to one figure function; `tile_figure` lays
-many small images out on one axes; `pixels` turns an image tensor into an array to draw. The figure
-modules (viz, modelviz, tuneviz) import from here and never from each other's internals.
+a picture), never pyplot, so no backend or global figure state is involved. `styled` applies the
+house style to one figure function; `tile_figure` lays many small images out on one axes; `pixels`
+turns an image tensor into an array to draw. The figure modules (viz, modelviz, tuneviz) import
+from here and never from each other's internals.
 """
 
 from __future__ import annotations
