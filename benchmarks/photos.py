@@ -4,9 +4,11 @@ Renders --count photos (default 200) at phone resolution (12 megapixels, 4000×3
 RGB): test digits written on plain, ruled or squared paper with grain and a light gradient
 (digitlab.realworld.phone_page). Then times `run.predict(folder)` as `digitlab predict RUN DIR`
 runs it (thread pool, batched forward pass), after a warm-up on 8 photos, best of --repeats, and
-checks the labels. The model load is not timed.
+checks the labels. The model load is not timed. Side by side, in the same run, it times decoding
+alone (`load_image` over the folder in the same number of threads): the ceiling that JPEG's entropy
+decoding puts on any reader of these files on this machine.
 
-    python benchmarks/photos.py RUN [--count 200] [--workers N] [--repeats 2]
+    python benchmarks/photos.py [RUN] [--count 200] [--workers N] [--repeats 2]
 
 writes benchmarks/results/photos.json (atomically).
 """
@@ -20,6 +22,7 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,9 @@ import numpy as np
 import digitlab
 from digitlab.files import atomic_write
 from digitlab.predict import WORKERS
+from digitlab.preprocess import load_image
 from digitlab.realworld import PHONE_SIZE, phone_page
+from digitlab.shipped import resolve_run
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -46,12 +51,12 @@ def write_photos(folder: Path, count: int, seed: int = 0) -> list[int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", help="run folder")
+    parser.add_argument("run", nargs="?", default=None, help="run folder or model file (default: the shipped model)")
     parser.add_argument("--count", type=int, default=200, help="photos to render and read (default 200)")
     parser.add_argument("--workers", type=int, default=WORKERS, help=f"decoding threads (default {WORKERS})")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes over the folder; the best counts")
     args = parser.parse_args()
-    run = digitlab.load_run(args.run)
+    run = resolve_run(args.run)
     with tempfile.TemporaryDirectory(prefix="digitlab-photos-") as folder:
         started = time.perf_counter()
         labels = write_photos(Path(folder), args.count)
@@ -65,6 +70,12 @@ def main() -> int:
             results = run.predict(folder, workers=args.workers, errors="collect")
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
+        decode_walls = []
+        with ThreadPoolExecutor(args.workers) as pool:
+            for _ in range(args.repeats):
+                wall = time.perf_counter()
+                list(pool.map(load_image, sorted(Path(folder).iterdir())))
+                decode_walls.append(time.perf_counter() - wall)
     correct = sum(result.ok and int(result.label) == label for result, label in zip(results, labels, strict=False))
     best = min(walls)
     report = {
@@ -78,10 +89,11 @@ def main() -> int:
         "photos_per_second": args.count / best,
         "ms_per_photo": 1000 * best / args.count,
         "cpu_ms_per_photo": 1000 * min(cpus) / args.count,
+        "decode_only_photos_per_second": args.count / min(decode_walls),
         "correct": correct,
         "errors": sum(not result.ok for result in results),
         "render_seconds": render_s,
-        "model": {"run": Path(args.run).name, "model": run.config.model},
+        "model": {"run": Path(args.run).name if args.run else "shipped", "model": run.config.model},
         "load_average_1min_before": load_before,
         "load_average_1min_after": os.getloadavg()[0],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -92,7 +104,8 @@ def main() -> int:
     print(
         f"{report['photos_per_second']:.1f} photos/s ({report['ms_per_photo']:.1f} ms wall, "
         f"{report['cpu_ms_per_photo']:.1f} ms CPU a photo) on {args.count} 12-MP JPEGs with {args.workers} "
-        f"threads; {correct}/{args.count} correct; load average {load_before:.1f}"
+        f"threads; {correct}/{args.count} correct; decoding alone: "
+        f"{report['decode_only_photos_per_second']:.1f} photos/s; load average {load_before:.1f}"
     )
     return 0
 

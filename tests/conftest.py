@@ -25,6 +25,14 @@ def seed_run(mnist, tmp_path_factory):
     return digitlab.train(TrainConfig(epochs=1, lr=5e-3, out=str(out)), dataset=mnist)
 
 
+@pytest.fixture(scope="session")
+def web_page(seed_run, tmp_path_factory):
+    """The seed MLP exported with `export --format web` (onnxruntime-web from the cache, fetched with npm when
+    missing): the folder and export_web's report."""
+    out = tmp_path_factory.mktemp("web") / "page"
+    return out, digitlab.export_web(seed_run, out=out)
+
+
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
     """Encode an array as an IDX file (big-endian, as the format asks)."""
     dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[type_code]

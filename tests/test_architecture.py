@@ -18,7 +18,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers"),
     "runs": ("runcard", "runs", "runtable", "shipped"),
-    "training": ("checkpoint", "steps", "runlog", "train"),
+    "training": ("checkpoint", "divergence", "steps", "runlog", "train"),
     "outputs": (
         "figures",
         "dataviz",
@@ -27,6 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "tuneviz",
         "report",
         "export",
+        "webexport",
         "experiment",
         "tracking",
         "compare",

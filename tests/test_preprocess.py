@@ -189,3 +189,20 @@ def test_a_folder_lists_its_image_files_by_name(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub.png").mkdir()
     assert [path.name for path in image_files(tmp_path)] == ["a.JPG", "b.png"]
+
+
+def test_a_small_digit_on_a_big_page_is_read_from_the_pages_own_pixels(mnist, monkeypatch):
+    """The ink is found on a copy shrunk for speed; a digit that comes out small there is looked at again in
+    the picture's own pixels, so it is prepared as if the picture were only the sheet around it."""
+    from digitlab import preprocess
+    from digitlab.realworld import phone_page
+
+    picture, (x0, y0, x1, y1) = phone_page(mnist.test.images[0, 0].numpy(), np.random.default_rng(1), height=90)
+    margin = 2 * (y1 - y0)
+    around = picture.crop((max(0, x0 - margin), max(0, y0 - margin), x1 + margin, y1 + margin))
+    reference = preprocess.prepare(around).image.float()
+    closer = preprocess.prepare(picture)
+    assert all(abs(found - true) <= 6 for found, true in zip(closer.box, (x0, y0, x1, y1), strict=True))
+    monkeypatch.setattr(preprocess, "DETAIL_SIDE", 0)
+    coarse = preprocess.prepare(picture).image.float()
+    assert (closer.image.float() - reference).abs().mean() < 0.5 * (coarse - reference).abs().mean()

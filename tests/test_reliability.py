@@ -96,7 +96,9 @@ def test_resume_extends_a_finished_run_and_refuses_other_flags(tmp_path, mnist):
     longer = digitlab.resume(tmp_path / "run", epochs=2, dataset=small)
     straight = digitlab.train(TrainConfig(epochs=2), dataset=small, save=False)
     assert comparable(longer.metrics) == comparable(straight.metrics)
-    assert_one_line_error(run_cli("train", "--resume", str(tmp_path / "run"), "--lr", "0.1"), "drop --lr")
+    assert_one_line_error(
+        run_cli("train", "--resume", str(tmp_path / "run"), "--batch-size", "32"), "drop --batch-size"
+    )
     assert_one_line_error(run_cli("train", "--resume", str(tmp_path / "nothing")), "no run folder")
 
 

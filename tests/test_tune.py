@@ -293,6 +293,7 @@ def test_a_fixed_value_takes_no_other_keys():
         ),
         (["--storage", "not a url"], "cannot open storage not a url"),
         (["--trials", "0"], "trials must be at least 1"),
+        (["--grace", "1"], "grace must be a whole number of seconds, at least 2, got 1"),
         (["--study", "../up"], "study name '../up'"),
         (["--val-size", "0"], "tuning needs a validation split"),
         (["--pruner", "sometimes"], "invalid choice: 'sometimes'"),

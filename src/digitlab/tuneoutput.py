@@ -58,6 +58,7 @@ def trial_record(trial) -> dict:
         "params": dict(trial.params),
         "curve": steps,
         "worker": trial.user_attrs.get("worker"),
+        "diverged": trial.user_attrs.get("diverged"),
         "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
     }
 

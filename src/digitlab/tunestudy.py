@@ -1,8 +1,10 @@
 """The Optuna study behind `digitlab.tune`: its storage, its pruner, and counts of its trials.
 
 A study lives in an RDB storage (SQLite by default, PostgreSQL for several machines) with
-heartbeats, so a worker that dies has its running trial failed after GRACE_SECONDS. Storage errors
-become one-line ConfigErrors with any password hidden from the URL.
+heartbeats: a worker that dies (even by SIGKILL) stops beating, and the next worker that looks
+fails its running trial `grace` seconds (default GRACE_SECONDS) after the last beat and queues a
+retry of the same parameters, which the next free worker runs. Storage errors become one-line
+ConfigErrors with any password hidden from the URL.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from .errors import ConfigError
 from .tunespace import Param
 
 PRUNERS = ("median", "hyperband", "none")
-HEARTBEAT_SECONDS = 10  # a worker that dies has its running trial failed after the grace period
-GRACE_SECONDS = 60
+GRACE_SECONDS = 60  # a dead worker's running trial is failed and retried this long after its last heartbeat
+HEARTBEATS_PER_GRACE = 6  # a live worker beats every grace / 6 s (10 s by default), so it is never taken for dead
+MAX_RETRIES = 2  # a trial whose workers die this many times in a row is left failed
 
 
 def claimed_before(study, number: int | None) -> int:
@@ -31,11 +34,14 @@ def claimed_before(study, number: int | None) -> int:
     )
 
 
-def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = None):
-    """Create the study in the storage at `url`, or load it if it exists; one-line ConfigError if unreachable."""
+def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = None, grace: int = GRACE_SECONDS):
+    """Create the study in the storage at `url`, or load it if it exists; one-line ConfigError if unreachable.
+
+    `grace`: seconds after a dead worker's last heartbeat before its running trial is failed and retried.
+    """
     import optuna
 
-    storage = open_storage(url)
+    storage = open_storage(url, grace)
     try:
         study = optuna.create_study(
             storage=storage, study_name=name, direction="maximize", load_if_exists=True, pruner=pruner
@@ -55,8 +61,9 @@ def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = 
     return study
 
 
-def open_storage(url: str):
-    """An Optuna RDB storage with heartbeats (so a killed worker's trial is failed, not left running)."""
+def open_storage(url: str, grace: int = GRACE_SECONDS):
+    """An Optuna RDB storage with heartbeats: a killed worker's trial is failed after `grace` seconds
+    (not left running for ever) and retried with the same parameters, up to MAX_RETRIES times."""
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -68,7 +75,11 @@ def open_storage(url: str):
         for attempt in range(1, 6):
             try:
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=max(1, grace // HEARTBEATS_PER_GRACE),
+                    grace_period=grace,
+                    **_retry_on_stale_heartbeat(),
                 )
             except (IntegrityError, OperationalError) as error:
                 # another worker is creating the same new database's tables: wait, then use them
@@ -85,6 +96,15 @@ def open_storage(url: str):
     except storage_errors() as error:
         hint = " (does its folder exist and is it writable?)" if url.startswith("sqlite") else ""
         raise ConfigError(f"cannot open storage {safe_url(url)}: {first_line(error)}{hint}") from None
+
+
+def _retry_on_stale_heartbeat() -> dict:
+    """The storage argument that retries a trial failed for a stale heartbeat (Optuna renamed it in 4.9)."""
+    from optuna import storages
+
+    if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
+        return {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)}
+    return {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)}
 
 
 def storage_errors() -> tuple[type[Exception], ...]:

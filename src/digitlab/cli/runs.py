@@ -105,11 +105,20 @@ def add_parsers(commands) -> None:
     )
     calibrate.set_defaults(handler=cmd_calibrate)
 
-    export = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, verified")
+    export = commands.add_parser(
+        "export", help="export a run's model to ONNX or TorchScript, verified, or as a static web page (web)"
+    )
     export.add_argument("run", help="run folder (or its model.safetensors)")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format (default onnx)")
     export.add_argument(
-        "--out", metavar="FILE", help="destination (default RUN/model.onnx or RUN/model.torchscript.pt)"
+        "--format",
+        choices=("onnx", "torchscript", "web"),
+        default="onnx",
+        help="file format (default onnx); web: a folder whose index.html runs the model in the browser, no server",
+    )
+    export.add_argument(
+        "--out",
+        metavar="PATH",
+        help="destination (default RUN/model.onnx, RUN/model.torchscript.pt or the folder RUN/web)",
     )
     export.set_defaults(handler=cmd_export)
 
@@ -330,7 +339,15 @@ def cmd_calibrate(args) -> int:
 
 def cmd_export(args) -> int:
     from ..export import export_model
+    from ..webexport import export_web
 
+    if args.format == "web":
+        page = export_web(args.run, out=args.out, log=lambda message: print(message, file=sys.stderr))
+        print(
+            f"wrote {page['path']}/index.html ({len(page['files'])} files, {page['bytes'] / 1e6:.1f} MB) — the model "
+            f"verified against PyTorch on {page['count']:,} test digits; open it from disk or any static host"
+        )
+        return 0
     report = export_model(args.run, args.format, out=args.out)
     print(
         f"wrote {report['path']} — verified against PyTorch on {report['count']:,} test digits: "

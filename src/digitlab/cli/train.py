@@ -93,7 +93,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="RUN",
-        help="continue RUN from its last complete epoch (its saved config; only --epochs may change)",
+        help="continue RUN from its last complete epoch (its saved config; only --epochs and --lr may change)",
     )
 
 
@@ -135,11 +135,11 @@ def cmd_train(args) -> int:
         changed = [
             name
             for name in [*_given_fields(args), "config", "hidden"]
-            if name != "epochs" and getattr(args, name) is not None
+            if name not in ("epochs", "lr") and getattr(args, name) is not None
         ]
         if changed:
             raise ConfigError(f"--resume continues the run's saved config; drop --{changed[0].replace('_', '-')}")
-        run = resume(args.resume, epochs=args.epochs, progress=_show_progress())
+        run = resume(args.resume, epochs=args.epochs, lr=args.lr, progress=_show_progress())
     else:
         run = train(_config_from_args(args), progress=_show_progress())
     shutdown_distributed()

@@ -9,7 +9,7 @@ def add_parsers(commands) -> None:
     from ..config import DEVICES
     from ..data import list_datasets
     from ..models import list_models
-    from ..tunestudy import PRUNERS
+    from ..tunestudy import GRACE_SECONDS, PRUNERS
 
     tune = commands.add_parser(
         "tune",
@@ -44,6 +44,14 @@ def add_parsers(commands) -> None:
     )
     tune.add_argument("--seed", type=int, help="seed of the sampler (default random)")
     tune.add_argument(
+        "--grace",
+        type=int,
+        default=GRACE_SECONDS,
+        metavar="S",
+        help="a worker that dies mid-trial has its trial failed and retried S s after its last heartbeat "
+        f"(heartbeats every S/6 s; default {GRACE_SECONDS})",
+    )
+    tune.add_argument(
         "--out", metavar="DIR", help="study folder for best.json, trials.csv and figures (default tunes/STUDY)"
     )
     base = tune.add_argument_group("what every trial starts from (default: the model's fast recipe)")
@@ -74,6 +82,7 @@ def cmd_tune(args) -> int:
         out=args.out,
         on_trial=_print_trial,
         log=log,
+        grace=args.grace,
     )
     print(f"study {result.study}: {result.finished} finished trials ({result.pruned} pruned, {result.new} new)", end="")
     if result.best_trial is None:
@@ -104,7 +113,9 @@ def _tune_base(args):
 def _print_trial(record: dict) -> None:
     """One line per finished trial: number, outcome, duration, parameters, and the study's best so far."""
     value = f"{record['value']:.2%}" if record["value"] is not None else "none"
-    if record["state"] == "pruned":
+    if record.get("diverged"):
+        outcome = f"pruned: {record['diverged']}"
+    elif record["state"] == "pruned":
         outcome = f"pruned after epoch {record['epochs']} (val {value})"
     else:
         outcome = f"val {value} after {record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}"
