@@ -8,7 +8,8 @@ base64 PNG in JSON (--mode json, what the browser does) or as a file upload (--m
 request counts as an error unless it gets HTTP 200 and the label "7". A warm-up of 50 requests
 runs first and is not counted.
 
-    python benchmarks/serve_load.py RUN [--requests 2000] [--concurrency 16] [--mode json]
+    python benchmarks/serve_load.py RUN [--requests 2000] [--concurrency 16] [--mode json] [--workers N]
+    python benchmarks/serve_load.py RUN --serve-args "--max-batch 1"   # any other `digitlab serve` options
     python benchmarks/serve_load.py --url http://127.0.0.1:8000
 
 writes benchmarks/results/serve_load.json and exits 1 if any request failed or the cap cut the run short.
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -67,10 +69,10 @@ def request_body(png: bytes, mode: str) -> tuple[bytes, dict]:
     return body, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
-def start_server(run: str) -> tuple[subprocess.Popen, str]:
-    """`digitlab serve RUN --port 0`; returns the process and its URL once /healthz answers."""
+def start_server(run: str, options: list[str] = ()) -> tuple[subprocess.Popen, str]:
+    """`digitlab serve RUN --port 0 OPTIONS`; returns the process and its URL once /healthz answers."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "digitlab", "serve", run, "--port", "0"],
+        [sys.executable, "-m", "digitlab", "serve", run, "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -85,12 +87,25 @@ def start_server(run: str) -> tuple[subprocess.Popen, str]:
     return server, match[0]
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc), or None where that cannot be read."""
+    """User + system CPU time so far of a process and its children (server workers), from Linux /proc,
+    or None where that cannot be read."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+        family = [pid] + [child for child in children if _parent(child) == pid]
+        return sum(int(_stat(one)[11]) + int(_stat(one)[12]) for one in family) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(_stat(pid)[1])
+    except (OSError, ValueError, IndexError):  # it went away, or is not ours to read
         return None
 
 
@@ -165,6 +180,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="client threads (default 16)")
     parser.add_argument("--time-cap", type=float, default=120.0, help="stop sending after this many seconds")
     parser.add_argument("--mode", choices=("json", "upload"), default="json", help="base64 JSON or multipart upload")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (digitlab serve --workers)")
+    parser.add_argument("--serve-args", default="", help='more `digitlab serve` options, e.g. "--max-batch 1"')
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args()
     if bool(args.run) == bool(args.url):
@@ -175,7 +192,8 @@ def main() -> int:
     png, label = digit_png()
     body, headers = request_body(png, args.mode)
     load_before = os.getloadavg()[0]  # other work on the machine skews the figures: keep a note of it
-    server, url = start_server(args.run) if args.run else (None, args.url.rstrip("/"))
+    options = (["--workers", str(args.workers)] if args.workers != 1 else []) + shlex.split(args.serve_args)
+    server, url = start_server(args.run, options) if args.run else (None, args.url.rstrip("/"))
     try:
         with urllib.request.urlopen(f"{url}/api/model", timeout=30) as response:
             about = json.loads(response.read())
@@ -197,7 +215,7 @@ def main() -> int:
         "server_cpu_ms_per_request": (
             None if cpu_before is None or cpu_after is None else 1000 * (cpu_after - cpu_before) / result["requests"]
         ),
-        "server": "digitlab serve (uvicorn, one process)" if server else args.url,
+        "server": f"digitlab serve {' '.join(options)}" if server else args.url,
         "model": {key: about[key] for key in ("run", "model", "parameters", "test_accuracy")},
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "load_average_1min_before": load_before,

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 
 # Floors from the bottom up; docs/architecture.md says what each holds and why.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "base": ("errors", "files", "version", "distributed"),
+    "base": ("errors", "files", "version", "distributed", "batching", "workers"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers"),
     "runs": ("runcard", "runs", "runtable", "shipped"),

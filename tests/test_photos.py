@@ -162,7 +162,7 @@ def test_hostile_heic_and_jpeg_files_are_one_line_errors(seed_run, page, client,
 
 def test_a_full_queue_gets_503_with_retry_after(seed_run, page, monkeypatch):
     entered, release = threading.Event(), threading.Event()
-    real_classify = digitlab.serve.classify
+    real_classify = digitlab.serve.prepare_upload
 
     def classify(run, data, source, limits):
         if source == "slow.jpg":
@@ -170,7 +170,7 @@ def test_a_full_queue_gets_503_with_retry_after(seed_run, page, monkeypatch):
             assert release.wait(20)
         return real_classify(run, data, source, limits)
 
-    monkeypatch.setattr(digitlab.serve, "classify", classify)
+    monkeypatch.setattr(digitlab.serve, "prepare_upload", classify)
     data = encode(page[0], "JPEG")
 
     def body(name):

@@ -265,7 +265,7 @@ def test_a_bug_is_a_json_500_and_the_server_goes_on(seed_run, scan, monkeypatch)
 
     upload = {"files": {"file": ("seven.png", scan[1], "image/png")}}
     with TestClient(create_app(seed_run), raise_server_exceptions=False) as test_client:
-        monkeypatch.setattr(digitlab.serve, "classify", broken)
+        monkeypatch.setattr(digitlab.serve, "prepare_upload", broken)
         response = test_client.post("/api/predict", **upload)
         assert response.status_code == 500 and response.json() == {"error": "internal error (RuntimeError)"}
         monkeypatch.undo()
@@ -307,7 +307,7 @@ class LiveServer:
 def test_inference_runs_off_the_event_loop(seed_run, scan, monkeypatch):
     """While one prediction is stuck in its worker thread, health checks and other predictions still answer."""
     entered, release = threading.Event(), threading.Event()
-    real_classify = digitlab.serve.classify
+    real_classify = digitlab.serve.prepare_upload
 
     def classify(run, data, source, limits):
         if source == "stuck.png":
@@ -315,7 +315,7 @@ def test_inference_runs_off_the_event_loop(seed_run, scan, monkeypatch):
             assert release.wait(20)
         return real_classify(run, data, source, limits)
 
-    monkeypatch.setattr(digitlab.serve, "classify", classify)
+    monkeypatch.setattr(digitlab.serve, "prepare_upload", classify)
     body = lambda name: json.dumps({"image": base64.b64encode(scan[1]).decode(), "name": name})  # noqa: E731
     headers = {"Content-Type": "application/json"}
     with LiveServer(create_app(seed_run)) as live:

@@ -124,14 +124,31 @@ def predict(
         if progress is not None:
             progress(done, len(inputs))
     if tensors:
-        batch = torch.stack(tensors)
-        logits, scores = _logits_and_scores(model, batch, batch_size)
-        good = [result for result in results if result.ok]
-        for result, image, row in zip(good, batch, logits.double().softmax(1), strict=True):
-            _fill(result, image, row, classes, top_k)
-        detector = detector_of(model)
-        if scores is not None and detector is not None:
-            _flag(good, scores, detector)
+        classify_prepared(
+            model, torch.stack(tensors), [result for result in results if result.ok], classes, top_k, batch_size
+        )
+    return results
+
+
+def classify_prepared(
+    model: nn.Module,
+    batch: torch.Tensor,
+    results: list[Prediction],
+    classes=tuple("0123456789"),
+    top_k: int = 1,
+    batch_size: int = 512,
+) -> list[Prediction]:
+    """Classify prepared images `batch` (N, 1, 28, 28) uint8 in one forward pass per `batch_size`, filling
+    `results` (N Predictions, in the same order: label, probabilities, top-k, the image and, for a model with
+    a detector, the out-of-distribution verdict); returns `results`. The tail of `predict`, for callers that
+    prepared the pictures themselves (the web server batches requests that arrive together).
+    """
+    logits, scores = _logits_and_scores(model, batch, batch_size)
+    for result, image, row in zip(results, batch, logits.double().softmax(1), strict=True):
+        _fill(result, image, row, classes, top_k)
+    detector = detector_of(model)
+    if scores is not None and detector is not None:
+        _flag(results, scores, detector)
     return results
 
 

@@ -5,9 +5,11 @@ CSS and script), `POST /api/predict` (an image upload, or JSON with a base64 ima
 (the same, read as a number of several digits), `GET /api/model`,
 `GET /healthz` and the OpenAPI docs at /docs. Uploads go through the same guards and the same
 preprocessing as `digitlab predict` (preprocess.decode_image, predict.predict); decoding and the
-forward pass run in a worker thread so the event loop keeps answering other requests. `Limits`
-bounds what one upload may be (bytes, megapixels) and how many are decoded at once: the rest wait
-in a short queue, and a request that finds the queue full gets 503 with Retry-After.
+preprocessing run in worker threads so the event loop keeps answering other requests, and the
+forward passes of /api/predict requests that arrive together are batched into one (digitlab.batching).
+`Limits` bounds what one upload may be (bytes, megapixels, seconds to arrive) and how many are decoded
+at once: the rest wait in a short queue, and a request that finds the queue full gets 503 with
+Retry-After. `serve(..., workers=N)` runs N server processes on one listening socket.
 
 The module runs past 300 lines on purpose: the app, its request and answer models and the
 listener that reports a taken port are read together, following one request through one file.
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import errno
 import functools
 import json
@@ -27,6 +28,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -37,14 +39,16 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from .batching import Busy, Gate, MicroBatcher
 from .errors import ImageError, ImageTooLarge, ServeError
 from .models import count_parameters
 from .numbers import read_number
-from .predict import Prediction, predict
-from .preprocess import MAX_PIXELS, decode_image, megapixels
+from .predict import Prediction, classify_prepared, predict
+from .preprocess import MAX_PIXELS, Preprocessed, decode_image, megapixels, prepare
 from .runs import Run
 from .shipped import resolve_run
 from .version import __version__
+from .workers import run_workers
 
 STATIC = Path(__file__).parent / "static"
 ENVELOPE_BYTES = 64 * 1024  # room for multipart headers, a data-URL prefix and line breaks around the image
@@ -60,10 +64,14 @@ class Limits:
     max_pixels: int = MAX_PIXELS  # judged from the header, before any pixel is decoded: 100 megapixels
     max_decoding: int = 2  # images decoded and classified at once (each one's memory is bounded by the decoder)
     max_queued: int = 16  # requests waiting for a decoding slot; one more gets 503
+    body_timeout_s: float = 30.0  # a request body must arrive within this many seconds, or 408
+    max_batch: int = 64  # /api/predict images classified in one forward pass at most
+    max_wait_ms: float = 2.0  # how long a forward pass waits for more requests to join its batch
 
     def __post_init__(self):
-        if min(self.max_upload_bytes, self.max_pixels, self.max_decoding) < 1 or self.max_queued < 0:
-            raise ServeError(f"limits must be positive (the queue may be 0): {self}")
+        smallest = min(self.max_upload_bytes, self.max_pixels, self.max_decoding, self.max_batch)
+        if smallest < 1 or self.max_queued < 0 or self.body_timeout_s <= 0 or self.max_wait_ms < 0:
+            raise ServeError(f"limits must be positive (the queue and the batch wait may be 0): {self}")
 
     @property
     def upload(self) -> str:
@@ -140,7 +148,8 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
     otherwise only for bugs).
     """
     run = resolve_run(run_or_path)
-    gate = Gate(limits)
+    gate = Gate(limits.max_decoding, limits.max_queued, RETRY_AFTER_S)
+    batcher = MicroBatcher(functools.partial(classify_batch, run), limits.max_batch, limits.max_wait_ms / 1000)
     run.model.eval()
     about = model_info(run)
     # FastAPIOffline: FastAPI whose /docs and /redoc use bundled Swagger UI and ReDoc files, not a CDN
@@ -150,9 +159,10 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         summary="Classify pictures of handwritten digits "
         f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).",
     )
-    app.state.run, app.state.model_info, app.state.limits = run, about, limits
+    app.state.run, app.state.model_info, app.state.limits, app.state.batcher = run, about, limits, batcher
     # Starlette picks the handler by exception class; its stubs type every handler for any Exception
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Busy, _busy)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _server_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -176,7 +186,9 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
     async def predict_route(request: Request):
-        return await _through_gate(gate, limits, request, functools.partial(answer, run))
+        # prepare_upload is looked up per request (not bound once), so a test can stand in for it
+        prepare = lambda data, source, limits: prepare_upload(run, data, source, limits)  # noqa: E731
+        return JSONResponse(await _through_gate(gate, limits, request, prepare, batcher.submit))
 
     @app.post(
         "/api/number",
@@ -186,7 +198,7 @@ def create_app(run_or_path: Run | str | Path | None = None, limits: Limits = Lim
         openapi_extra={"requestBody": _request_body_schema(limits)},
     )
     async def number_route(request: Request):
-        return await _through_gate(gate, limits, request, functools.partial(read_upload, run))
+        return JSONResponse(await _through_gate(gate, limits, request, functools.partial(read_upload, run)))
 
     return app
 
@@ -197,6 +209,7 @@ def _error_responses(limits: Limits, unusable: str) -> dict:
         code: {"model": ErrorOut, "description": text}
         for code, text in (
             (400, "malformed JSON, bad base64 or a form without a file"),
+            (408, f"the body took more than {limits.body_timeout_s:g} s to arrive"),
             (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
             (415, "neither JSON nor multipart/form-data"),
             (422, unusable),
@@ -205,22 +218,28 @@ def _error_responses(limits: Limits, unusable: str) -> dict:
     }
 
 
-async def _through_gate(gate: Gate, limits: Limits, request: Request, work) -> dict:
+async def _through_gate(gate: Gate, limits: Limits, request: Request, work, then=None):
     """Take a place in the queue before reading the body (so memory stays bounded), wait for a turn, then
-    run work(data, source, limits) in a worker thread; too large is 413, unusable 422."""
+    run work(data, source, limits) in a worker thread (too large is 413, unusable 422); `then`, when given,
+    is awaited on its result with the place still held (the batched forward pass)."""
     async with gate.ticket():
         data, source = await image_bytes(request, limits)
         async with gate.turns:
             try:
-                return await run_in_threadpool(work, data, source, limits)
+                result = await run_in_threadpool(work, data, source, limits)
             except ImageTooLarge as error:
                 raise HTTPException(413, str(error)) from None
             except ImageError as error:
                 raise HTTPException(422, str(error)) from None
+        return result if then is None else await then(result)
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+
+async def _busy(request: Request, error: Busy) -> JSONResponse:
+    return JSONResponse({"error": str(error)}, status_code=503, headers={"Retry-After": str(error.retry_after_s)})
 
 
 async def _server_error(request: Request, error: Exception) -> JSONResponse:
@@ -257,33 +276,6 @@ def model_info(run: Run) -> dict:
     }
 
 
-class Gate:
-    """At most `max_decoding` requests decode at once and `max_queued` more wait; beyond that, 503.
-
-    Lives on the event loop (no locks needed): a ticket is a place in the whole line, a slot a turn
-    at decoding. A request holds its ticket while its body arrives, so the bodies held in memory are
-    bounded by max_decoding + max_queued uploads.
-    """
-
-    def __init__(self, limits: Limits):
-        self.places, self.held = limits.max_decoding + limits.max_queued, 0
-        self.turns = asyncio.Semaphore(limits.max_decoding)
-
-    @contextlib.asynccontextmanager
-    async def ticket(self):
-        if self.held >= self.places:
-            raise HTTPException(
-                503,
-                f"busy: {self.places} images are already being read or waiting; retry in {RETRY_AFTER_S} s",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
-        self.held += 1
-        try:
-            yield
-        finally:
-            self.held -= 1
-
-
 def classify(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> Prediction:
     """Decode `data` with the upload guards, preprocess it as `digitlab predict` does, and classify it."""
     image = decode_image(data, source, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
@@ -294,13 +286,34 @@ def classify(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> P
 
 
 def answer(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dict:
-    """classify, then the JSON answer: label, confidence, probabilities, the 28×28 the model saw (0-255 rows),
-    the box it came from in the picture, and the out-of-distribution score and verdict (`rejected`: not a digit).
+    """classify, then the JSON answer (see `answer_of`): what /api/predict answers, unbatched."""
+    return answer_of(classify(run, data, source, limits))
 
-    Runs in a worker thread, the list-building included, so the event loop only moves bytes.
+
+def prepare_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> tuple[str, Preprocessed]:
+    """Decode `data` with the upload guards and prepare it as `digitlab predict` does: (source, the 28×28 and its
+    box), ready for `classify_batch`. The first half of `classify`, run per request in a worker thread."""
+    image = decode_image(data, source, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
+    try:
+        return source, prepare(image, run.preprocess)
+    except ImageError as error:
+        raise ImageError(error.problem, source) from None
+
+
+def classify_batch(run: Run, prepared: list[tuple[str, Preprocessed]]) -> list[dict]:
+    """The JSON answers for prepared uploads, classified in one forward pass (the second half of `answer`).
+
+    Runs in the micro-batcher's thread, the list-building included, so the event loop only moves bytes.
     """
-    result = classify(run, data, source, limits)
-    assert result.image is not None  # classify raises ImageError for an unusable image, so there always is one
+    images = torch.stack([picture.image for _, picture in prepared])
+    results = [Prediction(source, box=picture.box) for source, picture in prepared]
+    return [answer_of(result) for result in classify_prepared(run.model, images, results, run.classes)]
+
+
+def answer_of(result: Prediction) -> dict:
+    """The JSON answer for one prediction: label, confidence, probabilities, the 28×28 the model saw (0-255 rows),
+    the box it came from in the picture, and the out-of-distribution score and verdict (`rejected`: not a digit)."""
+    assert result.image is not None  # an unusable image raises ImageError before it is classified
     return {
         "label": result.label,
         "index": result.index,
@@ -317,7 +330,8 @@ async def image_bytes(request: Request, limits: Limits = Limits()) -> tuple[byte
     """The image's bytes and a name for messages, from a multipart upload or a JSON base64 string.
 
     The body is capped while it streams in (Content-Length is checked first), so an oversized
-    upload is refused before it is held in memory, let alone decoded.
+    upload is refused before it is held in memory, let alone decoded; and it must have arrived within
+    `limits.body_timeout_s`, so a client that trickles it in cannot hold a place for ever (408).
     """
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/json", "multipart/form-data"):
@@ -326,13 +340,17 @@ async def image_bytes(request: Request, limits: Limits = Limits()) -> tuple[byte
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, _too_large("request", int(declared), limits))
-    capped = Request(request.scope, _capped_receive(request.receive, limit))
+    capped = Request(request.scope, _capped_receive(request.receive, limit, limits.body_timeout_s))
     try:
         if kind == "application/json":
             return _from_json(await capped.body(), limits)
         return await _from_form(capped, limits)
     except _BodyTooLarge:
         raise HTTPException(413, _too_large("request", limit, limits, exact=False)) from None
+    except _BodyTooSlow:
+        raise HTTPException(
+            408, f"the request body did not arrive within {limits.body_timeout_s:g} s", headers={"Connection": "close"}
+        ) from None
 
 
 def _from_json(body: bytes, limits: Limits) -> tuple[bytes, str]:
@@ -369,13 +387,23 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _capped_receive(receive, limit: int):
-    """Wrap an ASGI `receive` so that the body raises _BodyTooLarge once it passes `limit` bytes."""
-    seen = 0
+class _BodyTooSlow(Exception):
+    pass
+
+
+def _capped_receive(receive, limit: int, timeout_s: float):
+    """Wrap an ASGI `receive` so that the body raises _BodyTooLarge once it passes `limit` bytes, and
+    _BodyTooSlow when it has not all arrived `timeout_s` seconds after the first read."""
+    seen, deadline = 0, None
 
     async def capped():
-        nonlocal seen
-        message = await receive()
+        nonlocal seen, deadline
+        loop = asyncio.get_running_loop()
+        deadline = deadline or loop.time() + timeout_s
+        try:
+            message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+        except TimeoutError:
+            raise _BodyTooSlow() from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
@@ -397,14 +425,25 @@ def serve(
     access_log: bool = False,
     on_ready=print,
     limits: Limits = Limits(),
+    workers: int = 1,
+    threads: int = 1,
 ) -> None:
-    """Load the run, listen on host:port (0 = any free port) and serve the demo until Ctrl-C.
+    """Load the run, listen on host:port (0 = any free port) and serve the demo until Ctrl-C or SIGTERM.
 
     The socket is bound before uvicorn starts, so a taken port or an unknown host is a ServeError
     (one line) rather than a log full of tracebacks. `on_ready(message)` receives the URL line.
+    `workers` > 1 runs that many server processes on the socket (digitlab.workers), each with its own
+    copy of the model and its own limits; `run` must then be a path (or a Run loaded from one) or None,
+    since each process loads it again. `threads` is torch's thread count per process for the forward pass:
+    1 by default, since the cores are busy decoding other requests, and a second thread spinning beside
+    them cost more CPU than it saved (benchmarks/serve_profile.py).
     """
     if not 0 <= port <= 65535:
         raise ServeError(f"port must be between 0 and 65535, got {port}")
+    if workers < 1 or threads < 1:
+        raise ServeError(f"workers and threads must be at least 1, got {workers} and {threads}")
+    if workers > 1 and isinstance(run, Run) and run.path is None:
+        raise ServeError("several workers load the model themselves: give a run folder or model file, not a Run")
     app = create_app(run, limits)
     listener = _listen(host, port)
     bound_port = listener.getsockname()[1]
@@ -412,17 +451,33 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     on_ready(
         f"serving {about['run'] or about['model']} ({about['model']}, {about['parameters']:,} parameters) "
-        f"on http://{shown}:{bound_port} — Ctrl-C to stop"
-    )
-    config = uvicorn.Config(
-        app, access_log=access_log, log_level="info" if access_log else "warning", timeout_graceful_shutdown=5
+        f"on http://{shown}:{bound_port}{f' with {workers} workers' if workers > 1 else ''} — Ctrl-C to stop"
     )
     try:
-        uvicorn.Server(config).run(sockets=[listener])
+        if workers == 1:
+            torch.set_num_threads(threads)
+            _run_uvicorn(app, listener, access_log)
+        else:
+            del app  # each worker loads its own
+            path = run.path if isinstance(run, Run) else run
+            run_workers(workers, _serve_worker, (listener, path, limits, access_log, threads))
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal stop
         pass
     finally:
         listener.close()
+
+
+def _run_uvicorn(app: FastAPI, listener: socket.socket, access_log: bool) -> None:
+    config = uvicorn.Config(
+        app, access_log=access_log, log_level="info" if access_log else "warning", timeout_graceful_shutdown=5
+    )
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _serve_worker(listener: socket.socket, run: str | Path | None, limits: Limits, access_log: bool, threads: int):
+    """One of several server processes (see digitlab.workers): its own model and app on the shared socket."""
+    torch.set_num_threads(threads)
+    _run_uvicorn(create_app(run, limits), listener, access_log)
 
 
 def _listen(host: str, port: int) -> socket.socket:

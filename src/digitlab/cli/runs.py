@@ -151,6 +151,37 @@ def add_parsers(commands) -> None:
         metavar="N",
         help="images waiting to be decoded (default 16); more get 503 with Retry-After",
     )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30,
+        metavar="S",
+        help="seconds a request body may take to arrive (default 30); slower gets 408",
+    )
+    serve.add_argument(
+        "--max-batch", type=int, default=64, metavar="N", help="drawings classified in one forward pass (default 64)"
+    )
+    serve.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=2,
+        metavar="MS",
+        help="how long a forward pass waits for more requests to join it (default 2 ms; 0: no waiting)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port, each with its own model and limits (default 1)",
+    )
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads per server process for the forward pass (default 1)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -364,6 +395,9 @@ def cmd_serve(args) -> int:
         max_pixels=round(args.max_megapixels * 1e6),
         max_decoding=args.max_decoding,
         max_queued=args.max_queued,
+        body_timeout_s=args.body_timeout,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
     )
     serve(
         args.run,
@@ -372,5 +406,7 @@ def cmd_serve(args) -> int:
         access_log=args.access_log,
         on_ready=lambda message: print(message, flush=True),
         limits=limits,
+        workers=args.workers,
+        threads=args.threads,
     )
     return 0
