@@ -17,8 +17,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("errors", "files", "version", "distributed", "batching", "workers"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers", "explain"),
-    "runs": ("runs", "shipped"),
-    "training": ("checkpoint", "divergence", "steps", "train"),
+    "runs": ("runcard", "runs", "runtable", "shipped"),
+    "training": ("checkpoint", "divergence", "steps", "runlog", "train"),
     "outputs": (
         "figures",
         "dataviz",
@@ -30,6 +30,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "export",
         "webexport",
         "experiment",
+        "tracking",
+        "compare",
     ),
     "applications": (
         "serveexplain",
@@ -41,6 +43,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "cli",
         "cli.common",
         "cli.explain",
+        "cli.compare",
         "cli.runs",
         "cli.tools",
         "cli.train",

@@ -1,5 +1,7 @@
 """digitlab: train, evaluate, explain and serve MNIST-like digit classifiers with PyTorch."""
 
+from . import tracking as tracking  # importing it registers the experiment trackers that config.log names
+from .compare import Comparison, compare
 from .config import TrainConfig
 from .data import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, DivergenceError, ExportError, ImageError, RunError
@@ -9,6 +11,7 @@ from .runs import Run, evaluate_real_world, load_model, load_run
 # Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` and
 # `digitlab.predict` name.
 from .runs import evaluate_run as evaluate
+from .runtable import list_runs
 from .shipped import explain, predict
 from .train import Tracking, Trainee, fit, resume, train
 from .tune import tune
@@ -16,6 +19,7 @@ from .version import __version__
 from .webexport import export_web
 
 __all__ = [
+    "Comparison",
     "ConfigError",
     "DataError",
     "Dataset",
@@ -30,6 +34,7 @@ __all__ = [
     "TrainConfig",
     "Trainee",
     "__version__",
+    "compare",
     "create_model",
     "evaluate",
     "evaluate_real_world",
@@ -38,6 +43,7 @@ __all__ = [
     "fit",
     "list_datasets",
     "list_models",
+    "list_runs",
     "load_dataset",
     "load_model",
     "load_run",

@@ -15,6 +15,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 ENGINES = ("auto", "autograd", "fused")
 SCHEDULES = ("constant", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+TRACKERS = ("tensorboard", "mlflow", "csv")  # experiment trackers a run can report to (see digitlab.tracking)
 
 
 def _refuse_unknown(cls, values: dict, what: str) -> None:
@@ -102,8 +103,13 @@ class TrainConfig:
     augment_contrast: float = 0.0  # ink darkness scaled by [1 - contrast, 1]
     augment_noise: float = 0.0  # largest std of added pixel noise (pixels in [0, 1])
     preprocess: str = ""  # preprocessing steps switched from the defaults, e.g. "deskew" (see PreprocessOptions)
+    log: list[str] = field(default_factory=list)  # experiment trackers to report to: tensorboard, mlflow, csv
 
     def __post_init__(self):
+        if isinstance(self.log, str):  # log="tensorboard" from Python means the one tracker
+            self.log = [self.log]
+        elif isinstance(self.log, (list, tuple)):
+            self.log = list(dict.fromkeys(self.log))  # each tracker once, in the order given
         self.validate()
 
     def validate(self) -> None:
@@ -130,6 +136,10 @@ class TrainConfig:
             ),
             (0 <= self.distill_weight <= 1, f"distillation weight must be in [0, 1], got {self.distill_weight}"),
             (not (self.keep_best and self.val_size == 0), "keep_best needs a validation split (val_size > 0)"),
+            (
+                isinstance(self.log, list) and set(self.log) <= set(TRACKERS),
+                f"unknown tracker in log {self.log!r} (known: {', '.join(TRACKERS)})",
+            ),
         ]
         for ok, message in checks:
             if not ok:

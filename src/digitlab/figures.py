@@ -1,14 +1,16 @@
 """The house style and drawing primitives every figure module shares.
 
-Figures are built with `matplotlib.figure.Figure`, never pyplot, so no backend or global figure
-state is involved. `styled` applies the house style to one figure function; `tile_figure` lays
-many small images out on one axes; `pixels` turns an image tensor into an array to draw. The figure
-modules (viz, modelviz, tuneviz) import from here and never from each other's internals.
+Figures are built with `matplotlib.figure.Figure` (as `InlineFigure`, which a Jupyter cell shows as
+a picture), never pyplot, so no backend or global figure state is involved. `styled` applies the
+house style to one figure function; `tile_figure` lays many small images out on one axes; `pixels`
+turns an image tensor into an array to draw. The figure modules (viz, modelviz, tuneviz) import
+from here and never from each other's internals.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import math
 from dataclasses import dataclass
 
@@ -37,6 +39,16 @@ STYLE = {
 }
 
 
+class InlineFigure(Figure):
+    """A Figure that Jupyter shows as a picture when a cell returns it, without pyplot or `%matplotlib`:
+    IPython asks `_repr_png_` (with pyplot's inline backend active, its own formatter does the same)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+
 def styled(draw):
     """Run a figure function under the house style (fonts, spines, colours) without touching global rcParams."""
 
@@ -49,7 +61,7 @@ def styled(draw):
 
 
 def new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return InlineFigure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ def tile_figure(
         geometry.left + canvas.shape[1] * scale + geometry.right,
         geometry.top + canvas.shape[0] * scale + geometry.bottom,
     )
-    figure = Figure(figsize=size, dpi=DPI)
+    figure = InlineFigure(figsize=size, dpi=DPI)
     figure.suptitle(title, y=1 - 0.12 / size[1], va="top")
     axes = figure.add_axes(
         (

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .data import to_float
-from .figures import DPI, Mosaic, frame, pixels, styled, tile_figure
+from .figures import DPI, InlineFigure, Mosaic, frame, pixels, styled, tile_figure
 from .models import MLP
 
 MAX_UNITS = 64  # first-layer units drawn at most; wider layers show the first MAX_UNITS
@@ -161,7 +161,7 @@ def _mlp_activations(model: MLP, images: torch.Tensor, labels: torch.Tensor, cla
     gap, row_in, row_gap, top, bottom, side = 0.25, 0.6, 0.12, 0.75, 1.3, 0.5
     width_in = 2 * side + sum(columns_in) + gap * len(layers)
     height_in = top + bottom + len(images) * row_in + (len(images) - 1) * row_gap
-    figure = Figure(figsize=(width_in, height_in), dpi=DPI)
+    figure = InlineFigure(figsize=(width_in, height_in), dpi=DPI)
     figure.suptitle("Hidden-layer activations (after ReLU) for a few test digits", y=1 - 0.12 / height_in, va="top")
     grid = figure.add_gridspec(
         len(images),

@@ -36,6 +36,7 @@ from .ood import QUANTILE, Detector, detector_of, fit_detector
 from .predict import WORKERS, predict
 from .preprocess import deskew
 from .realworld import DEFAULT_COUNT, score_suite
+from .runcard import card_html
 from .version import __version__
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
@@ -254,6 +255,21 @@ class Run:
     def robustness(self, split: str = "test") -> dict[str, float]:
         """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
         return robustness(self.model, self.data().splits()[split])
+
+    def _repr_html_(self) -> str:
+        """The card Jupyter shows for a Run: model, dataset, accuracy, curves thumbnail, folder."""
+        metrics, percent = self.metrics, lambda value: "-" if value is None else f"{value:.2%}"
+        facts = [
+            ("model", f"{self.config.model}" + (f" (recipe {self.config.recipe})" if self.config.recipe else "")),
+            ("dataset", self.dataset),
+            ("test accuracy", percent(metrics.get("test_accuracy"))),
+            ("validation accuracy", percent(metrics.get("val_accuracy"))),
+            ("parameters", f"{metrics['parameters']:,}" if "parameters" in metrics else "-"),
+            ("training", f"{metrics.get('epoch') or '-'} epochs, {metrics.get('train_seconds') or 0:.1f} s"),
+            ("folder", str(self.path) if self.path else "not saved"),
+        ]
+        title = self.path.name if self.path else f"{self.config.model} run"
+        return card_html(title, facts, metrics.get("history", []))
 
 
 def evaluate_run(run: Run | str | Path, split: str = "test") -> dict:

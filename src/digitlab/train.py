@@ -19,11 +19,12 @@ from .distributed import World, init_from_environment, local_device
 from .divergence import LossWatch
 from .errors import ConfigError, DigitlabError, DivergenceError, RunError
 from .evaluate import evaluate, predict_logits
-from .files import read_json
+from .files import read_json, write_json
 from .models import count_parameters, create_model, in_preferred_layout
 from .ood import fit_detector
 from .preprocess import deskew
-from .runs import CONFIG_FILE, Run, load_run, new_run_folder, save_config, save_run
+from .runlog import EpochBar, Trackers, all_of
+from .runs import CONFIG_FILE, METRICS_FILE, Run, load_run, new_run_folder, save_config, save_run
 from .steps import Schedule, Trainee, augmented, choose_engine, epoch_runner
 
 EpochCallback = Callable[[dict], None]
@@ -178,6 +179,7 @@ def train(
     save: bool = True,
     resume_from: str | Path | None = None,
     test: bool = True,
+    progress: bool = False,
 ) -> Run:
     """Build the configured model, fit it, evaluate it once on the test set and save the run folder.
 
@@ -186,12 +188,18 @@ def train(
     With save=False nothing is written; with test=False the test set is never looked at (model
     selection, e.g. tuning) and the metrics hold no test figures. Ctrl-C raises Interrupted,
     naming the resume command. With a validation split, the model gets its out-of-distribution
-    detector (`run.ood`, see digitlab.ood) before it is tested and saved.
+    detector (`run.ood`, see digitlab.ood) before it is tested and saved. `progress` shows a bar
+    over epochs (a widget in Jupyter, text on a terminal). The trackers config.log names
+    (digitlab.tracking) are checked before training starts and get every epoch; one that fails
+    mid-run is dropped with a warning and `run.metrics["tracking"]` says its log is incomplete.
     """
     config = config or TrainConfig()
     device = resolve_device(config.device)
     world = init_from_environment(device)
     device = local_device(device)
+    if config.log and not save:
+        raise ConfigError("experiment tracking (log) needs a run folder: train with save=True")
+    trackers = Trackers.open(config) if config.log and world.is_main else None
     if config.threads:
         torch.set_num_threads(config.threads)
     if dataset is None:
@@ -202,29 +210,39 @@ def train(
     teacher = _load_teacher(config.teacher, device)
     model, optimizer = build(config, device)
     generator = torch.Generator().manual_seed(config.seed)
-    progress = Progress()
+    done = Progress()
     folder = Path(resume_from) if resume_from else None
     if folder is not None:
-        progress = load_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, generator)
+        done = load_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, generator)
         for group in optimizer.param_groups:  # the config's rate, which a resume may lower after divergence
             group["lr"] = config.lr
     elif save and world.is_main:
         folder = new_run_folder(config)
         save_config(folder, config, dataset)
     writer = folder if world.is_main else None
-    best = BestEpoch(writer, progress.history, model)
+    best = BestEpoch(writer, done.history, model)
     checkpoint = None
     if writer is not None:
-        checkpoint = lambda done: save_checkpoint(writer / CHECKPOINT_FILE, model, optimizer, generator, done)  # noqa: E731
+        checkpoint = lambda state: save_checkpoint(writer / CHECKPOINT_FILE, model, optimizer, generator, state)  # noqa: E731
+        if trackers is not None:
+            trackers.start(writer, config, done.history)
+    bar = EpochBar(config.epochs, done.epoch) if progress and world.is_main else None
+    tell = all_of(on_epoch, trackers.epoch if trackers else None, bar.update if bar else None)
     trainee = Trainee(model, optimizer, choose_engine(config, model, optimizer), teacher, world)
-    tracking = Tracking(progress, best, checkpoint, on_epoch)
+    tracking = Tracking(done, best, checkpoint, tell)
     try:
         history = fit(trainee, dataset, config, generator, tracking)
     except KeyboardInterrupt:
         raise Interrupted(folder) from None
     except DivergenceError as error:
         raise error.with_hint(_divergence_hint(writer, tracking.progress.epoch, config.lr)) from None
+    finally:
+        if bar is not None:
+            bar.close()
     run = _finish(model, config, dataset, history, trainee.engine, device, writer, best, test)
+    if trackers is not None and writer is not None:
+        run.metrics["tracking"] = trackers.finish(run, dataset)
+        write_json(writer / METRICS_FILE, run.metrics)
     world.barrier()
     return run
 
@@ -283,6 +301,7 @@ def resume(
     on_epoch: EpochCallback | None = None,
     dataset: Dataset | None = None,
     lr: float | None = None,
+    progress: bool = False,
 ) -> Run:
     """Continue the run in `folder` from its last complete epoch (to `epochs` in all, if given).
 
@@ -298,7 +317,7 @@ def resume(
         config = config.replace(epochs=epochs)
     if lr is not None:
         config = config.replace(lr=lr)
-    return train(config, dataset, on_epoch, save=True, resume_from=folder)
+    return train(config, dataset, on_epoch, save=True, resume_from=folder, progress=progress)
 
 
 class Interrupted(DigitlabError):

@@ -2,6 +2,7 @@
 
 Each module registers its commands with `add_parsers(commands)` and gives each a `handler(args)`
 that returns the exit code: train (training and --resume), runs (what uses a trained run),
+compare (listing runs and comparing them),
 tune (Optuna studies), tools (data, models, recipes, studies, previews).
 """
 
@@ -15,7 +16,7 @@ import threading
 import warnings
 
 from ..errors import DigitlabError
-from . import explain, runs, tools, train, tune
+from . import compare, explain, runs, tools, train, tune
 from .common import Parser
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (train, runs, explain, tools, tune):
+    for module in (train, runs, explain, compare, tools, tune):
         module.add_parsers(commands)
     return parser
 

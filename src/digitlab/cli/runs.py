@@ -304,7 +304,7 @@ def _progress_bar():
     if not sys.stderr.isatty():
         yield None
         return
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     with tqdm(total=0, unit="image", delay=2, file=sys.stderr, leave=False) as bar:
 

@@ -20,7 +20,7 @@ def add_parsers(commands) -> None:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import DEVICES, ENGINES, OPTIMIZERS, SCHEDULES, TrainConfig
+    from ..config import DEVICES, ENGINES, OPTIMIZERS, SCHEDULES, TRACKERS, TrainConfig
     from ..data import list_datasets
     from ..models import list_models
     from ..recipes import list_recipes
@@ -84,6 +84,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "model file: e.g. deskew (train and read deskewed digits) or no-stroke",
     )
     parser.add_argument(
+        "--log",
+        action="append",
+        choices=TRACKERS,
+        help="also log the run to an experiment tracker (repeatable): TensorBoard event files in the run "
+        "folder, MLflow at $MLFLOW_TRACKING_URI (default: the local store), or RUN/metrics.csv",
+    )
+    parser.add_argument(
         "--resume",
         metavar="RUN",
         help="continue RUN from its last complete epoch (its saved config; only --epochs and --lr may change)",
@@ -120,25 +127,6 @@ def _config_from_args(args):
     return config.replace(**changes)
 
 
-def _progress(total_epochs: int | None):
-    """A tqdm bar over epochs on a terminal; nothing when stderr is not one."""
-    if not sys.stderr.isatty() or os.environ.get("RANK", "0") != "0":
-        return None, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total_epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
-
-    def on_epoch(record):
-        bar.set_postfix(
-            loss=f"{record['train_loss']:.4f}",
-            acc=f"{record['train_accuracy']:.4f}",
-            val_acc=f"{record['val_accuracy'] or 0:.4f}",
-        )
-        bar.update(1)
-
-    return on_epoch, bar.close
-
-
 def cmd_train(args) -> int:
     from ..distributed import shutdown as shutdown_distributed
     from ..train import resume, train
@@ -151,18 +139,9 @@ def cmd_train(args) -> int:
         ]
         if changed:
             raise ConfigError(f"--resume continues the run's saved config; drop --{changed[0].replace('_', '-')}")
-        epochs, start = (
-            args.epochs,
-            lambda on_epoch: resume(args.resume, epochs=args.epochs, on_epoch=on_epoch, lr=args.lr),
-        )
+        run = resume(args.resume, epochs=args.epochs, lr=args.lr, progress=_show_progress())
     else:
-        config = _config_from_args(args)
-        epochs, start = config.epochs, lambda on_epoch: train(config, on_epoch=on_epoch)
-    on_epoch, close = _progress(epochs)
-    try:
-        run = start(on_epoch)
-    finally:
-        close()
+        run = train(_config_from_args(args), progress=_show_progress())
     shutdown_distributed()
     if run.path is None:  # a non-zero rank under torchrun: rank 0 reports
         return 0
@@ -171,13 +150,33 @@ def cmd_train(args) -> int:
         f"test accuracy {metrics['test_accuracy']:.2%} (validation {metrics['val_accuracy'] or 0:.2%}) — "
         f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f} s of training ({metrics['engine']})"
     )
+    tracking = metrics.get("tracking", {})
     if args.report:
-        from ..errors import RunError
-        from ..report import write_report
-
-        try:
-            print(f"report written to {write_report(run)}")
-        except DigitlabError as error:
-            raise RunError(f"run saved to {run.path}, but its report failed: {error}") from None
+        _write_report(run, tracking)
+    for name, record in tracking.items():
+        print(
+            f"{name} log: {record.get('where', '')}"
+            if record["complete"]
+            else f"{name} log incomplete: {record['error']}"
+        )
     print(f"run saved to {run.path}")
     return 0
+
+
+def _show_progress() -> bool:
+    """A bar over epochs on a terminal; none when stderr is not one (a log file, a pipe) or on other ranks."""
+    return sys.stderr.isatty() and os.environ.get("RANK", "0") == "0"
+
+
+def _write_report(run, tracking: dict) -> None:
+    from ..errors import RunError
+    from ..report import write_report
+
+    written = next((record["report"] for record in tracking.values() if record.get("report")), None)
+    if written:  # MLflow's tracker wrote it already, to log it
+        print(f"report written to {written}")
+        return
+    try:
+        print(f"report written to {write_report(run)}")
+    except DigitlabError as error:
+        raise RunError(f"run saved to {run.path}, but its report failed: {error}") from None
