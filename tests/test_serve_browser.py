@@ -14,23 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from browsers import chromium, needs_chromium, watch
 from scans import png_bytes, render_scan
 from test_serve import start_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (.ci/run installs it with apt)"
-)
+pytestmark = needs_chromium
 
 SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.42, 0.82)]  # a stroke path as fractions of the pad: a 7
 VERTICAL = [(0.5, 0.15), (0.5, 0.85)]  # a 1
@@ -51,26 +39,13 @@ def server_url(seed_run):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def open_demo(page, url):
     """Load the demo in `page`, collecting every console error, page error and failed request; returns the list."""
-    problems = []
-    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
-    page.on(
-        "response",
-        lambda response: response.status >= 400 and problems.append(f"HTTP {response.status}: {response.url}"),
-    )
+    problems = watch(page)
     page.goto(url, wait_until="load")
     page.wait_for_function("document.getElementById('model-info').textContent.includes('parameters')")
     return problems

@@ -14,12 +14,11 @@ import urllib.request
 
 import pytest
 
+from browsers import chromium, needs_chromium
 from digitlab.shipped import SHIPPED_MODEL
-from test_serve_browser import CHROMIUM, CHROMIUM_ARGS, SEVEN, VERTICAL, _keep, open_demo, settled_result, stroke
+from test_serve_browser import SEVEN, VERTICAL, _keep, open_demo, settled_result, stroke
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (.ci/run installs it with apt)"
-)
+pytestmark = needs_chromium
 CNN = SHIPPED_MODEL.stem
 
 
@@ -46,14 +45,8 @@ def two_models_url(seed_run):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def drawn_view(page, path, view=0):

@@ -21,22 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
+from browsers import chromium, needs_chromium, watch
 from digitlab.preprocess import preprocess_image
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (.ci/run installs it with apt)"
-)
+pytestmark = needs_chromium
 
 # Stroke paths as fractions of the pad. None is exactly mirror-symmetric: for a perfectly symmetric
 # drawing the centre of mass falls on a half pixel, and which way it rounds then depends on the last
@@ -81,27 +69,14 @@ def static_url(page_folder):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def open_page(browser, url):
     """A new page at `url`, collecting console errors, page errors and failed requests; returns (page, problems)."""
     page = browser.new_page(viewport={"width": 1000, "height": 760})
-    problems = []
-    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
-    page.on(
-        "response",
-        lambda response: response.status >= 400 and problems.append(f"HTTP {response.status}: {response.url}"),
-    )
+    problems = watch(page)
     page.goto(url, wait_until="load")
     return page, problems
 
