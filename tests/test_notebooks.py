@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -39,7 +40,9 @@ def test_both_notebooks_are_there_and_committed_with_their_outputs():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["seed", "beyond"])
 def test_the_notebook_runs_from_top_to_bottom(name, kernel_path, monkeypatch):
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join([str(kernel_path), os.environ.get("JUPYTER_PATH", "")]))
+    paths = [str(kernel_path), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(paths))  # first on the path: our python3 kernelspec wins
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     client = NotebookClient(
         notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
