@@ -14,7 +14,7 @@ from .errors import ConfigError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ENGINES = ("auto", "autograd", "fused")
 SCHEDULES = ("constant", "onecycle", "cosine")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 TRACKERS = ("tensorboard", "mlflow", "csv")  # experiment trackers a run can report to (see digitlab.tracking)
 
 
@@ -79,7 +79,7 @@ class TrainConfig:
     val_size: int = 5000  # images carved from the training set for model selection
     train_size: int = 0  # train on the first N training images only (0 = all), for quick experiments
     split_seed: int = 0  # which images form the validation split (kept fixed across runs)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | mps
     engine: str = "auto"  # auto picks the hand-fused MLP step when it applies, else autograd
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     out: str | None = None  # run folder; default runs/<model>-<timestamp>
@@ -203,10 +203,25 @@ class TrainConfig:
         return {**self.model_kwargs, **({"dropout": self.dropout} if self.dropout is not None else {})}
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; asking for cuda without one is a ConfigError."""
+def mps_available() -> bool:
+    """Whether Apple's Metal (MPS) backend can run here: built into torch and a device present."""
+    return torch.backends.mps.is_available()
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The one device choice every tensor follows: 'auto' takes CUDA, then Apple's MPS, then the CPU;
+    naming cuda or mps where it is missing is a ConfigError. A torch.device passes through."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    kind = name.split(":")[0]
+    if kind not in DEVICES:
+        raise ConfigError(f"unknown device {name!r} (known: {', '.join(DEVICES)})")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA device is available")
+    if kind == "mps" and not mps_available():
+        raise ConfigError("device 'mps' requested but Apple's MPS backend is not available here")
     return torch.device(name)

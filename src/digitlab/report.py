@@ -37,14 +37,20 @@ class Section:
     note: str = ""  # shown when a figure is None (nothing to draw for this model)
 
 
-def write_report(run: Run | str | Path, digit: int = 7, seed: int = 0, out: str | Path | None = None) -> Path:
+def write_report(
+    run: Run | str | Path,
+    digit: int = 7,
+    seed: int = 0,
+    out: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> Path:
     """Write the report of a run (a Run or a run folder) and return the path of its index.html.
 
     `digit` picks the class shown in "examples of one digit"; `seed` draws the random sample of
     test digits. The report goes to `out`, by default RUN/report. When the run has a folder, its
-    metrics.json gains `ece` (15 equal-width bins over the max probability).
+    metrics.json gains `ece` (15 equal-width bins over the max probability). A run folder is loaded onto `device`.
     """
-    run = run if isinstance(run, Run) else load_run(run)
+    run = run if isinstance(run, Run) else load_run(run, device)
     if out is not None:
         folder = Path(out)
     elif run.path is not None:

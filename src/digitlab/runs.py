@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import PreprocessOptions, TrainConfig
+from .config import PreprocessOptions, TrainConfig, resolve_device
 from .data import load_dataset
 from .errors import ConfigError, RunError
 from .evaluate import evaluate, robustness
@@ -126,7 +126,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     model.load_state_dict(tensors)
     if detector is not None:
         model.ood = detector  # type: ignore[assignment]  # a plain attribute, not a parameter or buffer
-    return model.to(device).eval(), metadata
+    return model.to(resolve_device(device)).eval(), metadata
 
 
 def _split_detector(tensors: dict, metadata: dict, path: Path) -> Detector | None:
@@ -336,7 +336,8 @@ def _save_model_file(run: Run) -> None:
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Load a run folder (or a bare model.safetensors) written by `train`."""
+    """Load a run folder (or a bare model.safetensors) written by `train`, its model on `device`
+    ('cpu', 'cuda', 'mps', 'auto' for the first of those present, or a torch.device)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".safetensors":
         model, metadata = load_model(path, device)

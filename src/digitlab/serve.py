@@ -151,15 +151,15 @@ class ErrorOut(BaseModel):
     error: str
 
 
-def create_app(run_or_path=None, limits: Limits = Limits()) -> FastAPI:
-    """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors; None: the shipped
-    model; or a list of them, the first being the default) within `limits`.
+def create_app(run_or_path=None, limits: Limits = Limits(), device: str | torch.device = "cpu") -> FastAPI:
+    """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors, loaded onto `device`;
+    None: the shipped model; or a list of them, the first being the default) within `limits`.
 
     The models are loaded here, once; a missing or corrupt run raises RunError before any server
     starts. Every error response is JSON {"error": message} with a 4xx status (503 when busy, 5xx
     otherwise only for bugs).
     """
-    served = ServedModels(run_or_path)
+    served = ServedModels(run_or_path, device)
     run = served.runs[served.default]
     gate = Gate(limits.max_decoding, limits.max_queued, RETRY_AFTER_S)
     batchers = {  # one forward-pass queue per served model
@@ -483,8 +483,9 @@ def serve(
     limits: Limits = Limits(),
     workers: int = 1,
     threads: int = 1,
+    device: str | torch.device = "cpu",
 ) -> None:
-    """Load the run (or list of runs), listen on host:port (0 = any free port) and serve the demo until Ctrl-C
+    """Load the run (or list of runs) onto `device`, listen on host:port (0 = any free port) and serve the demo until Ctrl-C
     or SIGTERM.
 
     The socket is bound before uvicorn starts, so a taken port or an unknown host is a ServeError
@@ -501,7 +502,7 @@ def serve(
         raise ServeError(f"workers and threads must be at least 1, got {workers} and {threads}")
     if workers > 1 and isinstance(run, Run) and run.path is None:
         raise ServeError("several workers load the model themselves: give a run folder or model file, not a Run")
-    app = create_app(run, limits)
+    app = create_app(run, limits, device)
     listener = _listen(host, port)
     bound_port = listener.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -521,7 +522,7 @@ def serve(
             del app  # each worker loads its own
             runs = run if isinstance(run, (list, tuple)) else [run]
             paths = [each.path if isinstance(each, Run) else each for each in runs]
-            run_workers(workers, _serve_worker, (listener, paths, limits, access_log, threads))
+            run_workers(workers, _serve_worker, (listener, paths, limits, access_log, threads, device))
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal stop
         pass
     finally:
@@ -535,10 +536,12 @@ def _run_uvicorn(app: FastAPI, listener: socket.socket, access_log: bool) -> Non
     uvicorn.Server(config).run(sockets=[listener])
 
 
-def _serve_worker(listener: socket.socket, run: list, limits: Limits, access_log: bool, threads: int):
+def _serve_worker(
+    listener: socket.socket, run: list, limits: Limits, access_log: bool, threads: int, device: str | torch.device
+):
     """One of several server processes (see digitlab.workers): its own model and app on the shared socket."""
     torch.set_num_threads(threads)
-    _run_uvicorn(create_app(run, limits), listener, access_log)
+    _run_uvicorn(create_app(run, limits, device), listener, access_log)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -86,11 +86,11 @@ class WeightsOut(BaseModel):
 class ServedModels:
     """The runs one server serves, by name; the first is the default."""
 
-    def __init__(self, runs_or_paths) -> None:
+    def __init__(self, runs_or_paths, device: str | torch.device = "cpu") -> None:
         items = list(runs_or_paths) if isinstance(runs_or_paths, (list, tuple)) else [runs_or_paths]
         self.runs: dict[str, Run] = {}
         for item in items or [None]:
-            run = resolve_run(item)
+            run = resolve_run(item, device)
             run.model.eval()
             name = key = served_name(item, run)
             number = 1

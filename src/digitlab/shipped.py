@@ -34,9 +34,16 @@ def resolve_run(run: Run | str | Path | None, device: str | torch.device = "cpu"
     return run if isinstance(run, Run) else load_run(run, device)
 
 
-def predict(images, run: Run | str | Path | None = None, top_k: int = 1, errors: str = "raise") -> list[Prediction]:
-    """Classify pictures of digits (paths, folders, PIL images, arrays) with `run`, or the shipped model."""
-    return resolve_run(run).predict(images, top_k=top_k, errors=errors)
+def predict(
+    images,
+    run: Run | str | Path | None = None,
+    top_k: int = 1,
+    errors: str = "raise",
+    device: str | torch.device = "cpu",
+) -> list[Prediction]:
+    """Classify pictures of digits (paths, folders, PIL images, arrays) with `run`, or the shipped model;
+    a run given by its folder or file is loaded onto `device`."""
+    return resolve_run(run, device).predict(images, top_k=top_k, errors=errors)
 
 
 def explain(picture, run: Run | str | Path | None = None, targets=(), steps: int = STEPS) -> Explanation:

@@ -167,7 +167,9 @@ def _scores(prefix: str, logits: torch.Tensor | None, labels: torch.Tensor, worl
             (logits.argmax(1) == labels).sum().float(),
             torch.tensor(float(labels.shape[0]), device=logits.device),
         ]
-    ).double()
+    )
+    # float64 sums stay exact over ranks; MPS has no float64, and one process needs no all-reduce
+    totals = totals.double() if logits.device.type != "mps" else totals.cpu().double()
     loss_sum, correct, count = world.sum_(totals).tolist()
     return {f"{prefix}_loss": loss_sum / count, f"{prefix}_accuracy": correct / count}
 

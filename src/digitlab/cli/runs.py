@@ -38,6 +38,7 @@ def add_parsers(commands) -> None:
     evaluate.add_argument(
         "--preprocess", metavar="STEPS", help="change the run's preprocessing for --real-world, e.g. no-clean,no-stroke"
     )
+    _add_device(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     report = commands.add_parser(
@@ -49,6 +50,7 @@ def add_parsers(commands) -> None:
     report.add_argument("--digit", type=int, default=7, help="class index whose training examples are shown")
     report.add_argument("--seed", type=int, default=0, help="seed of the random sample of test digits")
     report.add_argument("--out", metavar="DIR", help="report folder (default RUN/report)")
+    _add_device(report)
     report.set_defaults(handler=cmd_report)
 
     predict = commands.add_parser(
@@ -88,6 +90,7 @@ def add_parsers(commands) -> None:
         help="read each picture as a whole number of several digits (2026, a phone number): "
         "the number and each digit's confidence; with --json, boxes too",
     )
+    _add_device(predict)
     predict.set_defaults(handler=cmd_predict)
 
     calibrate = commands.add_parser(
@@ -103,6 +106,7 @@ def add_parsers(commands) -> None:
         metavar="Q",
         help="share of validation digits the threshold accepts (default 0.995)",
     )
+    _add_device(calibrate)
     calibrate.set_defaults(handler=cmd_calibrate)
 
     export = commands.add_parser(
@@ -187,13 +191,25 @@ def add_parsers(commands) -> None:
         metavar="N",
         help="torch threads per server process for the forward pass (default 1)",
     )
+    _add_device(serve)
     serve.set_defaults(handler=cmd_serve)
+
+
+def _add_device(parser) -> None:
+    from ..config import DEVICES
+
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where the model runs (default auto: cuda, then mps, then cpu)",
+    )
 
 
 def cmd_evaluate(args) -> int:
     from ..runs import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, args.device)
     metrics = run.evaluate(args.split)
     if args.robustness:
         metrics["robustness"] = run.robustness(args.split)
@@ -244,14 +260,14 @@ def _real_world(run, args) -> dict:
 def cmd_report(args) -> int:
     from ..report import write_report
 
-    print(write_report(args.run, digit=args.digit, seed=args.seed, out=args.out))
+    print(write_report(args.run, digit=args.digit, seed=args.seed, out=args.out, device=args.device))
     return 0
 
 
 def cmd_predict(args) -> int:
     from ..predict import WORKERS, save_preprocessed
 
-    run, paths = _run_and_paths(args.paths)
+    run, paths = _run_and_paths(args.paths, args.device)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
     if args.number:
         return _read_numbers(run, paths, args, options)
@@ -277,7 +293,7 @@ def cmd_predict(args) -> int:
     return 0 if all(result.ok for result in results) else 1
 
 
-def _run_and_paths(items: list[str]):
+def _run_and_paths(items: list[str], device: str = "cpu"):
     """The run named first (a folder holding a model file, or a .safetensors file) and the pictures after it;
     the shipped model and every item when the first is a picture or a folder of pictures. A first item that
     does not exist and is not named like a picture is taken for a mistyped run folder."""
@@ -294,8 +310,8 @@ def _run_and_paths(items: list[str]):
     if (first / MODEL_FILE).is_file() or (first.suffix == ".safetensors" and first.is_file()):
         if len(items) == 1:
             raise ConfigError("no pictures given after the run")
-        return load_run(first), items[1:]
-    return load_shipped(), items
+        return load_run(first, device), items[1:]
+    return load_shipped(device), items
 
 
 @contextlib.contextmanager
@@ -362,7 +378,7 @@ def cmd_calibrate(args) -> int:
     from ..ood import QUANTILE
     from ..runs import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, args.device)
     if run.path is None:
         raise RunError(f"{args.run}: calibrate needs a run folder (it rewrites RUN/model.safetensors)")
     detector = run.calibrate_ood(args.quantile or QUANTILE)
@@ -413,5 +429,6 @@ def cmd_serve(args) -> int:
         limits=limits,
         workers=args.workers,
         threads=args.threads,
+        device=args.device,
     )
     return 0
