@@ -59,6 +59,7 @@ def test_every_image_loads_without_console_errors(served_report):
         "Confusion matrix",
         "Calibration",
         "Inside the model",
+        "Why the model decides",
         "Most-confused pairs",
     ]
     assert table_rows == 10 + 5  # the per-class table and the most-confused pairs
