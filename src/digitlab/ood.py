@@ -20,7 +20,8 @@ has one carries it as `model.ood`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -190,6 +191,24 @@ def fit_detector(
     if len(train_images) > FIT_LIMIT:
         chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:FIT_LIMIT]
         train_images, train_labels = train_images[chosen], train_labels[chosen]
+    with _one_thread():
+        return _fitted(model, train_images, train_labels, val_images, num_classes, quantile, transform)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """One CPU thread for a while: the BLAS library may otherwise use fewer threads than asked on a busy
+    machine, which changes the order of its sums and so the detector's last bits, and then a resumed run
+    would not match an uninterrupted one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fitted(model, train_images, train_labels, val_images, num_classes, quantile, transform) -> Detector:
     seen = observe(model, train_images, transform=transform)
     detector = Detector(
         Gaussians.fit(seen.pixels, train_labels, num_classes),
