@@ -57,3 +57,12 @@ def tiny_dataset_arrays(count: int = 40, seed: int = 0) -> dict[str, np.ndarray]
         "t10k-images-idx3-ubyte": images(count // 2),
         "t10k-labels-idx1-ubyte": labels(count // 2),
     }
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless chromium shared by a browser test module's tests (see browsers.py)."""
+    from browsers import chromium
+
+    with chromium() as launched:
+        yield launched

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browsers import chromium, needs_chromium, watch
+from browsers import needs_chromium, watch
 from scans import png_bytes, render_scan
 from test_serve import start_server
 
@@ -35,12 +35,6 @@ def server_url(seed_run):
     finally:
         server.terminate()
         server.wait(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 def open_demo(page, url):

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from browsers import chromium, needs_chromium
+from browsers import needs_chromium
 from digitlab.shipped import SHIPPED_MODEL
 from test_serve_browser import SEVEN, VERTICAL, _keep, open_demo, settled_result, stroke
 
@@ -41,12 +41,6 @@ def two_models_url(seed_run):
     finally:
         server.terminate()
         server.wait(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 def drawn_view(page, path, view=0):

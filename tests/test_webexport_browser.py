@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from browsers import chromium, needs_chromium, watch
+from browsers import needs_chromium, watch
 from digitlab.preprocess import preprocess_image
 
 pytestmark = needs_chromium
@@ -65,12 +65,6 @@ def static_url(page_folder):
     finally:
         server.terminate()
         server.wait(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 def open_page(browser, url):
