@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from common import write_result
-from digitlab.numbers import compose_number, read_numbers
+from digitlab.numbers import compose_number
 from digitlab.shipped import resolve_run
 
 GOAL = 0.97
@@ -84,7 +84,7 @@ def main() -> int:
     split = run.data("composed").splits()[args.part]
     numbers = compose(split, args.count, args.seed)
     started = time.perf_counter()
-    readings = read_numbers(run.model, [page for page, _, _ in numbers], run.classes, run.preprocess, errors="collect")
+    readings = run.read_number([page for page, _, _ in numbers], errors="collect")  # as `predict --number` reads
     seconds = time.perf_counter() - started
     scores = score(readings, numbers)
     print(f"{'numbers':>10} {'count':>6} {'exact':>8} {'digits':>8} {'dropped':>8} {'invented':>9}")

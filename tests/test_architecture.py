@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("errors", "files", "version", "distributed", "batching", "workers"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
-    "inference": ("evaluate", "ood", "predict", "realworld", "numbers", "explain"),
+    "inference": ("evaluate", "ood", "predict", "realworld", "numbers", "segmenter", "explain"),
     "runs": ("runcard", "runs", "runtable", "shipped"),
     "training": ("checkpoint", "divergence", "steps", "runlog", "train"),
     "outputs": (

@@ -36,7 +36,7 @@ def composed(clear_digits, count: int, seed: int, touching: bool = False):
 @pytest.mark.parametrize("seed", range(4))
 def test_composed_numbers_are_read_digit_for_digit(seed_run, clear_digits, seed):
     page, truth, _ = composed(clear_digits, 2 + 2 * seed, seed)
-    reading = read_number(seed_run.model, page, seed_run.classes, seed_run.preprocess)
+    reading = read_number(seed_run.model, page, seed_run.classes, seed_run.preprocess, judge=seed_run.segmenter())
     assert reading.number == truth
     assert all(0 < digit.confidence <= 1 for digit in reading.digits)
 
@@ -45,7 +45,7 @@ def test_digits_come_left_to_right_with_boxes_in_the_pictures_pixels(seed_run, c
     page, truth, boxes = composed(clear_digits, 5, seed=7)
     big = np.asarray(Image.fromarray(page).resize((page.shape[1] * 4, page.shape[0] * 4)))  # shrunk to be read
     assert max(big.shape) > 1024
-    reading = read_number(seed_run.model, big, seed_run.classes, seed_run.preprocess)
+    reading = read_number(seed_run.model, big, seed_run.classes, seed_run.preprocess, judge=seed_run.segmenter())
     assert reading.number == truth
     for digit, box in zip(reading.digits, boxes, strict=False):
         assert np.allclose(digit.box, np.array(box) * 4, atol=16)
@@ -67,7 +67,7 @@ def test_the_flag_of_a_five_stays_with_its_body():
 
 def test_two_touching_digits_are_split(seed_run, clear_digits):
     page, _truth, _ = composed(clear_digits, 2, seed=3, touching=True)
-    reading = read_number(seed_run.model, page, seed_run.classes, seed_run.preprocess)
+    reading = read_number(seed_run.model, page, seed_run.classes, seed_run.preprocess, judge=seed_run.segmenter())
     assert len(reading.digits) == 2
     joined = np.zeros((40, 60), bool)
     joined[5:35, 5:25] = joined[5:35, 35:55] = True  # two blocks joined by a thin bridge

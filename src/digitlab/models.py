@@ -158,13 +158,15 @@ class ConvNet(nn.Module):
 
 
 @register_model("cnn")
-def cnn(channels: tuple[int, ...] = (16, 32, 64), hidden: int = 128, dropout: float = 0.1) -> ConvNet:
+def cnn(
+    channels: tuple[int, ...] = (16, 32, 64), hidden: int = 128, dropout: float = 0.1, num_classes: int = 10
+) -> ConvNet:
     """Compact CNN for CPU speed: three conv-BN-ReLU-pool blocks (28->14->7->3) and a 128-unit head.
 
     Widths stay multiples of 8 (oneDNN's fast paths) and small: time per step grows quickly with
     width on a CPU, and benchmarks/cnn_speed.py holds this model to a speed goal.
     """
-    return ConvNet(channels, hidden, dropout)
+    return ConvNet(channels, hidden, dropout, num_classes)
 
 
 @register_model("cnn-tiny")

@@ -12,6 +12,7 @@ digits side by side on paper: the tests and benchmarks/numbers.py read such numb
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,21 +30,23 @@ from .predict import _inputs
 from .preprocess import Preprocessed, digit_field, finish, load_image, working_gray
 from .realworld import _coverage, _noise, _place, stroke_mask
 
+DIGITS = 10
 MAX_DIGITS = 32  # a longer "number" is refused: it is a page of text, or noise read as digits
 DUST = 0.01  # pieces with less than this fraction of the largest piece's pixels are dropped before merging
 OVERLAP = 0.5  # pieces whose columns overlap by this fraction of the narrower one's width are one digit
 SPECK_AREA, SPECK_HEIGHT = 0.08, 0.35  # a group below both fractions of the largest's area and height is a speck
-WIDE = 0.9  # a blob wider than this × the digits' height may hold several touching digits
+WIDE = 0.6  # a blob wider than this × the digits' height may hold several touching digits (a 1 beside a 3)
 ASPECT = 0.7  # width / height of a typical digit's ink (MNIST validation digits, the 1s included)
 SPLIT = 1.45  # without a model, a blob wider than this many typical digits is cut into that many
 CUT_WINDOW = 0.35  # ... each cut within this fraction of a part's width of where it is expected
-MINIMUM_REACH = 0.08  # with a model, candidate cuts are minima of the ink per column over ± this × height
+MINIMUM_REACH = 0.04  # with a model, candidate cuts are minima of the ink per column over ± this × height
+GRID = 0.1  # ... and every this × height too: digits that touch along a stroke leave the ink no minimum there
 NARROW, BROAD = 0.08, 1.4  # ... and the parts tried are this narrow to this broad (× height)
-PART_BONUS = 0.3  # added per part read: a cut must make each part's reading more likely than e^-0.3
+PART_BONUS = 0.0  # added per part read; with a segmenter's 'none' class to judge parts, none is needed
 TALL = 0.6  # ... parts whose ink is shorter than this × height are not digits (the bar of a 7, a 5's flag)
 PEN, CUT_COST = 0.125, 0.15  # a cut costs CUT_COST per pen width (PEN × height) of ink it crosses
 BAND = 0.1  # ... along a path of least ink that strays at most this × height from its column
-WIDEST, WIDTH_COST = 1.5, 1.0  # a part wider than WIDEST × height costs WIDTH_COST per (height × 0.1) beyond
+WIDEST, WIDTH_COST = 1.1, 1.0  # a part wider than WIDEST × height costs WIDTH_COST per (height × 0.1) beyond
 
 
 @dataclass
@@ -94,11 +97,15 @@ class NumberReading:
 
 
 def read_number(
-    model: nn.Module, image, classes=tuple("0123456789"), options: PreprocessOptions = PreprocessOptions()
+    model: nn.Module,
+    image,
+    classes=tuple("0123456789"),
+    options: PreprocessOptions = PreprocessOptions(),
+    judge: nn.Module | None = None,
 ) -> NumberReading:
     """Read the number written in one picture (a path, PIL image or array); ImageError if no digit is found
     or more than MAX_DIGITS are."""
-    return read_numbers(model, [image], classes, options, errors="raise")[0]
+    return read_numbers(model, [image], classes, options, errors="raise", judge=judge)[0]
 
 
 def read_numbers(
@@ -108,18 +115,21 @@ def read_numbers(
     options: PreprocessOptions = PreprocessOptions(),
     errors: str = "raise",
     batch_size: int = 512,
+    judge: nn.Module | None = None,
 ) -> list[NumberReading]:
     """Read the number in each picture, in order (inputs as for predict.predict: files, folders, images).
 
     errors="raise" raises the first ImageError; errors="collect" puts it in that input's reading.
-    All the digits of all the pictures are classified together, `batch_size` at a time.
+    Touching digits are parted where `judge` (a segmenter, see digitlab.segmenter; default: `model`
+    itself) reads the parts most confidently; `model` then reads the digits, all the pictures'
+    digits together, `batch_size` at a time.
     """
     if errors not in ("raise", "collect"):
         raise ConfigError(f"errors must be 'raise' or 'collect', got {errors!r}")
     readings, prepared = [], []
     for source, item in _inputs(images):
         try:
-            prepared.append(number_digits(_picture(item), options, source, model))
+            prepared.append(number_digits(_picture(item), options, source, judge or model))
             readings.append(NumberReading(source))
         except ImageError as error:
             if errors == "raise":
@@ -143,7 +153,14 @@ def number_digits(
     gray, scale = working_gray(image)
     ink = find_ink(gray, flatten=options.flatten)
     prepare = lambda keep: finish(*digit_field(ink, keep, options), scale, options)  # noqa: E731
-    judge = None if model is None else lambda masks: _log_confidence(model, [prepare(keep) for keep in masks])
+    # candidate parts are many (about a hundred per blob of touching digits): they skip the stroke redraw,
+    # which costs ~2 ms each, and the judge was trained on parts prepared the same way
+    glance = dataclasses.replace(options, stroke=False)
+    judge = None
+    if model is not None:
+        judge = lambda masks: _log_confidence(  # noqa: E731
+            model, [finish(*digit_field(ink, keep, glance), scale, glance) for keep in masks]
+        )
     masks = segment(all_strokes(ink, clean=options.clean), judge)
     if len(masks) > MAX_DIGITS:
         raise ImageError(f"found {len(masks)} digits; a number may have at most {MAX_DIGITS}", source)
@@ -297,6 +314,7 @@ def _best_cuts(keep: np.ndarray, group: _Group, height: float, judge) -> list[np
         )
         or (ink_per_column[x] == 0 and ink_per_column[x - 1] > 0)
     ]
+    columns = sorted(set(columns) | set(range(1, group.width - 1, max(1, round(GRID * height)))))
     block = keep[group.rows, group.cols]
     paths, crossed = _cut_paths(block, columns, max(1, int(BAND * height)))
     cuts = [0, *columns, group.width]
@@ -388,9 +406,10 @@ def _picture(item):
 
 
 def _log_confidence(model: nn.Module, prepared: list[Preprocessed]) -> list[float]:
-    """The log-probability of the most likely class of each prepared digit."""
+    """The log-probability of the most likely digit for each prepared part. A segmenter (see
+    digitlab.segmenter) has an eleventh class, "not one digit", which takes its share but is never the answer."""
     logits = predict_logits(model, torch.stack([digit.image for digit in prepared]))
-    return logits.double().log_softmax(1).max(1).values.tolist()
+    return logits.double().log_softmax(1)[:, :DIGITS].max(1).values.tolist()
 
 
 def _classify(

@@ -37,10 +37,13 @@ from .predict import WORKERS, predict
 from .preprocess import deskew
 from .realworld import DEFAULT_COUNT, score_suite
 from .runcard import card_html
+from .segmenter import SEGMENTER_FILE
 from .version import __version__
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
+DIGIT_CLASSES = tuple("0123456789")
+_SEGMENTERS: dict[torch.device, nn.Module] = {}  # loaded once per device: read_number is called per request
 
 
 def versions() -> dict:
@@ -217,7 +220,19 @@ class Run:
     def read_number(self, images, errors: str = "raise", preprocess: PreprocessOptions | None = None) -> list:
         """Read the whole number written in each picture (file paths, folders, PIL images, arrays): one
         NumberReading per input, see digitlab.numbers.read_numbers. A single picture gives a list of one."""
-        return read_numbers(self.model, images, self.classes, options=preprocess or self.preprocess, errors=errors)
+        options = preprocess or self.preprocess
+        return read_numbers(self.model, images, self.classes, options, errors, judge=self.segmenter())
+
+    def segmenter(self) -> nn.Module | None:
+        """The judge that parts touching digits for `read_number` (digitlab.segmenter): the one shipped with
+        the package, for a model of the digits 0-9 on the same device; None (the model judges itself) for
+        other classes or where the file is missing."""
+        if tuple(self.classes) != DIGIT_CLASSES or not SEGMENTER_FILE.is_file():
+            return None
+        device = next(self.model.parameters()).device
+        if device not in _SEGMENTERS:
+            _SEGMENTERS[device] = load_model(SEGMENTER_FILE, device)[0]
+        return _SEGMENTERS[device]
 
     def real_world(
         self, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0, preprocess: PreprocessOptions | None = None

@@ -44,7 +44,6 @@ from starlette.exceptions import HTTPException
 from .batching import Busy, Gate, MicroBatcher
 from .errors import ImageError, ImageTooLarge, ServeError
 from .models import count_parameters
-from .numbers import read_number
 from .predict import Prediction, classify_prepared, predict
 from .preprocess import MAX_PIXELS, Preprocessed, decode_image, megapixels, prepare
 from .runs import Run
@@ -307,7 +306,7 @@ def read_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -
     """Decode `data` with the upload guards and read the number in it: {number, confidence, digits}."""
     image = decode_image(data, source, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
     try:
-        reading = read_number(run.model, image, run.classes, run.preprocess)
+        (reading,) = run.read_number([image])
     except ImageError as error:
         raise ImageError(error.problem, source) from None
     answer = reading.to_dict()
