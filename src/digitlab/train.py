@@ -32,7 +32,8 @@ EpochCallback = Callable[[dict], None]
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer; Adam and AdamW use torch's fused kernel (the same one the fused step calls)."""
-    params, lr, decay, betas = model.parameters(), config.lr, config.weight_decay, tuple(config.betas)
+    params, lr, decay = model.parameters(), config.lr, config.weight_decay
+    betas = (float(config.betas[0]), float(config.betas[1]))
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=decay, fused=True)
     if config.optimizer == "adamw":
