@@ -85,6 +85,8 @@ class TestTimeAugmented(nn.Module):
     are averaged: forward returns log(mean probability), (B, C), so argmax and softmax read it as logits.
     The views cost one forward pass each."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     def __init__(self, model: nn.Module, views=TTA_VIEWS):
         super().__init__()
         self.model, self.views = model, tuple(views)
