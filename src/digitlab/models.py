@@ -183,9 +183,12 @@ class PoolNet(nn.Module):
     """Two unpadded convolutions, each followed by a 2x2 max-pool and then a ReLU, and a small head.
 
     Shaped for a CPU: no BatchNorm (on this scale its layout conversions and extra passes cost more
-    than they buy), the first pool halves the 24x24 maps before any more arithmetic, and pooling
-    before the ReLU gives the same result (both are monotone) on a quarter of the values.
-    28 -(conv k)-> 29-k -(pool)-> (29-k)//2 -(conv 3)-> -(pool)-> 5x5 for k=5.
+    than they buy), and pooling before the ReLU gives the same result (both are monotone) on a
+    quarter of the values. 28 -(conv k)-> 29-k -(pool)-> (29-k)//2 -(conv 3)-> -(pool)-> 5x5 for k=5.
+    With stride=2 the first convolution strides instead of being pooled (28 -> 12 for k=5): the
+    profile of benchmarks/records.py shows the first max-pool and its backward over the 24x24 maps
+    taking about a third of a bf16 step, and the strided net computes a quarter of the first
+    layer's outputs.
     """
 
     prefers_channels_last = True  # oneDNN's convolutions run faster on NHWC tensors
@@ -196,6 +199,7 @@ class PoolNet(nn.Module):
         kernel: int = 5,
         hidden: int = 256,
         dropout: float = 0.0,
+        stride: int = 1,
         num_classes: int = 10,
     ):
         super().__init__()
@@ -203,14 +207,17 @@ class PoolNet(nn.Module):
             raise ValueError(f"channels must be two positive widths, got {list(channels)}")
         if kernel not in (3, 5, 7):
             raise ValueError(f"kernel must be 3, 5 or 7, got {kernel}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 (conv, then pool) or 2 (a strided conv), got {stride}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.channels, self.kernel, self.dropout = tuple(int(width) for width in channels), kernel, dropout
         first, second = self.channels
-        size = ((28 - kernel + 1) // 2 - 2) // 2
+        reduce: list[nn.Module] = [nn.MaxPool2d(2)] if stride == 1 else []
+        size = (((28 - kernel + 1) // 2 if stride == 1 else (28 - kernel) // 2 + 1) - 2) // 2
         self.features = nn.Sequential(
-            nn.Conv2d(1, first, kernel),
-            nn.MaxPool2d(2),
+            nn.Conv2d(1, first, kernel, stride=stride),
+            *reduce,
             nn.ReLU(inplace=True),
             nn.Conv2d(first, second, 3),
             nn.MaxPool2d(2),
@@ -239,10 +246,13 @@ class PoolNet(nn.Module):
 
 
 @register_model("cnn-cpu")
-def cnn_cpu(channels: tuple[int, ...] = (24, 32), kernel: int = 5, hidden: int = 256, dropout: float = 0.0) -> PoolNet:
-    """The record-setting CPU net (benchmarks/records.py): conv 5x5 -> pool -> ReLU -> conv 3x3 -> pool -> ReLU
-    -> 256 -> 10, 24/32 channels by default (the fastest public GPU recipe's net, 215,194 parameters)."""
-    return PoolNet(channels, kernel, hidden, dropout)
+def cnn_cpu(
+    channels: tuple[int, ...] = (24, 32), kernel: int = 5, hidden: int = 256, dropout: float = 0.0, stride: int = 1
+) -> PoolNet:
+    """The records' CPU net (benchmarks/records.py): conv 5x5 -> pool -> ReLU -> conv 3x3 -> pool -> ReLU ->
+    256 -> 10, 24/32 channels by default: the fastest public GPU recipe's net (215,194 parameters).
+    stride=2 strides the first convolution instead of pooling it (same parameters, `--recipe fast`)."""
+    return PoolNet(channels, kernel, hidden, dropout, stride)
 
 
 @register_model("lenet5")
