@@ -54,7 +54,7 @@ from common import RESULTS, write_result
 from digitlab.recipes import apply_recipe
 
 RUNS = Path("runs/records")
-SEEDS = (1, 2, 3)
+SEEDS = [1, 2, 3]  # --seeds replaces them
 PARTS = ("fast", "fp32", "profile", "minute", "best", "teacher", "mlp", "ensemble")
 
 
@@ -336,12 +336,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=["fast", "fp32", "profile", "minute"])
     parser.add_argument("--reuse", action="store_true", help="read finished run folders instead of retraining them")
+    parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="seeds of each part (default 1 2 3)")
     parser.add_argument(
         "--threads", type=int, help="torch threads of each digitlab run (default torch's); 1 for untimed parts"
     )
     args = parser.parse_args()
     if args.threads:
         THREADS.extend(["--threads", str(args.threads)])
+    SEEDS[:] = args.seeds
     path = RESULTS / "records.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results = {key: value for key, value in results.items() if key in PARTS}
