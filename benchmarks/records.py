@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -350,10 +351,12 @@ def main() -> None:
     data = digitlab.load_dataset("mnist")
     functions = {name: globals()[f"part_{name}"] for name in PARTS}
     for part in args.parts:
-        started = time.perf_counter()
+        started, load_before = time.perf_counter(), os.getloadavg()[0]
         results[part] = functions[part](data, args.reuse, results.get(part, {}))
         results[part]["wall_seconds"] = time.perf_counter() - started
         results[part]["date"] = time.strftime("%Y-%m-%d %H:%M")
+        # the 1-minute load average before and after: above ~2 on 2 cores, something else was running
+        results[part]["load_average"] = [load_before, os.getloadavg()[0]]
         write_result("records", results)
     print_table(results)
     print(f"wrote {path}")
