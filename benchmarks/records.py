@@ -7,17 +7,17 @@ Parts (each writes its entry of benchmarks/results/records.json; entries of part
              benchmarks/cnn_speed.py, tested after every epoch until it reaches 99.0%.
              Goal: every seed >= 99.0%, mean <= 5 s, >= 60x sooner than the example, faster than the
              GPU recipe's reference. (~6 min, nearly all of it the example)
-  fp32       the fast recipe with --precision fp32: what bf16 autocast costs in accuracy. (~1 min)
+  fp32       the fast recipe with --precision fp32: what bf16 autocast costs in accuracy. (~30 s)
   profile    where a step's time goes, per recipe (torch.profiler, a few dozen steps each). (~1 min)
   minute     `cnn-cpu --recipe best --epochs 12`, seeds 1-3. Goal: mean <= 60 s, mean >= 99.5%. (~3 min)
-  best       `cnn-cpu --recipe best`, seeds 1-3. Goal: mean >= 99.70%. (~8 min a seed)
+  best       `cnn-cpu --recipe best`, seeds 1-3. Goal: mean >= 99.70%. (~2.5 min a seed)
   teacher    the distillation teacher: `cnn-cpu --recipe best --epochs 10 --label-smoothing 0`, seed 1
              (soft targets of a net trained without label smoothing carry more about the digits).
   mlp        the seed MLP (784-32-16-10) with `mlp --recipe best --teacher runs/records/teacher`,
              seeds 1-3. Goal: mean >= 98.3%. (~2 min a seed)
   ensemble   `digitlab ensemble` of the five finished cnn-cpu runs above (best, teacher, minute) with
              the highest validation accuracy, with and without --tta (chosen on validation).
-             Goal: >= 99.75% with at most 5 members.
+             Goal: >= 99.75% with at most 5 members. (~2 min)
 
 Every digitlab run is a fresh `digitlab train` process into runs/records/<part>-seed<N>, so each
 pays its own start-up (oneDNN's kernels are built on first use, inside the timed training); its
