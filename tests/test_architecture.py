@@ -17,7 +17,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": ("errors", "files", "version", "distributed", "batching", "workers"),
     "foundations": ("augment", "config", "fetch", "data", "models", "ink", "preprocess", "recipes", "fastmlp"),
     "inference": ("evaluate", "ood", "predict", "realworld", "numbers", "segmenter", "explain"),
-    "runs": ("runcard", "runs", "runtable", "shipped"),
+    "runs": ("runcard", "runs", "runtable", "shipped", "ensemble"),
     "training": ("checkpoint", "divergence", "steps", "runlog", "train"),
     "outputs": (
         "figures",

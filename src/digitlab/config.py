@@ -15,6 +15,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 ENGINES = ("auto", "autograd", "fused")
 SCHEDULES = ("constant", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast where the hardware runs it natively, else fp32 (see resolve_precision)
 TRACKERS = ("tensorboard", "mlflow", "csv")  # experiment trackers a run can report to (see digitlab.tracking)
 
 
@@ -75,6 +76,7 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9)
     weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW moment decay rates
     seed: int = 24  # model initialisation and batch order
     val_size: int = 5000  # images carved from the training set for model selection
     train_size: int = 0  # train on the first N training images only (0 = all), for quick experiments
@@ -82,6 +84,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | mps
     engine: str = "auto"  # auto picks the hand-fused MLP step when it applies, else autograd
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    precision: str = "fp32"  # fp32 | bf16 (autocast of forward and loss; fp32 where the CPU lacks bf16 units)
     out: str | None = None  # run folder; default runs/<model>-<timestamp>
     recipe: str | None = None  # the preset these values were resolved from, for the record
     schedule: str = "constant"  # learning rate: constant | onecycle | cosine (a function of the step)
@@ -119,12 +122,20 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"weight decay must not be negative, got {self.weight_decay}"),
+            (
+                len(self.betas) == 2 and all(0 <= beta < 1 for beta in self.betas),
+                f"betas must be two numbers in [0, 1), got {self.betas}",
+            ),
             (self.val_size >= 0, f"validation size must not be negative, got {self.val_size}"),
             (self.train_size >= 0, f"train size must not be negative, got {self.train_size}"),
             (self.threads >= 0, f"threads must not be negative, got {self.threads}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})"),
             (self.engine in ENGINES, f"unknown engine {self.engine!r} (known: {', '.join(ENGINES)})"),
             (self.device in DEVICES, f"unknown device {self.device!r} (known: {', '.join(DEVICES)})"),
+            (
+                self.precision in PRECISIONS,
+                f"unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})",
+            ),
             (isinstance(self.model_kwargs, dict), "model_kwargs must be a JSON object"),
             (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} (known: {', '.join(SCHEDULES)})"),
             (0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), got {self.warmup}"),
@@ -225,3 +236,24 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if kind == "mps" and not mps_available():
         raise ConfigError("device 'mps' requested but Apple's MPS backend is not available here")
     return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX-512 BF16): without either, oneDNN
+    emulates bf16 and autocast only slows training down."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for `precision` on `device` (None: plain fp32) and what to record about it.
+
+    bf16 runs only where the hardware has it: a CPU with AMX or AVX-512 BF16, a CUDA device that
+    supports bf16; anywhere else the run falls back to fp32 and the note says why.
+    """
+    if name != "bf16":
+        return None, "fp32"
+    if device.type == "cpu":
+        return (torch.bfloat16, "bf16") if cpu_has_bf16() else (None, "fp32 (this CPU has no AMX or AVX-512 BF16)")
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16, "bf16"
+    return None, f"fp32 (no bf16 autocast on {device.type})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -66,9 +67,40 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     }
 
 
-def evaluate(model: nn.Module, split: Split, classes: tuple[str, ...] = tuple("0123456789")) -> dict:
-    """Metrics of `model` on `split` (see classification_metrics)."""
+def evaluate(model: nn.Module, split: Split, classes: tuple[str, ...] = tuple("0123456789"), tta: bool = False) -> dict:
+    """Metrics of `model` on `split` (see classification_metrics); with `tta`, of its test-time-augmented
+    predictions (TestTimeAugmented)."""
+    model = TestTimeAugmented(model) if tta else model
     return classification_metrics(predict_logits(model, split.images), split.labels, classes)
+
+
+# Test-time augmentation's views of each digit: (rotation in degrees, shift (x, y) in pixels). Small
+# shifts and rotations keep a digit's label (MNIST's own digits vary that much); flips never appear,
+# since a mirrored digit is another symbol or none (2 and 5, 6 and 9 under a turn by 180°).
+TTA_VIEWS = ((0, (0, 0)), (0, (1, 0)), (0, (-1, 0)), (0, (0, 1)), (0, (0, -1)), (-8, (0, 0)), (8, (0, 0)))
+
+
+class TestTimeAugmented(nn.Module):
+    """`model` applied to several label-preserving views of each digit (TTA_VIEWS) whose probabilities
+    are averaged: forward returns log(mean probability), (B, C), so argmax and softmax read it as logits.
+    The views cost one forward pass each."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, model: nn.Module, views=TTA_VIEWS):
+        super().__init__()
+        self.model, self.views = model, tuple(views)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from .augment import transform_batch
+
+        per_view = [
+            self.model(transform_batch(images, rotate=degrees, shift=shift) if degrees or any(shift) else images)
+            .float()
+            .log_softmax(1)
+            for degrees, shift in self.views
+        ]
+        return torch.stack(per_view).logsumexp(0) - math.log(len(per_view))
 
 
 def accuracy(model: nn.Module, split: Split) -> float:

@@ -11,6 +11,7 @@ all a checkpoint needs to rebuild it.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import cast
 
@@ -20,20 +21,25 @@ from torch import nn
 from .errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_BUILT_FROM_RUNS: set[str] = set()  # models assembled from trained runs (the ensemble), never trained themselves
 
 
-def register_model(name: str):
-    """Decorator: make a model class or factory available to `create_model` under `name`."""
+def register_model(name: str, trainable: bool = True):
+    """Decorator: make a model class or factory available to `create_model` under `name`; `list_models`
+    (the CLI's --model choices) names it only if it is `trainable`."""
 
     def add(builder):
         _REGISTRY[name] = builder
+        if not trainable:
+            _BUILT_FROM_RUNS.add(name)
         return builder
 
     return add
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    """The models one can train (create_model also builds the ensemble that digitlab.ensemble assembles)."""
+    return sorted(set(_REGISTRY) - _BUILT_FROM_RUNS)
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -175,6 +181,82 @@ def cnn_tiny(channels: tuple[int, ...] = (8, 16, 32), hidden: int = 0, dropout: 
     return ConvNet(channels, hidden, dropout)
 
 
+class PoolNet(nn.Module):
+    """Two unpadded convolutions, each followed by a 2x2 max-pool and then a ReLU, and a small head.
+
+    Shaped for a CPU: no BatchNorm (on this scale its layout conversions and extra passes cost more
+    than they buy), and pooling before the ReLU gives the same result (both are monotone) on a
+    quarter of the values. 28 -(conv k)-> 29-k -(pool)-> (29-k)//2 -(conv 3)-> -(pool)-> 5x5 for k=5.
+    With stride=2 the first convolution strides instead of being pooled (28 -> 12 for k=5): the
+    profile of benchmarks/records.py shows the first max-pool and its backward over the 24x24 maps
+    taking about a third of a bf16 step, and the strided net computes a quarter of the first
+    layer's outputs.
+    """
+
+    prefers_channels_last = True  # oneDNN's convolutions run faster on NHWC tensors
+
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (24, 32),
+        kernel: int = 5,
+        hidden: int = 256,
+        dropout: float = 0.0,
+        stride: int = 1,
+        num_classes: int = 10,
+    ):
+        super().__init__()
+        if len(channels) != 2 or any(int(width) < 1 for width in channels):
+            raise ValueError(f"channels must be two positive widths, got {list(channels)}")
+        if kernel not in (3, 5, 7):
+            raise ValueError(f"kernel must be 3, 5 or 7, got {kernel}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 (conv, then pool) or 2 (a strided conv), got {stride}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.channels, self.kernel, self.dropout = tuple(int(width) for width in channels), kernel, dropout
+        first, second = self.channels
+        reduce: list[nn.Module] = [nn.MaxPool2d(2)] if stride == 1 else []
+        size = (((28 - kernel + 1) // 2 if stride == 1 else (28 - kernel) // 2 + 1) - 2) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(1, first, kernel, stride=stride),
+            *reduce,
+            nn.ReLU(inplace=True),
+            nn.Conv2d(first, second, 3),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(second * size * size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, images):
+        return self.head(self.penultimate(images))
+
+    def penultimate(self, images):
+        return self.classifier[:-2](self.features(images))
+
+    def head(self, activations):
+        return self.classifier[-2:](activations)
+
+    def first_conv(self) -> nn.Conv2d:
+        return cast(nn.Conv2d, self.features[0])
+
+
+@register_model("cnn-cpu")
+def cnn_cpu(
+    channels: tuple[int, ...] = (24, 32), kernel: int = 5, hidden: int = 256, dropout: float = 0.0, stride: int = 1
+) -> PoolNet:
+    """The records' CPU net (benchmarks/records.py): conv 5x5 -> pool -> ReLU -> conv 3x3 -> pool -> ReLU ->
+    256 -> 10, 24/32 channels by default: the fastest public GPU recipe's net (215,194 parameters).
+    stride=2 strides the first convolution instead of pooling it (same parameters, `--recipe fast`)."""
+    return PoolNet(channels, kernel, hidden, dropout, stride)
+
+
 @register_model("lenet5")
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al. 1998) as usually reproduced: C1 6@5x5 (padded, as the 32x32 input was),
@@ -212,3 +294,33 @@ class LeNet5(nn.Module):
 
     def first_conv(self) -> nn.Conv2d:
         return cast(nn.Conv2d, self.features[0])
+
+
+@register_model("ensemble", trainable=False)
+class Ensemble(nn.Module):
+    """Trained models as one: the log of the mean of their probabilities (digitlab.ensemble builds it from runs).
+
+    `members` are the members' specs ({"name", "kwargs"}, as `model.spec`), so a model file rebuilds
+    the ensemble like any other model. `penultimate` gives the members' logits side by side (B, M*C)
+    and `head` averages their softmaxes, so `forward == head(penultimate)` exactly.
+    """
+
+    def __init__(self, members: list[dict] | tuple = ()):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        try:
+            self.members = nn.ModuleList(create_model(member["name"], **member["kwargs"]) for member in members)
+        except (KeyError, TypeError):
+            raise ValueError(f"members must be model specs {{'name', 'kwargs'}}, got {list(members)!r}") from None
+
+    def forward(self, images):
+        return self.head(self.penultimate(images))
+
+    def penultimate(self, images):
+        return torch.cat([member(in_preferred_layout(member, images)).float() for member in self.members], 1)
+
+    def head(self, activations):
+        # log(mean_m softmax_m) as a logsumexp of log-softmaxes: finite even where a probability underflows
+        per_member = activations.unflatten(1, (len(self.members), -1)).log_softmax(2)
+        return per_member.logsumexp(1) - math.log(len(self.members))

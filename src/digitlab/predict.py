@@ -23,7 +23,7 @@ from torch import nn
 
 from .config import PreprocessOptions
 from .errors import ConfigError, ImageError
-from .evaluate import predict_logits
+from .evaluate import TestTimeAugmented, predict_logits
 from .files import atomic_write, make_folder
 from .ood import Detector, detector_of, observe
 from .preprocess import Preprocessed, image_files, load_image, prepare
@@ -91,6 +91,7 @@ def predict(
     options: PreprocessOptions = PreprocessOptions(),
     workers: int = WORKERS,
     progress: Callable[[int, int], None] | None = None,
+    tta: bool = False,
 ) -> list[Prediction]:
     """Preprocess and classify `images`; one Prediction per input, in order.
 
@@ -102,7 +103,9 @@ def predict(
     threads prepare the pictures; `progress(done, total)`, when given, hears of each one prepared.
     Probabilities are the softmax of the logits in float64, so they sum to 1. A model with an
     out-of-distribution detector (`model.ood`, see digitlab.ood) also scores every input and flags
-    the ones above its threshold as `rejected`; they keep their label and probabilities.
+    the ones above its threshold as `rejected`; they keep their label and probabilities. With `tta`,
+    labels and probabilities average the model over small shifts and rotations of each digit
+    (digitlab.evaluate.TTA_VIEWS); the out-of-distribution score still reads the digit as it is.
     """
     if errors not in ("raise", "collect"):
         raise ConfigError(f"errors must be 'raise' or 'collect', got {errors!r}")
@@ -125,7 +128,7 @@ def predict(
             progress(done, len(inputs))
     if tensors:
         classify_prepared(
-            model, torch.stack(tensors), [result for result in results if result.ok], classes, top_k, batch_size
+            model, torch.stack(tensors), [result for result in results if result.ok], classes, top_k, batch_size, tta
         )
     return results
 
@@ -137,13 +140,19 @@ def classify_prepared(
     classes=tuple("0123456789"),
     top_k: int = 1,
     batch_size: int = 512,
+    tta: bool = False,
 ) -> list[Prediction]:
     """Classify prepared images `batch` (N, 1, 28, 28) uint8 in one forward pass per `batch_size`, filling
     `results` (N Predictions, in the same order: label, probabilities, top-k, the image and, for a model with
     a detector, the out-of-distribution verdict); returns `results`. The tail of `predict`, for callers that
-    prepared the pictures themselves (the web server batches requests that arrive together).
+    prepared the pictures themselves (the web server batches requests that arrive together). `tta`: as in predict.
     """
     logits, scores = _logits_and_scores(model, batch, batch_size)
+    if tta:
+        augmented = TestTimeAugmented(model)
+        logits = torch.cat(
+            [predict_logits(augmented, batch[start : start + batch_size]) for start in range(0, len(batch), batch_size)]
+        )
     for result, image, row in zip(results, batch, logits.double().softmax(1), strict=True):
         _fill(result, image, row, classes, top_k)
     detector = detector_of(model)

@@ -178,10 +178,11 @@ class Run:
             )
         return data
 
-    def evaluate(self, split: str = "test") -> dict:
-        """Metrics on a split of the dataset the run was trained on (warns if its files differ)."""
+    def evaluate(self, split: str = "test", tta: bool = False) -> dict:
+        """Metrics on a split of the dataset the run was trained on (warns if its files differ); `tta`
+        averages each digit's small shifts and rotations (digitlab.evaluate.TTA_VIEWS)."""
         data = self.data()
-        return evaluate(self.model, data.splits()[split], data.classes)
+        return evaluate(self.model, data.splits()[split], data.classes, tta)
 
     def predict(
         self,
@@ -192,10 +193,12 @@ class Run:
         preprocess: PreprocessOptions | None = None,
         workers: int = WORKERS,
         progress=None,
+        tta: bool = False,
     ) -> list:
         """Classify pictures of digits (file paths, folders, PIL images, arrays): see digitlab.predict.predict.
 
-        Pictures are prepared with the run's own preprocessing unless `preprocess` says otherwise.
+        Pictures are prepared with the run's own preprocessing unless `preprocess` says otherwise;
+        `tta` averages each digit's small shifts and rotations.
         """
         return predict(
             self.model,
@@ -207,6 +210,7 @@ class Run:
             options=preprocess or self.preprocess,
             workers=workers,
             progress=progress,
+            tta=tta,
         )
 
     def explain(
@@ -287,9 +291,9 @@ class Run:
         return card_html(title, facts, metrics.get("history", []))
 
 
-def evaluate_run(run: Run | str | Path, split: str = "test") -> dict:
-    """Load the run if given a path, then return its metrics on `split` (default test)."""
-    return (run if isinstance(run, Run) else load_run(run)).evaluate(split)
+def evaluate_run(run: Run | str | Path, split: str = "test", tta: bool = False) -> dict:
+    """Load the run if given a path, then return its metrics on `split` (default test), with `tta` if asked."""
+    return (run if isinstance(run, Run) else load_run(run)).evaluate(split, tta)
 
 
 def evaluate_real_world(run: Run | str | Path, part: str = "test", count: int = DEFAULT_COUNT, seed: int = 0) -> dict:

@@ -33,14 +33,16 @@ def choose_engine(config: TrainConfig, model: nn.Module, optimizer: torch.optim.
 @dataclasses.dataclass
 class Trainee:
     """What `fit` trains: the model and its optimizer, the engine that steps them ('fused' or
-    'autograd', see choose_engine), the teacher it distils from (or None), and the torchrun world
-    whose ranks share each batch."""
+    'autograd', see choose_engine), the teacher it distils from (or None), the torchrun world
+    whose ranks share each batch, and the dtype forward and loss autocast to (None: fp32; see
+    config.resolve_precision)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     engine: str = "autograd"
     teacher: nn.Module | None = None
     world: World = World()
+    autocast: torch.dtype | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +75,22 @@ def autograd_epoch(
     logits_out: torch.Tensor,
     on_step=None,
     objective: Objective = Objective(),
+    autocast: torch.dtype | None = None,
 ) -> int:
-    """One pass with autograd over `batches`; logits go to successive rows of `logits_out`. Returns rows filled."""
+    """One pass with autograd over `batches`; logits go to successive rows of `logits_out`. Returns rows filled.
+
+    With `autocast` (torch.bfloat16), forward and loss run under autocast to it; weights, gradients
+    and the optimizer stay fp32.
+    """
     filled = 0
+    device_type = logits_out.device.type
     for images, labels in batches:
         if on_step is not None:
             on_step()
         inputs = in_preferred_layout(model, to_float(images) if images.dtype == torch.uint8 else images)
-        logits = model(inputs)
-        loss = objective(logits, inputs, labels)
+        with torch.autocast(device_type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            logits = model(inputs)
+            loss = objective(logits, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -121,4 +130,6 @@ def epoch_runner(trainee: Trainee, config: TrainConfig):
         return trainer.train_epoch
     network = DistributedDataParallel(model) if world.distributed else model
     objective = Objective(config.label_smoothing, trainee.teacher, config.distill_temperature, config.distill_weight)
-    return lambda batches, logits, on_step: autograd_epoch(network, optimizer, batches, logits, on_step, objective)
+    return lambda batches, logits, on_step: autograd_epoch(
+        network, optimizer, batches, logits, on_step, objective, trainee.autocast
+    )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CHECKPOINT_FILE, BestEpoch, Progress, load_checkpoint, save_checkpoint
-from .config import TrainConfig, resolve_device
+from .config import TrainConfig, resolve_device, resolve_precision
 from .data import BatchLoader, Dataset, Split, load_dataset, to_float
 from .distributed import World, init_from_environment, local_device
 from .divergence import LossWatch
@@ -33,10 +33,11 @@ EpochCallback = Callable[[dict], None]
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer; Adam and AdamW use torch's fused kernel (the same one the fused step calls)."""
     params, lr, decay = model.parameters(), config.lr, config.weight_decay
+    betas = (float(config.betas[0]), float(config.betas[1]))
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=decay, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=decay, fused=True)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=decay, fused=True)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=decay, fused=True)
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=decay)
 
 
@@ -230,7 +231,9 @@ def train(
             trackers.start(writer, config, done.history)
     bar = EpochBar(config.epochs, done.epoch) if progress and world.is_main else None
     tell = all_of(on_epoch, trackers.epoch if trackers else None, bar.update if bar else None)
-    trainee = Trainee(model, optimizer, choose_engine(config, model, optimizer), teacher, world)
+    engine = choose_engine(config, model, optimizer)
+    autocast, precision = resolve_precision(config.precision, device) if engine == "autograd" else (None, "fp32")
+    trainee = Trainee(model, optimizer, engine, teacher, world, autocast)
     tracking = Tracking(done, best, checkpoint, tell)
     try:
         history = fit(trainee, dataset, config, generator, tracking)
@@ -241,7 +244,8 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    run = _finish(model, config, dataset, history, trainee.engine, device, writer, best, test)
+    how = {"engine": trainee.engine, "precision": precision}
+    run = _finish(model, config, dataset, history, how, device, writer, best, test)
     if trackers is not None and writer is not None:
         run.metrics["tracking"] = trackers.finish(run, dataset)
         write_json(writer / METRICS_FILE, run.metrics)
@@ -332,7 +336,8 @@ class Interrupted(DigitlabError):
         super().__init__(f"interrupted; the checkpoint of the last complete epoch is kept{where}")
 
 
-def _finish(model, config, dataset, history, engine, device, folder, best: BestEpoch, test: bool = True) -> Run:
+def _finish(model, config, dataset, history, how: dict, device, folder, best: BestEpoch, test: bool = True) -> Run:
+    # `how`: the engine that stepped the model and the precision it ran in, recorded in the metrics
     # The out-of-distribution threshold is set on validation digits, so none without them; tuning
     # trials (test=False) are thrown away and skip the cost.
     if test and len(dataset.val):
@@ -354,7 +359,7 @@ def _finish(model, config, dataset, history, engine, device, folder, best: BestE
         "epoch": final.get("epoch"),
         "train_seconds": sum(record["seconds"] for record in history),
         "parameters": count_parameters(model),
-        "engine": engine,
+        **how,
         "device": str(device),
         "history": history,
         "test": scores,

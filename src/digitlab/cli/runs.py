@@ -1,4 +1,4 @@
-"""Commands that use a trained run: evaluate, report, predict, calibrate, export, serve."""
+"""Commands that use a trained run: evaluate, report, predict, calibrate, export, serve, ensemble."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("run", help="run folder")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to evaluate")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the model over each digit shifted by 1 px (4 ways) and "
+        "rotated by ±8° (never flipped); 7 forward passes per digit",
+    )
     evaluate.add_argument(
         "--robustness",
         action="store_true",
@@ -68,6 +74,12 @@ def add_parsers(commands) -> None:
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per input (in order)")
     predict.add_argument(
         "--top-k", type=int, default=1, metavar="K", help="also show the K most likely classes (default 1)"
+    )
+    predict.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the model over each digit shifted by 1 px (4 ways) and "
+        "rotated by ±8° (never flipped); 7 forward passes per digit",
     )
     predict.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw per file")
     predict.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default 512)")
@@ -194,6 +206,17 @@ def add_parsers(commands) -> None:
     _add_device(serve)
     serve.set_defaults(handler=cmd_serve)
 
+    ensemble = commands.add_parser(
+        "ensemble",
+        help="average the probabilities of several runs' models into one run folder "
+        "(scored on validation and test, with and without --tta)",
+    )
+    ensemble.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders of the same dataset")
+    ensemble.add_argument("--out", metavar="DIR", help="run folder to write (default runs/ensemble-<timestamp>)")
+    ensemble.add_argument("--json", action="store_true", help="print the ensemble's metrics as one JSON object")
+    _add_device(ensemble)
+    ensemble.set_defaults(handler=cmd_ensemble)
+
 
 def _add_device(parser) -> None:
     from ..config import DEVICES
@@ -210,16 +233,18 @@ def cmd_evaluate(args) -> int:
     from ..runs import load_run
 
     run = load_run(args.run, args.device)
-    metrics = run.evaluate(args.split)
+    metrics = run.evaluate(args.split, tta=args.tta)
     if args.robustness:
         metrics["robustness"] = run.robustness(args.split)
     if args.real_world:
         metrics["real_world"] = _real_world(run, args)
     if args.json:
-        print(json.dumps({f"{args.split}_accuracy": metrics["accuracy"], **metrics}))
+        print(json.dumps({f"{args.split}_accuracy": metrics["accuracy"], "tta": args.tta, **metrics}))
         return 0
     print(
-        f"{args.split} accuracy {metrics['accuracy']:.2%} on {metrics['count']:,} images (loss {metrics['loss']:.4f})\n"
+        f"{args.split} accuracy {metrics['accuracy']:.2%} on {metrics['count']:,} images (loss {metrics['loss']:.4f})"
+        + (" with test-time augmentation" if args.tta else "")
+        + "\n"
     )
     print(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
     for row in metrics["per_class"]:
@@ -280,6 +305,7 @@ def cmd_predict(args) -> int:
             preprocess=options,
             workers=args.workers or WORKERS,
             progress=progress,
+            tta=args.tta,
         )
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)
@@ -431,4 +457,31 @@ def cmd_serve(args) -> int:
         threads=args.threads,
         device=args.device,
     )
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from ..ensemble import build_ensemble
+
+    run = build_ensemble(args.runs, out=args.out, device=args.device)
+    metrics = run.metrics
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run": str(run.path),
+                    **{key: metrics[key] for key in ("val_accuracy", "test_accuracy", "tta", "members")},
+                }
+            )
+        )
+        return 0
+    percent = lambda value: "-" if value is None else f"{value:.2%}"  # noqa: E731
+    for member in metrics["members"]:
+        print(f"{member['run']}: validation {percent(member['val_accuracy'])}, test {percent(member['test_accuracy'])}")
+    print(
+        f"ensemble of {len(metrics['members'])}: validation {percent(metrics['val_accuracy'])}, test "
+        f"{percent(metrics['test_accuracy'])}; with --tta: validation {percent(metrics['tta']['val_accuracy'])}, "
+        f"test {percent(metrics['tta']['test_accuracy'])}"
+    )
+    print(f"run saved to {run.path}")
     return 0

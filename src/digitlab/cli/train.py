@@ -20,7 +20,7 @@ def add_parsers(commands) -> None:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import DEVICES, ENGINES, OPTIMIZERS, SCHEDULES, TRACKERS, TrainConfig
+    from ..config import DEVICES, ENGINES, OPTIMIZERS, PRECISIONS, SCHEDULES, TRACKERS, TrainConfig
     from ..data import list_datasets
     from ..models import list_models
     from ..recipes import list_recipes
@@ -35,6 +35,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr})")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {defaults.optimizer})")
     parser.add_argument("--weight-decay", type=float, help=f"weight decay (default {defaults.weight_decay})")
+    parser.add_argument(
+        "--betas", type=_float_list, metavar="B1,B2", help="Adam/AdamW moment decay rates (default 0.9,0.999)"
+    )
     parser.add_argument("--seed", type=int, help=f"seed for initialisation and batch order (default {defaults.seed})")
     parser.add_argument(
         "--val-size", type=int, help=f"validation images carved from train (default {defaults.val_size})"
@@ -43,6 +46,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES, help=f"device (default {defaults.device})")
     parser.add_argument("--engine", choices=ENGINES, help=f"training engine (default {defaults.engine})")
     parser.add_argument("--threads", type=int, help="torch threads, 0 = torch's default (default 0)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="bf16: autocast forward and loss to bfloat16 where the hardware has it (AMX or AVX-512 BF16 "
+        "on a CPU), else fp32; metrics.json records which ran (default fp32)",
+    )
     parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<timestamp>)")
     recipe = parser.add_argument_group("recipe (all off by default, so the seed recipe stays exact)")
     recipe.add_argument("--recipe", choices=list_recipes(), help="named preset for the model; flags given win")
@@ -102,6 +111,13 @@ def _int_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _given_fields(args) -> list[str]:
