@@ -53,6 +53,7 @@ def comparable(metrics: dict) -> dict:
 KILL_ARGS = ["--epochs", "3", "--engine", "autograd", "--batch-size", "16", "--train-size", "12000"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mnist):
     straight = run_cli("train", *KILL_ARGS, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
@@ -232,6 +233,7 @@ def torchrun(*args):
     )
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume(tmp_path, mnist):
     """Tolerance: after two epochs every weight within 1e-4 of single-process training, same accuracy to 0.1 points."""
     subset = ["--train-size", "20000", "--threads", "1"]
