@@ -120,7 +120,27 @@ def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
     ]
 
 
-class ConvNet(nn.Module):
+class _ConvStack(nn.Module):
+    """Convolutions (`features`, a convolution first) then `classifier`, whose last two layers (dropout,
+    linear) are the head; what the penultimate activations are for the out-of-distribution detector."""
+
+    features: nn.Sequential
+    classifier: nn.Sequential
+
+    def forward(self, images):
+        return self.head(self.penultimate(images))
+
+    def penultimate(self, images):
+        return self.classifier[:-2](self.features(images))
+
+    def head(self, activations):
+        return self.classifier[-2:](activations)
+
+    def first_conv(self) -> nn.Conv2d:
+        return cast(nn.Conv2d, self.features[0])
+
+
+class ConvNet(_ConvStack):
     """Conv-BN-ReLU-pool blocks (28 -> 14 -> 7 -> 3), then a small fully connected head.
 
     The first block pools at once, so most of the arithmetic runs at 14x14 and below; that is
@@ -150,18 +170,6 @@ class ConvNet(nn.Module):
         head += [nn.Dropout(dropout), nn.Linear(width * size * size, num_classes)]
         self.classifier = nn.Sequential(*head)
 
-    def forward(self, images):
-        return self.head(self.penultimate(images))
-
-    def penultimate(self, images):
-        return self.classifier[:-2](self.features(images))
-
-    def head(self, activations):
-        return self.classifier[-2:](activations)
-
-    def first_conv(self) -> nn.Conv2d:
-        return cast(nn.Conv2d, self.features[0])
-
 
 @register_model("cnn")
 def cnn(
@@ -181,7 +189,7 @@ def cnn_tiny(channels: tuple[int, ...] = (8, 16, 32), hidden: int = 0, dropout: 
     return ConvNet(channels, hidden, dropout)
 
 
-class PoolNet(nn.Module):
+class PoolNet(_ConvStack):
     """Two unpadded convolutions, each followed by a 2x2 max-pool and then a ReLU, and a small head.
 
     Shaped for a CPU: no BatchNorm (on this scale its layout conversions and extra passes cost more
@@ -233,18 +241,6 @@ class PoolNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
-
-    def forward(self, images):
-        return self.head(self.penultimate(images))
-
-    def penultimate(self, images):
-        return self.classifier[:-2](self.features(images))
-
-    def head(self, activations):
-        return self.classifier[-2:](activations)
-
-    def first_conv(self) -> nn.Conv2d:
-        return cast(nn.Conv2d, self.features[0])
 
 
 @register_model("cnn-cpu")
