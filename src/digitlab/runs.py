@@ -37,12 +37,12 @@ from .predict import WORKERS, predict
 from .preprocess import deskew
 from .realworld import DEFAULT_COUNT, score_suite
 from .runcard import card_html
-from .segmenter import SEGMENTER_FILE
+from .segmenter import CLASSES as SEGMENTER_CLASSES
+from .segmenter import NONE, SEGMENTER_FILE
 from .version import __version__
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
-DIGIT_CLASSES = tuple("0123456789")
 _SEGMENTERS: dict[torch.device, nn.Module] = {}  # loaded once per device: read_number is called per request
 
 
@@ -231,7 +231,7 @@ class Run:
         """The judge that parts touching digits for `read_number` (digitlab.segmenter): the one shipped with
         the package, for a model of the digits 0-9 on the same device; None (the model judges itself) for
         other classes or where the file is missing."""
-        if tuple(self.classes) != DIGIT_CLASSES or not SEGMENTER_FILE.is_file():
+        if tuple(self.classes) != SEGMENTER_CLASSES[:NONE] or not SEGMENTER_FILE.is_file():
             return None
         device = next(self.model.parameters()).device
         if device not in _SEGMENTERS:

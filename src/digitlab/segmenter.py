@@ -24,15 +24,15 @@ import torch
 from .config import PreprocessOptions
 from .data import Dataset, Split
 from .ink import all_strokes, find_ink
-from .numbers import compose_number, segment
-from .preprocess import digit_field, finish, working_gray
+from .numbers import compose_number, glance, segment
+from .preprocess import working_gray
 
 SEGMENTER_FILE = Path(__file__).parent / "weights" / "digitlab-segmenter.safetensors"
 CLASSES = (*"0123456789", "none")
 NONE = len(CLASSES) - 1
 WHOLE = 0.92  # a part is a digit when it holds this share of that digit's ink and its ink is this share that digit's
 PARTIAL_SHARE, PARTIAL_COVER = 0.8, 0.75  # ... and "none" below either; in between it is left out
-GLANCE = PreprocessOptions(stroke=False)  # how numbers.number_digits prepares the parts it judges
+OPTIONS = PreprocessOptions()  # the default preprocessing, which the runs that read numbers use
 
 
 def training_set(mnist: Dataset, numbers: int = 2000, seed: int = 0, none_share: float = 0.25) -> Dataset:
@@ -50,7 +50,7 @@ def training_set(mnist: Dataset, numbers: int = 2000, seed: int = 0, none_share:
 def harvest(split: Split, numbers: int, seed: int = 0, none_share: float = 0.25) -> Split:
     """The labelled parts `segment` tries on `numbers` numbers of 2-5 digits of `split`, two in three with
     touching neighbours: uint8 images (N, 1, 28, 28) prepared as numbers.number_digits prepares
-    them, and labels (N,) in 0-10."""
+    them (numbers.glance), and labels (N,) in 0-10."""
     rng = np.random.default_rng(seed)
     images: list[torch.Tensor] = []
     labels: list[int] = []
@@ -69,8 +69,8 @@ def _parts(page: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[tup
     """Each part `segment` judges on the page: its image, and which digit it is (an index into `boxes`), or
     None when it is not one whole digit. Parts that are nearly one digit are not returned."""
     gray, scale = working_gray(page)
-    ink = find_ink(gray, flatten=GLANCE.flatten)
-    strokes = all_strokes(ink, clean=GLANCE.clean)
+    ink = find_ink(gray, flatten=OPTIONS.flatten)
+    strokes = all_strokes(ink, clean=OPTIONS.clean)
     owner = _column_owners(gray.shape[1], scale, boxes)
     digit_ink = np.array([(strokes & (owner == digit)).sum() for digit in range(len(boxes))])
     found: list[tuple[torch.Tensor, int | None]] = []
@@ -81,9 +81,9 @@ def _parts(page: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[tup
             digit = int(inside.argmax())
             share, cover = inside[digit] / max(1, keep.sum()), inside[digit] / max(1, digit_ink[digit])
             if share >= WHOLE and cover >= WHOLE:
-                found.append((_glance(ink, keep, scale), digit))
+                found.append((glance(ink, keep, scale, OPTIONS).image, digit))
             elif share < PARTIAL_SHARE or cover < PARTIAL_COVER:
-                found.append((_glance(ink, keep, scale), None))
+                found.append((glance(ink, keep, scale, OPTIONS).image, None))
         return [0.0] * len(masks)  # the harvest only records the parts; which cuts segment then keeps is moot
 
     segment(strokes, judge)
@@ -100,10 +100,6 @@ def _column_owners(width: int, scale: float, boxes: list[tuple[int, int, int, in
         closer = (centres >= x0) & (centres < x1) & (distance < nearest)
         owner[closer], nearest[closer] = digit, distance[closer]
     return owner[None, :]
-
-
-def _glance(ink, keep: np.ndarray, scale: float) -> torch.Tensor:
-    return finish(*digit_field(ink, keep, GLANCE), scale, GLANCE).image
 
 
 def _joined(split: Split, parts: Split) -> Split:
