@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test lint install dev data bench clean
+.PHONY: train test test-fast deps lint install dev data bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,17 @@ lint: dev
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy src
 
-test: lint data
+# the Debian packages the suite uses (chromium, Fashion-MNIST, PostgreSQL, npm): installed when run as
+# root with apt, else one line naming the command to run
+deps:
+	@tools/system-deps.sh
+
+test: deps lint data
 	$(BIN)/python -m pytest -q
+
+# the inner loop, under 2 minutes: no lint, slow runs, browsers or database servers (make test runs everything)
+test-fast: data
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not postgres"
 
 bench: install data
 	$(BIN)/python benchmarks/seed_recipe.py

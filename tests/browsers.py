@@ -1,10 +1,9 @@
-"""What every browser test shares: Debian's chromium driven by Playwright, the skip when it is missing, and a
-page that records every console error, page error, failed request and HTTP error answer."""
+"""What every browser test shares: Debian's chromium driven by Playwright, and a page that records every console
+error, page error, failed request and HTTP error answer. Browser test modules are marked `browser`
+(conftest.py: skipped when chromium is missing, failed under CI)."""
 
 from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -16,10 +15,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (.ci/run installs it with apt)"
-)
 
 
 @contextmanager

@@ -1,4 +1,7 @@
+import glob
 import gzip
+import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -7,6 +10,46 @@ import pytest
 
 import digitlab
 from digitlab import TrainConfig
+
+# The real parts some tests need, each installed by `make deps` (tools/system-deps.sh), which `make test`
+# runs first: marker -> (is it here?, what it is, the Debian package). A test marked with one of these
+# skips when the part is missing, naming it, and fails instead under CI=true, where it can always be had.
+PARTS = {
+    "browser": (lambda: Path("/usr/bin/chromium").exists(), "Debian's chromium (/usr/bin/chromium)", "chromium"),
+    "postgres": (lambda: bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")), "PostgreSQL's server", "postgresql"),
+    "fashion": (
+        lambda: Path("/usr/share/datasets/fashion-mnist").is_dir(),
+        "Fashion-MNIST (/usr/share/datasets/fashion-mnist)",
+        "dataset-fashion-mnist",
+    ),
+    "npm": (lambda: shutil.which("npm") is not None, "npm", "npm"),
+}
+# fixtures that need a part: every test using one is marked with it, so `-m "not browser"` leaves it out
+FIXTURE_PARTS = {"browser": "browser", "postgres": "postgres", "fashion": "fashion", "web_page": "npm"}
+
+
+def require(part: str) -> None:
+    """Skip (fail under CI) the current test when `part` of PARTS is not on this machine, naming the fix."""
+    present, what, package = PARTS[part]
+    if present():
+        return
+    message = f"{what} is missing: run `make deps` (or: apt-get install {package})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, part in FIXTURE_PARTS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(part)
+
+
+def pytest_runtest_setup(item):
+    for part in PARTS:
+        if item.get_closest_marker(part) is not None:
+            require(part)
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +72,7 @@ def seed_run(mnist, tmp_path_factory):
 def web_page(seed_run, tmp_path_factory):
     """The seed MLP exported with `export --format web` (onnxruntime-web from the cache, fetched with npm when
     missing): the folder and export_web's report."""
+    require("npm")
     out = tmp_path_factory.mktemp("web") / "page"
     return out, digitlab.export_web(seed_run, out=out)
 

@@ -51,6 +51,7 @@ def test_data_info_prints_counts_per_split(mnist, capsys):
     assert "train 55,000, val 5,000, test 10,000" in out
 
 
+@pytest.mark.slow
 def test_train_from_the_cli_writes_a_run(tmp_path, mnist):
     result = run_cli("train", "--epochs", "1", "--batch-size", "256", "--out", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
@@ -71,6 +72,7 @@ def test_bad_input_is_a_one_line_error(args, needles):
     assert_one_line_error(run_cli(*args), *needles)
 
 
+@pytest.mark.slow
 def test_corrupt_run_folder_is_a_one_line_error(tmp_path, seed_run):
     broken = tmp_path / "broken"
     broken.mkdir()

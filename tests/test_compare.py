@@ -11,6 +11,7 @@ import re
 import pytest
 
 import digitlab
+from conftest import require
 from digitlab import ConfigError, RunError, TrainConfig
 from digitlab.cli import main
 from digitlab.evaluate import predict_logits
@@ -18,6 +19,7 @@ from digitlab.evaluate import predict_logits
 
 @pytest.fixture(scope="module")
 def runs_folder(mnist, tmp_path_factory):
+    require("fashion")
     """Three finished runs (two MLPs on MNIST that differ in learning rate and hidden widths, one on
     Fashion-MNIST) and one that never finished, in one folder."""
     root = tmp_path_factory.mktemp("runs")
@@ -122,10 +124,12 @@ def test_run_card_and_figures_show_in_jupyter(runs_folder):
     assert figure._repr_png_().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_a_real_kernel_shows_a_run_a_figure_and_a_progress_widget(runs_folder, tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipywidgets")
+    import ipywidgets  # noqa: F401  (the progress widget needs it in the kernel)
+    import nbclient
+    import nbformat
+
     notebook = nbformat.v4.new_notebook()
     config = f"digitlab.TrainConfig(epochs=1, train_size=2000, out={str(tmp_path / 'run')!r})"
     notebook.cells = [

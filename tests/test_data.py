@@ -178,13 +178,7 @@ def test_unknown_dataset_is_a_data_error():
         load_dataset("nope")
 
 
-@pytest.mark.skipif(
-    not (
-        dataset_info("fashion-mnist").debian_dir
-        and __import__("os").path.isdir(dataset_info("fashion-mnist").debian_dir)
-    ),
-    reason="Debian's dataset-fashion-mnist is not installed",
-)
+@pytest.mark.fashion
 def test_fashion_mnist_comes_from_the_debian_package(tmp_path):
     data = load_dataset("fashion-mnist", root=tmp_path)
     assert (len(data.train), len(data.val), len(data.test)) == (55_000, 5_000, 10_000)

@@ -18,6 +18,7 @@ from test_cli import run_cli
 SMALL = ["--train-size", "3000", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_a_huge_learning_rate_stops_the_real_command_with_exit_code_3(tmp_path, mnist):
     result = run_cli("train", "--lr", "1000", "--epochs", "2", "--out", str(tmp_path / "run"), *SMALL)
     assert result.returncode == 3, result.stderr

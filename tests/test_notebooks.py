@@ -44,8 +44,10 @@ def test_the_notebook_runs_from_top_to_bottom(name, kernel_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(paths))  # first on the path: our python3 kernelspec wins
     assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    # run from the repository root, as nbclient or papermill would from a checkout: the notebooks find their
+    # files from any working directory
     client = NotebookClient(
-        notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+        notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS.parent)}}
     )
     client.execute()  # raises CellExecutionError, naming the cell and its traceback, when any cell fails
     figures = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import digitlab
 from digitlab.cli import main
-from digitlab.errors import DigitlabError, RunError
+from digitlab.errors import RunError
 from digitlab.models import create_model, list_models
 from digitlab.ood import auroc, blank_noise, observe, random_strokes
 from digitlab.runs import load_model, read_model_metadata, save_model
@@ -24,10 +24,7 @@ from scans import png_bytes
 
 @pytest.fixture(scope="session")
 def fashion():
-    try:
-        return digitlab.load_dataset("fashion-mnist")
-    except DigitlabError as error:
-        pytest.skip(f"Fashion-MNIST is not available ({error})")
+    return digitlab.load_dataset("fashion-mnist")
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -77,6 +77,7 @@ def assert_near(box, truth, tolerance=12):
     assert all(abs(found - true) <= tolerance for found, true in zip(box, truth, strict=False)), (box, truth)
 
 
+@pytest.mark.slow
 def test_every_format_reads_the_same_through_the_api_the_cli_and_http(seed_run, page, client, tmp_path, capsys):
     files = kinds(page)
     for name, data in files.items():

@@ -32,6 +32,7 @@ def scans(mnist, tmp_path_factory):
     return paths, mnist.test.images[index], mnist.test.labels[index]
 
 
+@pytest.mark.slow
 def test_scans_are_read_as_well_as_the_tensors(seed_run, scans, capsys):
     paths, images, labels = scans
     tensor_accuracy = (predict_logits(seed_run.model, images).argmax(1) == labels).double().mean().item()

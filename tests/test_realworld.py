@@ -27,6 +27,7 @@ def suite(mnist):
     return list(render_suite(mnist.val.images, mnist.val.labels, count=10, seed=3))
 
 
+@pytest.mark.slow
 def test_the_suite_is_fixed_by_its_seed_and_covers_every_condition(mnist, suite):
     again = list(render_suite(mnist.val.images, mnist.val.labels, count=10, seed=3))
     assert [sample.data for sample in again] == [sample.data for sample in suite]
@@ -163,6 +164,7 @@ def test_preprocessing_options_parse_and_refuse_unknown_steps():
         PreprocessOptions().with_steps("sharpen")
 
 
+@pytest.mark.slow
 def test_evaluate_real_world_scores_each_condition_and_writes_metrics(seed_run, capsys):
     assert main(["evaluate", str(seed_run.path), "--real-world", "--part", "val", "--count", "4", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)["real_world"]

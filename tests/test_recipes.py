@@ -40,6 +40,7 @@ def test_every_model_has_every_recipe(recipe, model):
     assert config.recipe == recipe and config.model == model
 
 
+@pytest.mark.slow
 def test_recipe_values_land_in_config_json_and_flags_win(tmp_path, mnist):
     result = run_cli("train", "--recipe", "fast", "--epochs", "1", "--train-size", "5000", "--out", str(tmp_path / "r"))
     assert result.returncode == 0, result.stderr
@@ -68,6 +69,7 @@ def test_recipes_keep_each_model_within_its_size(recipe, model):
     assert count_parameters(build(config)[0]) in SIZE_LIMITS[model]
 
 
+@pytest.mark.slow
 def test_recipes_command_lists_what_each_preset_sets():
     result = run_cli("recipes", "best")
     assert result.returncode == 0, result.stderr
@@ -126,6 +128,7 @@ def test_a_student_learns_from_a_teacher_run(mnist, seed_run):
     assert run.metrics["engine"] == "autograd" and run.metrics["test_accuracy"] > 0.75
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cnn", "cnn-tiny", "lenet5"])
 def test_convolutional_models_learn_with_augmentation(model, mnist, tmp_path):
     small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(6000), mnist.val.take(500), mnist.test.take(1000))

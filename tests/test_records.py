@@ -119,8 +119,6 @@ def test_an_ensemble_is_a_run_that_evaluate_predict_and_export_accept(two_runs, 
         result = run_cli("predict", str(tmp_path / "ens"), str(picture), "--json", *flags)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)[0]["label"] == str(int(mnist.test.labels[0]))
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
     assert run_cli("export", str(tmp_path / "ens")).returncode == 0
 
 
@@ -143,6 +141,7 @@ def test_ensemble_save_and_load(tmp_path):
     assert torch.equal(model(images), loaded(images))
 
 
+@pytest.mark.slow
 def test_ensemble_refuses_runs_of_different_datasets_naming_both(two_runs, tmp_path):
     other = tmp_path / "fashion"
     shutil.copytree(two_runs[1].path, other)
@@ -160,6 +159,7 @@ def test_ensemble_refuses_runs_of_different_datasets_naming_both(two_runs, tmp_p
     assert_one_line_error(result, str(other), "different class lists")
 
 
+@pytest.mark.slow
 def test_ensemble_names_a_run_whose_model_file_is_missing_or_corrupt(two_runs, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(two_runs[1].path, broken)

@@ -74,6 +74,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mn
     assert comparable(read(killed)) == comparable(read(tmp_path / "straight"))
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, mnist):
     folder = tmp_path / "run"
     process = start_cli("train", *KILL_ARGS, "--out", str(folder))
@@ -91,6 +92,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, mnist):
     assert 1 <= progress.epoch < 3 and len(progress.history) == progress.epoch
 
 
+@pytest.mark.slow
 def test_resume_extends_a_finished_run_and_refuses_other_flags(tmp_path, mnist):
     small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(5000), mnist.val.take(500), mnist.test)
     digitlab.train(TrainConfig(epochs=1, out=str(tmp_path / "run")), dataset=small)
@@ -106,6 +108,7 @@ def test_resume_extends_a_finished_run_and_refuses_other_flags(tmp_path, mnist):
 # --- reproducibility ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_warns_when_the_data_differ_from_training(seed_run, tmp_path, capsys):
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -172,12 +175,14 @@ def test_nothing_unpickles_user_files():
 # --- disk trouble ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unwritable_output_folder_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert_one_line_error(run_cli("train", "--epochs", "1", "--out", str(blocker / "run")), "cannot create run folder")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_a_one_line_error(tmp_path, mnist):
     def small_files():  # files may not grow past 100 kB: the 300 kB checkpoint cannot be written
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -184,6 +184,7 @@ class Opaque(nn.Module):
         return self.layer(flat, flat)
 
 
+@pytest.mark.slow
 def test_conv_models_get_filters_and_feature_maps(mnist, tmp_path):
     torch.manual_seed(0)
     model = TinyConv().eval()
@@ -276,6 +277,7 @@ def test_report_command_prints_the_index_path(report):
     assert report["printed"] == f"{report['index']}\n"
 
 
+@pytest.mark.slow
 def test_train_with_report_writes_it_and_still_ends_with_the_run(tmp_path, mnist, capsys):
     out = tmp_path / "run"
     assert main(["train", "--epochs", "1", "--batch-size", "256", "--report", "--out", str(out)]) == 0

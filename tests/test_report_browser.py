@@ -7,10 +7,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from browsers import chromium, needs_chromium, watch
+from browsers import chromium, watch
 from digitlab.report import write_report
 
-pytestmark = needs_chromium
+pytestmark = pytest.mark.browser
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

@@ -32,7 +32,6 @@ def test_a_cnn_takes_the_none_class():
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 11)
 
 
-@pytest.mark.skipif(not SEGMENTER_FILE.is_file(), reason="the package's segmenter file is missing")
 def test_the_shipped_segmenter_reads_digits_and_refuses_parts(mnist, parts):
     segmenter, about = load_model(SEGMENTER_FILE)
     assert tuple(about["dataset"]["classes"]) == CLASSES
@@ -42,7 +41,6 @@ def test_the_shipped_segmenter_reads_digits_and_refuses_parts(mnist, parts):
     assert (none == NONE).float().mean() >= 0.8  # validation parts: the segmenter trained on training digits only
 
 
-@pytest.mark.skipif(not SEGMENTER_FILE.is_file(), reason="the package's segmenter file is missing")
 def test_runs_of_digits_use_it_and_runs_of_other_classes_judge_themselves():
     shipped = load_shipped()
     assert shipped.segmenter() is not None and shipped.segmenter() is shipped.segmenter()

@@ -393,6 +393,7 @@ def start_server(run_path) -> tuple[subprocess.Popen, str]:
     return server, match[0]
 
 
+@pytest.mark.slow
 def test_cli_serves_until_ctrl_c(seed_run):
     """`digitlab serve RUN --port 0` prints its URL, answers, and stops cleanly (exit 0) on SIGINT."""
     server, url = start_server(seed_run.path)

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browsers import needs_chromium, watch
+from browsers import watch
 from scans import png_bytes, render_scan
 from test_serve import start_server
 
-pytestmark = needs_chromium
+pytestmark = pytest.mark.browser
 
 SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.42, 0.82)]  # a stroke path as fractions of the pad: a 7
 VERTICAL = [(0.5, 0.15), (0.5, 0.85)]  # a 1

@@ -14,11 +14,10 @@ import urllib.request
 
 import pytest
 
-from browsers import needs_chromium
 from digitlab.shipped import SHIPPED_MODEL
 from test_serve_browser import SEVEN, VERTICAL, _keep, open_demo, settled_result, stroke
 
-pytestmark = needs_chromium
+pytestmark = pytest.mark.browser
 CNN = SHIPPED_MODEL.stem
 
 

@@ -159,6 +159,7 @@ def _check_mlflow_round_trip(client, run, folder: Path) -> None:
     assert Path(model).read_bytes() == (folder / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_mlflow_server_round_trip(mnist, tmp_path, monkeypatch, mlflow_server):
     from mlflow.tracking import MlflowClient
 
@@ -169,6 +170,7 @@ def test_mlflow_server_round_trip(mnist, tmp_path, monkeypatch, mlflow_server):
     _check_mlflow_round_trip(MlflowClient(uri), run, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_mlflow_local_default_store(mnist, tmp_path, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient

@@ -50,6 +50,7 @@ def study_rows(database):
         ).fetchall()
 
 
+@pytest.mark.slow
 def test_a_study_writes_every_output_and_resumes_to_more_trials(tmp_path, mnist, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.json").write_text(json.dumps(QUICK_SPACE))
@@ -89,6 +90,7 @@ def test_a_study_writes_every_output_and_resumes_to_more_trials(tmp_path, mnist,
     assert "0 new" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_best_json_retrains_and_reports_test_accuracy(tmp_path, mnist):
     result = tune("mlp", 2, base=small_base(), space=QUICK_SPACE, out=tmp_path / "study", dataset=mnist, seed=0)
     retrained = subprocess.run(
@@ -136,6 +138,7 @@ def test_pruners_are_selectable_by_name():
         make_pruner("sometimes", space, base_config())
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_storage_share_the_trials(tmp_path, mnist):
     (tmp_path / "space.json").write_text(json.dumps({**QUICK_SPACE, "epochs": {"low": 2, "high": 3}}))
     command = [
@@ -312,6 +315,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, monkeypatch, capsys, args, need
     assert code == 2 and len(lines) == 1 and needle in lines[0] and "secret" not in err, err
 
 
+@pytest.mark.slow
 def test_an_unreachable_storage_stops_the_real_command(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "digitlab", "tune", "--storage", f"sqlite:///{tmp_path}/no/such/s.db"],

@@ -78,6 +78,7 @@ def test_a_failed_export_leaves_the_previous_folder_whole(web_page, seed_run, mo
     assert [path.name for path in out.parent.iterdir()] == [out.name]  # no temp folder left beside it
 
 
+@pytest.mark.slow
 def test_missing_runtime_without_npm_is_one_line_and_writes_nothing(seed_run, tmp_path):
     """A fresh cache (MNIST linked in, no onnxruntime-web) and no npm on PATH: the CLI says what is missing."""
     root = tmp_path / "cache"
@@ -116,6 +117,7 @@ def test_legacy_preprocessing_is_refused(seed_run, tmp_path, monkeypatch):
     assert not (tmp_path / "page").exists()
 
 
+@pytest.mark.slow
 def test_convolutional_model_exports_without_hidden_outputs(tmp_path):
     """The CNN shipped with digitlab: Conv/BatchNorm/MaxPool all run in Runtime Web; no hidden-layer rows."""
     from digitlab.shipped import load_shipped

@@ -21,10 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
-from browsers import needs_chromium, watch
+from browsers import watch
 from digitlab.preprocess import preprocess_image
 
-pytestmark = needs_chromium
+pytestmark = pytest.mark.browser
 
 # Stroke paths as fractions of the pad. None is exactly mirror-symmetric: for a perfectly symmetric
 # drawing the centre of mass falls on a half pixel, and which way it rounds then depends on the last

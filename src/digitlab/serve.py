@@ -175,7 +175,7 @@ def create_app(run_or_path=None, limits: Limits = Limits(), device: str | torch.
         f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).",
     )
     app.state.run, app.state.model_info, app.state.limits = run, about, limits
-    app.state.served, app.state.batcher = served, batcher
+    app.state.served, app.state.batcher, app.state.gate = served, batcher, gate
     # Starlette picks the handler by exception class; its stubs type every handler for any Exception
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Busy, _busy)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ from .tunespace import Param, build_space, check_space, config_for, read_space_f
 from .tunestudy import (
     GRACE_SECONDS,
     claimed_before,
+    first_heartbeat,
     first_line,
     make_pruner,
     open_study,
@@ -156,6 +157,7 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
+        first_heartbeat(trial)
         if claimed_before(trial.study, trial.number) >= self.trials:
             trial.set_user_attr("surplus", True)
             raise _Surplus()

@@ -34,6 +34,18 @@ def claimed_before(study, number: int | None) -> int:
     )
 
 
+def first_heartbeat(trial) -> None:
+    """Record the trial's first heartbeat now, before its work starts.
+
+    Optuna's heartbeat thread beats on its own schedule, and a trial with no heartbeat at all is never
+    taken for stale: a worker killed in that first instant (likelier on a busy machine) would leave its
+    trial running for ever and the other workers waiting for it.
+    """
+    storage = trial.study._storage
+    if storage.get_heartbeat_interval() is not None:
+        storage.record_heartbeat(trial._trial_id)
+
+
 def open_study(url: str, name: str, model: str, pruner=None, seed: int | None = None, grace: int = GRACE_SECONDS):
     """Create the study in the storage at `url`, or load it if it exists; one-line ConfigError if unreachable.
 
