@@ -24,7 +24,7 @@ from pathlib import Path
 
 import digitlab
 from common import time_recipe, time_to, train_or_continue, write_result
-from digitlab.recipes import apply_recipe
+from digitlab.training.recipes import apply_recipe
 from seed_recipe import run_baseline
 
 GOALS = {"cnn": 0.996, "cnn-tiny": 0.994, "mlp": 0.980}

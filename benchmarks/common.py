@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 import digitlab
-from digitlab.data import Split
-from digitlab.evaluate import accuracy
+from digitlab.data.datasets import Split
 from digitlab.files import atomic_write
-from digitlab.recipes import apply_recipe
-from digitlab.train import Tracking, Trainee, build, choose_engine, fit
+from digitlab.inference.evaluate import accuracy
+from digitlab.training.recipes import apply_recipe
+from digitlab.training.train import Tracking, Trainee, build, choose_engine, fit
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -1,6 +1,6 @@
 """What watching for divergence costs: seconds per epoch with the loss watch on and off, per engine.
 
-The watch (digitlab.divergence) recomputes each window's cross-entropy from the logits the engine
+The watch (digitlab.training.divergence) recomputes each window's cross-entropy from the logits the engine
 already keeps and reads it once per 50 steps. This times one epoch of the seed MLP (batch 64, the
 recipe where per-step overhead matters most) on each engine, alternating watched and unwatched
 epochs so that machine noise hits both alike, and reports the median of each and the overhead.
@@ -20,7 +20,7 @@ from unittest import mock
 
 import digitlab
 from common import write_result
-from digitlab.divergence import LossWatch
+from digitlab.training.divergence import LossWatch
 
 
 def epoch_seconds(data: digitlab.Dataset, engine: str, watched: bool, train_size: int) -> float:

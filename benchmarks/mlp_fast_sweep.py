@@ -15,7 +15,7 @@ import statistics
 
 import digitlab
 from common import write_result
-from digitlab.recipes import apply_recipe
+from digitlab.training.recipes import apply_recipe
 
 SEEDS = (1, 2, 3, 24)
 

@@ -2,7 +2,7 @@
 
 The standard protocol: MNIST test digits (inliers) against Fashion-MNIST test images (outliers),
 both as the raw 28x28 tensors; also against random strokes and nearly blank noise
-(digitlab.ood.random_strokes, blank_noise). For each run: AUROC of its stored score (the
+(digitlab.inference.ood.random_strokes, blank_noise). For each run: AUROC of its stored score (the
 detector in its model file; one is fitted in memory, and said so, for a run without one), the
 share of each outlier set it rejects at its stored threshold, the false-rejection rate on MNIST
 test, and the max-softmax-probability baseline (Hendrycks & Gimpel 2017) for comparison.
@@ -21,8 +21,8 @@ import torch
 
 from common import write_result
 from digitlab import load_dataset, load_run
-from digitlab.ood import auroc, blank_noise, observe, random_strokes
-from digitlab.preprocess import deskew
+from digitlab.images.preprocess import deskew
+from digitlab.inference.ood import auroc, blank_noise, observe, random_strokes
 
 GOAL_AUROC, GOAL_FALSE_REJECTION = 0.99, 0.01
 

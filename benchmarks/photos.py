@@ -2,7 +2,7 @@
 
 Renders --count photos (default 200) at phone resolution (12 megapixels, 4000×3000 JPEG, quality 90,
 RGB): test digits written on plain, ruled or squared paper with grain and a light gradient
-(digitlab.realworld.phone_page). Then times `run.predict(folder)` as `digitlab predict RUN DIR`
+(digitlab.inference.realworld.phone_page). Then times `run.predict(folder)` as `digitlab predict RUN DIR`
 runs it (thread pool, batched forward pass), after a warm-up on 8 photos, best of --repeats, and
 checks the labels. The model load is not timed. Side by side, in the same run, it times decoding
 alone (`load_image` over the folder in the same number of threads): the ceiling that JPEG's entropy
@@ -29,10 +29,10 @@ import numpy as np
 
 import digitlab
 from digitlab.files import atomic_write
-from digitlab.predict import WORKERS
-from digitlab.preprocess import load_image
-from digitlab.realworld import PHONE_SIZE, phone_page
-from digitlab.shipped import resolve_run
+from digitlab.images.preprocess import load_image
+from digitlab.inference.predict import WORKERS
+from digitlab.inference.realworld import PHONE_SIZE, phone_page
+from digitlab.runs.shipped import resolve_run
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -2,7 +2,7 @@
 
 Models: the seed `mlp`, `cnn --recipe fast`, `cnn --recipe robust` (trained here, kept under
 runs/realworld/, reused when finished) and the model shipped inside the package. For each: MNIST
-test accuracy, and accuracy on the real-world suite rendered from TEST digits (digitlab.realworld),
+test accuracy, and accuracy on the real-world suite rendered from TEST digits (digitlab.inference.realworld),
 per condition and overall, read through predict's pipeline. Then the same suite with each
 preprocessing step switched off (and with digitlab 0.1's pipeline), the number of answers that
 change when `predict` reads its own --save-preprocessed output, and images per second of
@@ -27,10 +27,10 @@ from pathlib import Path
 import digitlab
 from common import train_or_continue, write_result
 from digitlab.config import PreprocessOptions
-from digitlab.predict import save_preprocessed
-from digitlab.realworld import CONDITIONS, DEFAULT_COUNT, read_suite, render_suite, suite_accuracy
-from digitlab.recipes import apply_recipe
-from digitlab.shipped import SHIPPED_MODEL, load_shipped
+from digitlab.inference.predict import save_preprocessed
+from digitlab.inference.realworld import CONDITIONS, DEFAULT_COUNT, read_suite, render_suite, suite_accuracy
+from digitlab.runs.shipped import SHIPPED_MODEL, load_shipped
+from digitlab.training.recipes import apply_recipe
 
 RUNS = Path("runs/realworld")
 CONFIGS = {

@@ -52,7 +52,7 @@ from torch import nn
 import digitlab
 from cnn_speed import run_reference as run_example
 from common import RESULTS, write_result
-from digitlab.recipes import apply_recipe
+from digitlab.training.recipes import apply_recipe
 
 RUNS = Path("runs/records")
 SEEDS = [1, 2, 3]  # --seeds replaces them
@@ -244,9 +244,9 @@ def part_ensemble(data, reuse: bool, previous: dict) -> dict:
 def profile_recipe(data: digitlab.Dataset, model: str, recipe: str, steps: int = 40, top: int = 8) -> dict:
     """Self CPU time per operator over `steps` training steps of `model --recipe recipe` (after 5 warm-up steps)."""
     from digitlab.config import resolve_precision
-    from digitlab.data import BatchLoader
-    from digitlab.steps import Objective, autograd_epoch
-    from digitlab.train import build
+    from digitlab.data.datasets import BatchLoader
+    from digitlab.training.steps import Objective, autograd_epoch
+    from digitlab.training.train import build
 
     config = apply_recipe(digitlab.TrainConfig(model=model), recipe)
     network, optimizer = build(config)
@@ -259,7 +259,7 @@ def profile_recipe(data: digitlab.Dataset, model: str, recipe: str, steps: int =
     logits = torch.empty(config.batch_size * (steps + 5), 10)
 
     def run(chosen):
-        from digitlab.steps import augmented
+        from digitlab.training.steps import augmented
 
         pairs = (pair for _, pair in chosen)
         if augmentation.active:

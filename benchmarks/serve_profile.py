@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from digitlab import ink
-from digitlab.predict import Prediction, classify_prepared
-from digitlab.preprocess import decode_image, prepare
-from digitlab.serve import Limits, _from_json, answer_of
-from digitlab.shipped import resolve_run
+from digitlab.images import ink
+from digitlab.images.preprocess import decode_image, prepare
+from digitlab.inference.predict import Prediction, classify_prepared
+from digitlab.runs.shipped import resolve_run
+from digitlab.serving.app import Limits, _from_json, answer_of
 from serve_load import digit_png, request_body
 
 RESULTS = Path(__file__).parent / "results" / "serve_profile.json"

@@ -49,8 +49,8 @@ import numpy as np
 from PIL import Image
 
 import digitlab
-from digitlab.realworld import CONDITIONS
-from digitlab.serve import answer
+from digitlab.inference.realworld import CONDITIONS
+from digitlab.serving.app import answer
 from serve_load import start_server
 
 RESULTS = Path(__file__).parent / "results" / "serve_soak.json"

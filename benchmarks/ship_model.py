@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import digitlab
 from common import train_or_continue
-from digitlab.shipped import SHIPPED_MODEL, ship
+from digitlab.runs.shipped import SHIPPED_MODEL, ship
 from real_world import CONFIGS, RUNS
 
 RECIPE = "cnn --recipe robust"

@@ -1,4 +1,4 @@
-"""Train the segmenter shipped inside the package (digitlab.segmenter) and write it to src/digitlab/weights/.
+"""Train the segmenter shipped inside the package (digitlab.inference.segmenter) and write it to src/digitlab/weights/.
 
 The segmenter is `cnn --recipe fast` with an eleventh class, "none", trained on MNIST's training
 digits plus the labelled parts of --numbers numbers composed from them (validation: the
@@ -16,9 +16,9 @@ import time
 
 import digitlab
 from common import train_or_continue
-from digitlab.recipes import apply_recipe
-from digitlab.segmenter import CLASSES, SEGMENTER_FILE, training_set
-from digitlab.shipped import ship
+from digitlab.inference.segmenter import CLASSES, SEGMENTER_FILE, training_set
+from digitlab.runs.shipped import ship
+from digitlab.training.recipes import apply_recipe
 
 RUN = "runs/segmenter"
 

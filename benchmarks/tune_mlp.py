@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import digitlab
-from digitlab.tune import base_config, tune
+from digitlab.tuning.tune import base_config, tune
 
 RESULTS = Path(__file__).parent / "results" / "tune_mlp.json"
 SEED_TEST_ACCURACY = 0.9666  # the seed notebook's test accuracy for this architecture (20 epochs, Adam 1e-3, batch 64)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import digitlab
 from digitlab.files import atomic_write
-from digitlab.models import count_parameters
-from digitlab.shipped import load_shipped
+from digitlab.models.nets import count_parameters
+from digitlab.runs.shipped import load_shipped
 
 RESULTS = Path(__file__).parent / "results" / "web_export.json"
 CHROMIUM = "/usr/bin/chromium"

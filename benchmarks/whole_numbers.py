@@ -5,7 +5,7 @@ library's `numbers`, which would then be this file.)
 
 Half the numbers have clean spacing (gaps of 12-50% of the digits' size), half have touching or
 overlapping neighbours (gaps of -12% to +2%); sizes, baselines, paper, ink and noise vary
-(digitlab.numbers.compose_number). The digits come from the TEST split with a fixed seed; `--part val`
+(digitlab.inference.numbers.compose_number). The digits come from the TEST split with a fixed seed; `--part val`
 composes them from validation digits instead, which is where segmentation thresholds are tuned.
 
     python benchmarks/whole_numbers.py [RUN] [--count 1000] [--part test]
@@ -23,8 +23,8 @@ import time
 import numpy as np
 
 from common import write_result
-from digitlab.numbers import compose_number
-from digitlab.shipped import resolve_run
+from digitlab.inference.numbers import compose_number
+from digitlab.runs.shipped import resolve_run
 
 GOAL = 0.97
 

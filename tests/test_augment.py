@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from digitlab.augment import PRESET, AugmentConfig, augment_batch, random_affine_matrices, transform_batch
-from digitlab.data import to_float
+from digitlab.data.augment import PRESET, AugmentConfig, augment_batch, random_affine_matrices, transform_batch
+from digitlab.data.datasets import to_float
 from digitlab.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ import digitlab
 from conftest import require
 from digitlab import ConfigError, RunError, TrainConfig
 from digitlab.cli import main
-from digitlab.evaluate import predict_logits
+from digitlab.inference.evaluate import predict_logits
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_run_card_and_figures_show_in_jupyter(runs_folder):
     assert f"{run.metrics['test_accuracy']:.2%}" in card
     thumbnail = re.search(r'src="data:image/png;base64,([^"]+)"', card).group(1)
     assert base64.b64decode(thumbnail).startswith(b"\x89PNG")
-    figure = digitlab.viz.training_curves(run.metrics["history"])
+    figure = digitlab.figures.predictions.training_curves(run.metrics["history"])
     assert figure._repr_png_().startswith(b"\x89PNG")
 
 
@@ -134,7 +134,7 @@ def test_a_real_kernel_shows_a_run_a_figure_and_a_progress_widget(runs_folder, t
     config = f"digitlab.TrainConfig(epochs=1, train_size=2000, out={str(tmp_path / 'run')!r})"
     notebook.cells = [
         nbformat.v4.new_code_cell(f"import digitlab\nrun = digitlab.load_run({str(runs_folder / 'fast')!r})\nrun"),
-        nbformat.v4.new_code_cell("digitlab.viz.training_curves(run.metrics['history'])"),
+        nbformat.v4.new_code_cell("digitlab.figures.predictions.training_curves(run.metrics['history'])"),
         nbformat.v4.new_code_cell(f"digitlab.train({config}, progress=True)"),
     ]
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()

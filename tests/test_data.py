@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import idx_bytes, tiny_dataset_arrays, write_idx
-from digitlab.data import (
+from digitlab.data.datasets import (
     BatchLoader,
     DatasetInfo,
     Split,
@@ -20,8 +20,8 @@ from digitlab.data import (
     register_dataset,
     stratified_split,
 )
+from digitlab.data.fetch import data_root, fetch, sha256_of
 from digitlab.errors import DataError
-from digitlab.fetch import data_root, fetch, sha256_of
 
 # --- real MNIST -----------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import torch
 from digitlab import ConfigError, TrainConfig, load_run
 from digitlab.cli import main
 from digitlab.config import resolve_device
-from digitlab.shipped import SHIPPED_MODEL
+from digitlab.runs.shipped import SHIPPED_MODEL
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from digitlab.checkpoint import CHECKPOINT_FILE
 from digitlab.cli import main
-from digitlab.divergence import BLOWUP_FACTOR, LossWatch
 from digitlab.errors import DivergenceError
-from digitlab.tune import base_config, tune
+from digitlab.runs.checkpoint import CHECKPOINT_FILE
+from digitlab.training.divergence import BLOWUP_FACTOR, LossWatch
+from digitlab.tuning.tune import base_config, tune
 from test_cli import run_cli
 
 SMALL = ["--train-size", "3000", "--threads", "1"]

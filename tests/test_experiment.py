@@ -3,7 +3,7 @@
 import json
 
 import digitlab
-from digitlab.experiment import augmentation_study
+from digitlab.training.experiment import augmentation_study
 
 
 def test_augmentation_study_writes_results_table_and_plot(mnist, tmp_path):

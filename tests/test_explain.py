@@ -7,9 +7,9 @@ from PIL import Image
 
 import digitlab
 from digitlab.errors import ConfigError
-from digitlab.explain import explain, first_layer_weights, hidden_layers, integrated_gradients
-from digitlab.models import create_model
-from digitlab.shipped import load_shipped
+from digitlab.inference.explain import explain, first_layer_weights, hidden_layers, integrated_gradients
+from digitlab.models.nets import create_model
+from digitlab.runs.shipped import load_shipped
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_python_api_explains_a_picture_file(mnist, tmp_path, seed_run):
 
 
 def test_report_picks_and_the_digits_that_excite_a_filter(cnn, mnist):
-    from digitlab.explainviz import saliency_picks, strongest_digits
+    from digitlab.figures.explanations import saliency_picks, strongest_digits
 
     labels = torch.tensor([1, 2, 3, 4, 5])
     probabilities = torch.tensor([[0.1, 0.9, 0, 0, 0, 0]] * 5)  # always "1": right once, wrong four times

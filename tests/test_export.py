@@ -13,10 +13,10 @@ from torch import nn
 
 from digitlab import TrainConfig
 from digitlab.cli import main
-from digitlab.data import to_float
+from digitlab.data.datasets import to_float
 from digitlab.errors import ExportError
-from digitlab.export import export_model, load_torchscript, read_onnx_metadata
-from digitlab.runs import Run
+from digitlab.export.onnx import export_model, load_torchscript, read_onnx_metadata
+from digitlab.runs.run import Run
 
 
 @pytest.fixture

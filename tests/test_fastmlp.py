@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from digitlab import TrainConfig, create_model
-from digitlab.data import to_float
-from digitlab.fastmlp import FusedMLPTrainer, supports
-from digitlab.train import build_optimizer
+from digitlab.data.datasets import to_float
+from digitlab.training.fastmlp import FusedMLPTrainer, supports
+from digitlab.training.train import build_optimizer
 
 
 def _batches(count, batch_size, seed=0):

@@ -18,9 +18,9 @@ import pytest
 
 import digitlab
 from conftest import idx_bytes, tiny_dataset_arrays
-from digitlab.data import DatasetInfo, register_dataset
+from digitlab.data.datasets import DatasetInfo, register_dataset
+from digitlab.data.fetch import fetch, sha256_of
 from digitlab.errors import DataError
-from digitlab.fetch import fetch, sha256_of
 
 # A mirror in its own process (standard library only, so it starts at once): it serves the .gz
 # files of a folder in 64 kB chunks with a pause after each, prints "GET <name>" for every request,
@@ -59,7 +59,7 @@ server.serve_forever()
 """
 
 # A fetching process: says "ready", waits for "go" on stdin (so all start at once), fetches, then
-# reads every file back and prints its SHA-256. It loads digitlab.fetch (and the errors and files
+# reads every file back and prints its SHA-256. It loads digitlab.data.fetch (and the errors and files
 # modules it imports) without the package's __init__, which imports torch: eight torch imports
 # would take most of the test's time on two cores, and fetch needs none of it. The dataset's
 # registry entry is given as a namespace with DatasetInfo's fields.
@@ -68,7 +68,7 @@ import hashlib, json, sys, types
 package = types.ModuleType("digitlab")
 package.__path__ = [PACKAGE_FOLDER]
 sys.modules["digitlab"] = package
-from digitlab.fetch import fetch
+from digitlab.data.fetch import fetch
 info = types.SimpleNamespace(npm_package=None, debian_dir=None, **json.loads(sys.argv[1]))
 print("ready", flush=True)
 sys.stdin.readline()

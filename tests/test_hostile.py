@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import idx_bytes
-from digitlab.data import read_idx
+from digitlab.data.datasets import read_idx
 from digitlab.errors import DataError
 
 VALID = idx_bytes(np.arange(2 * 5 * 5, dtype=np.uint8).reshape(2, 5, 5))
@@ -79,7 +79,7 @@ PNG = _valid_png()
 
 def preprocess_or_refuse(path):
     from digitlab.errors import DigitlabError
-    from digitlab.preprocess import preprocess_file
+    from digitlab.images.preprocess import preprocess_file
 
     try:
         result = preprocess_file(path)
@@ -117,7 +117,7 @@ def test_mutated_images_give_a_digit_or_an_image_error(tmp_path, edits, cut):
 @given(pixels=st.lists(st.integers(0, 255), min_size=1, max_size=64 * 64), width=st.integers(1, 64))
 def test_arbitrary_pixel_arrays_give_a_digit_or_an_image_error(pixels, width):
     from digitlab.errors import DigitlabError
-    from digitlab.preprocess import preprocess_image
+    from digitlab.images.preprocess import preprocess_image
 
     height = max(1, len(pixels) // width)
     array = np.array(pixels[: height * width] + [0] * max(0, height * width - len(pixels)), dtype=np.uint8)

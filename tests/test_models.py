@@ -3,8 +3,8 @@ import torch
 
 from digitlab import create_model, list_models
 from digitlab.errors import ConfigError
-from digitlab.models import count_parameters
-from digitlab.runs import load_model, save_model
+from digitlab.models.nets import count_parameters
+from digitlab.runs.run import load_model, save_model
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -9,9 +9,9 @@ from PIL import Image
 
 from digitlab.cli import main
 from digitlab.errors import ImageError
-from digitlab.evaluate import predict_logits
-from digitlab.numbers import MAX_DIGITS, compose_number, read_number, segment
-from digitlab.serve import create_app
+from digitlab.inference.evaluate import predict_logits
+from digitlab.inference.numbers import MAX_DIGITS, compose_number, read_number, segment
+from digitlab.serving.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from safetensors.torch import load_file, save_file
 import digitlab
 from digitlab.cli import main
 from digitlab.errors import RunError
-from digitlab.models import create_model, list_models
-from digitlab.ood import auroc, blank_noise, observe, random_strokes
-from digitlab.runs import load_model, read_model_metadata, save_model
-from digitlab.serve import create_app
+from digitlab.inference.ood import auroc, blank_noise, observe, random_strokes
+from digitlab.models.nets import create_model, list_models
+from digitlab.runs.run import load_model, read_model_metadata, save_model
+from digitlab.serving.app import create_app
 from scans import png_bytes
 
 

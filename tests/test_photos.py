@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import digitlab.serve
+import digitlab.serving.app
 from digitlab.cli import main
-from digitlab.realworld import phone_page
-from digitlab.serve import Limits, create_app
+from digitlab.inference.realworld import phone_page
+from digitlab.serving.app import Limits, create_app
 from test_serve import LiveServer
 
 pillow_heif.register_heif_opener()
@@ -163,7 +163,7 @@ def test_hostile_heic_and_jpeg_files_are_one_line_errors(seed_run, page, client,
 
 def test_a_full_queue_gets_503_with_retry_after(seed_run, page, monkeypatch):
     entered, release = threading.Event(), threading.Event()
-    real_classify = digitlab.serve.prepare_upload
+    real_classify = digitlab.serving.app.prepare_upload
 
     def classify(run, data, source, limits):
         if source == "slow.jpg":
@@ -171,7 +171,7 @@ def test_a_full_queue_gets_503_with_retry_after(seed_run, page, monkeypatch):
             assert release.wait(20)
         return real_classify(run, data, source, limits)
 
-    monkeypatch.setattr(digitlab.serve, "prepare_upload", classify)
+    monkeypatch.setattr(digitlab.serving.app, "prepare_upload", classify)
     data = encode(page[0], "JPEG")
 
     def body(name):
@@ -206,7 +206,7 @@ MEMORY_PROBE = textwrap.dedent("""
     import numpy as np
     from fastapi.testclient import TestClient
     from PIL import Image
-    from digitlab.serve import create_app
+    from digitlab.serving.app import create_app
 
     def rss(field):
         for line in open("/proc/self/status"):

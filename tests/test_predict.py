@@ -9,7 +9,7 @@ from PIL import Image
 
 from digitlab.cli import main
 from digitlab.errors import ImageError
-from digitlab.evaluate import predict_logits
+from digitlab.inference.evaluate import predict_logits
 from scans import png_bytes, render_scan
 from test_preprocess import write_png_with_declared_size
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from digitlab.errors import ImageError
-from digitlab.preprocess import image_files, load_image, preprocess_file, preprocess_image
+from digitlab.images.preprocess import image_files, load_image, preprocess_file, preprocess_image
 from scans import png_bytes, render_scan
 
 
@@ -194,8 +194,8 @@ def test_a_folder_lists_its_image_files_by_name(tmp_path):
 def test_a_small_digit_on_a_big_page_is_read_from_the_pages_own_pixels(mnist, monkeypatch):
     """The ink is found on a copy shrunk for speed; a digit that comes out small there is looked at again in
     the picture's own pixels, so it is prepared as if the picture were only the sheet around it."""
-    from digitlab import preprocess
-    from digitlab.realworld import phone_page
+    from digitlab.images import preprocess
+    from digitlab.inference.realworld import phone_page
 
     picture, (x0, y0, x1, y1) = phone_page(mnist.test.images[0, 0].numpy(), np.random.default_rng(1), height=90)
     margin = 2 * (y1 - y0)

@@ -11,8 +11,8 @@ from PIL import Image
 from digitlab.cli import main
 from digitlab.config import PreprocessOptions
 from digitlab.errors import ConfigError, ImageError
-from digitlab.preprocess import decode_image, deskew, prepare, preprocess_image
-from digitlab.realworld import CONDITIONS, read_suite, render_suite, stroke_mask, suite_accuracy
+from digitlab.images.preprocess import decode_image, deskew, prepare, preprocess_image
+from digitlab.inference.realworld import CONDITIONS, read_suite, render_suite, stroke_mask, suite_accuracy
 
 LEGACY = PreprocessOptions(legacy=True)
 
@@ -113,8 +113,8 @@ def test_faint_pencil_on_grey_paper_is_read_and_a_blank_grey_page_is_not(mnist):
 
 
 def test_deskew_straightens_a_slanted_digit_and_keeps_an_upright_one(mnist):
-    from digitlab.augment import transform_batch
-    from digitlab.data import to_float
+    from digitlab.data.augment import transform_batch
+    from digitlab.data.datasets import to_float
 
     digits = to_float(mnist.val.images[:32])
     straight = deskew(digits)
@@ -151,7 +151,7 @@ def test_boxes_are_in_the_pictures_own_pixels(mnist, tmp_path):
     photo = Image.fromarray(np.kron(picture, np.ones((4, 4), np.uint8)))  # 3600 × 2400: JPEG decoded reduced
     path = tmp_path / "big.jpg"
     photo.save(path, quality=90)
-    from digitlab.preprocess import load_image
+    from digitlab.images.preprocess import load_image
 
     assert prepare(load_image(path)).box == pytest.approx((2000, 400, 2240, 800), abs=12)
 

@@ -10,14 +10,14 @@ import torch.nn.functional as F
 
 import digitlab
 from digitlab import TrainConfig
-from digitlab.data import to_float
+from digitlab.data.datasets import to_float
 from digitlab.errors import ConfigError
-from digitlab.evaluate import accuracy
-from digitlab.fastmlp import FusedMLPTrainer
-from digitlab.models import count_parameters
-from digitlab.recipes import RECIPES, apply_recipe, learning_rate
-from digitlab.steps import Objective
-from digitlab.train import build, build_optimizer
+from digitlab.inference.evaluate import accuracy
+from digitlab.models.nets import count_parameters
+from digitlab.training.fastmlp import FusedMLPTrainer
+from digitlab.training.recipes import RECIPES, apply_recipe, learning_rate
+from digitlab.training.steps import Objective
+from digitlab.training.train import build, build_optimizer
 from test_cli import run_cli
 
 

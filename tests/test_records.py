@@ -10,12 +10,12 @@ import torch
 import digitlab
 from digitlab import TrainConfig
 from digitlab.config import resolve_precision
-from digitlab.ensemble import build_ensemble
 from digitlab.errors import ConfigError, RunError
-from digitlab.evaluate import TTA_VIEWS, TestTimeAugmented, evaluate
-from digitlab.models import count_parameters, create_model
-from digitlab.recipes import RECIPES, apply_recipe
-from digitlab.runs import load_model, save_model
+from digitlab.inference.evaluate import TTA_VIEWS, TestTimeAugmented, evaluate
+from digitlab.models.nets import count_parameters, create_model
+from digitlab.runs.ensemble import build_ensemble
+from digitlab.runs.run import load_model, save_model
+from digitlab.training.recipes import RECIPES, apply_recipe
 from test_cli import assert_one_line_error, run_cli
 
 
@@ -55,7 +55,7 @@ def test_bf16_training_records_its_precision_and_keeps_fp32_weights(small_val):
 
 
 def test_betas_reach_the_optimizer_and_are_checked():
-    from digitlab.train import build
+    from digitlab.training.train import build
 
     _, optimizer = build(TrainConfig(model="cnn-cpu", optimizer="adam", betas=[0.7, 0.9]))
     assert optimizer.param_groups[0]["betas"] == (0.7, 0.9)

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 
 import digitlab
 from digitlab import TrainConfig
-from digitlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from digitlab.errors import RunError
-from digitlab.runs import MODEL_FORMAT, load_model
+from digitlab.runs.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from digitlab.runs.run import MODEL_FORMAT, load_model
 from test_cli import assert_one_line_error, run_cli
 
 SRC = Path(digitlab.__file__).parent
@@ -201,7 +201,7 @@ def test_a_full_disk_is_a_one_line_error(tmp_path, mnist):
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint_intact(tmp_path, mnist, monkeypatch):
-    from digitlab import checkpoint
+    from digitlab.runs import checkpoint
 
     small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(3000), mnist.val.take(300), mnist.test.take(300))
     writes = []

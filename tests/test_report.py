@@ -14,9 +14,10 @@ from PIL import Image
 from torch import nn
 
 import digitlab
-from digitlab import TrainConfig, viz
+from digitlab import TrainConfig
 from digitlab.cli import main
-from digitlab.evaluate import (
+from digitlab.figures import predictions as viz
+from digitlab.inference.evaluate import (
     calibration,
     confident_mistakes,
     misclassified,
@@ -24,8 +25,8 @@ from digitlab.evaluate import (
     predict_logits,
     uncertain_predictions,
 )
-from digitlab.report import Section, render_html, write_report
-from digitlab.runs import Run
+from digitlab.runs.report import Section, render_html, write_report
+from digitlab.runs.run import Run
 from test_cli import assert_one_line_error, run_cli
 
 FIXED_SIZES = {  # figures whose size does not depend on the data, in pixels
@@ -193,7 +194,7 @@ def test_conv_models_get_filters_and_feature_maps(mnist, tmp_path):
         np.ma.getdata(filters.axes[0].images[0].get_array())[:5, :5], model.conv.weight[0, 0].detach().numpy()
     )
     maps = viz.activations(model, mnist.test.images[:3], mnist.test.labels[:3], mnist.classes)
-    expected = model.conv(digitlab.data.to_float(mnist.test.images[:1]))[0, 2].detach().numpy()
+    expected = model.conv(digitlab.data.datasets.to_float(mnist.test.images[:1]))[0, 2].detach().numpy()
     step = 24 + round(0.12 / (1.0 / 24))  # second tile of the first row starts one tile plus a gap in
     canvas = np.ma.getdata(maps.axes[0].images[0].get_array())
     assert np.allclose(canvas[:24, 2 * step : 2 * step + 24], expected, atol=1e-6)

@@ -8,7 +8,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from browsers import chromium, watch
-from digitlab.report import write_report
+from digitlab.runs.report import write_report
 
 pytestmark = pytest.mark.browser
 

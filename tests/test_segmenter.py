@@ -1,15 +1,15 @@
-"""The segmenter: the judge with a "none" class that parts touching digits (digitlab.segmenter)."""
+"""The segmenter: the judge with a "none" class that parts touching digits (digitlab.inference.segmenter)."""
 
 import dataclasses
 
 import pytest
 import torch
 
-from digitlab.evaluate import predict_logits
-from digitlab.models import create_model
-from digitlab.runs import load_model
-from digitlab.segmenter import CLASSES, NONE, SEGMENTER_FILE, harvest
-from digitlab.shipped import load_shipped
+from digitlab.inference.evaluate import predict_logits
+from digitlab.inference.segmenter import CLASSES, NONE, SEGMENTER_FILE, harvest
+from digitlab.models.nets import create_model
+from digitlab.runs.run import load_model
+from digitlab.runs.shipped import load_shipped
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,11 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import digitlab.serve
+import digitlab.serving.app
 from digitlab.cli import main
-from digitlab.models import count_parameters
-from digitlab.preprocess import preprocess_file
-from digitlab.serve import Limits, create_app
+from digitlab.images.preprocess import preprocess_file
+from digitlab.models.nets import count_parameters
+from digitlab.serving.app import Limits, create_app
 from scans import png_bytes, render_scan
 from test_preprocess import write_png_with_declared_size
 
@@ -259,9 +259,9 @@ def test_wrong_method_and_unknown_path_answer_json(client):
 
 def test_the_model_is_loaded_once(seed_run, scan, monkeypatch):
     loads = []
-    real_load_run = digitlab.shipped.load_run  # serve resolves its run (or the shipped model) through shipped
+    real_load_run = digitlab.runs.shipped.load_run  # serve resolves its run (or the shipped model) through shipped
     monkeypatch.setattr(
-        digitlab.shipped, "load_run", lambda path, device="cpu": loads.append(path) or real_load_run(path)
+        digitlab.runs.shipped, "load_run", lambda path, device="cpu": loads.append(path) or real_load_run(path)
     )
     with TestClient(create_app(seed_run.path)) as test_client:
         for _ in range(3):
@@ -276,7 +276,7 @@ def test_a_bug_is_a_json_500_and_the_server_goes_on(seed_run, scan, monkeypatch)
 
     upload = {"files": {"file": ("seven.png", scan[1], "image/png")}}
     with TestClient(create_app(seed_run), raise_server_exceptions=False) as test_client:
-        monkeypatch.setattr(digitlab.serve, "prepare_upload", broken)
+        monkeypatch.setattr(digitlab.serving.app, "prepare_upload", broken)
         response = test_client.post("/api/predict", **upload)
         assert response.status_code == 500 and response.json() == {"error": "internal error (RuntimeError)"}
         monkeypatch.undo()
@@ -318,7 +318,7 @@ class LiveServer:
 def test_inference_runs_off_the_event_loop(seed_run, scan, monkeypatch):
     """While one prediction is stuck in its worker thread, health checks and other predictions still answer."""
     entered, release = threading.Event(), threading.Event()
-    real_classify = digitlab.serve.prepare_upload
+    real_classify = digitlab.serving.app.prepare_upload
 
     def classify(run, data, source, limits):
         if source == "stuck.png":
@@ -326,7 +326,7 @@ def test_inference_runs_off_the_event_loop(seed_run, scan, monkeypatch):
             assert release.wait(20)
         return real_classify(run, data, source, limits)
 
-    monkeypatch.setattr(digitlab.serve, "prepare_upload", classify)
+    monkeypatch.setattr(digitlab.serving.app, "prepare_upload", classify)
     body = lambda name: json.dumps({"image": base64.b64encode(scan[1]).decode(), "name": name})  # noqa: E731
     headers = {"Content-Type": "application/json"}
     with LiveServer(create_app(seed_run)) as live:

@@ -204,7 +204,7 @@ def _keep(screenshot: Path) -> None:
 
 def test_phone_upload_of_a_photo_shows_the_box_and_the_answer(browser, server_url, mnist, tmp_path):
     """At 390×844 with touch: the camera input is offered, a phone photo uploads, the box is outlined on it."""
-    from digitlab.realworld import phone_page
+    from digitlab.inference.realworld import phone_page
 
     picture, truth = phone_page(mnist.test.images[0, 0].numpy(), np.random.default_rng(2), size=(2000, 1500))
     photo = tmp_path / "photo.jpg"

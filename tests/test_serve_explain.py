@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from digitlab.cli import main
 from digitlab.errors import RunError
-from digitlab.explain import explain
-from digitlab.serve import create_app
-from digitlab.shipped import SHIPPED_MODEL
+from digitlab.inference.explain import explain
+from digitlab.runs.shipped import SHIPPED_MODEL
+from digitlab.serving.app import create_app
 from scans import png_bytes, render_scan
 from test_serve import SMALL
 

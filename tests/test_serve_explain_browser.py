@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from digitlab.shipped import SHIPPED_MODEL
+from digitlab.runs.shipped import SHIPPED_MODEL
 from test_serve_browser import SEVEN, VERTICAL, _keep, open_demo, settled_result, stroke
 
 pytestmark = pytest.mark.browser

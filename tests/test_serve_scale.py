@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from digitlab.batching import Busy, Gate, MicroBatcher
-from digitlab.serve import Limits, answer, create_app
+from digitlab.serving.app import Limits, answer, create_app
+from digitlab.serving.batching import Busy, Gate, MicroBatcher
 from test_serve import LiveServer
 from test_serve_speed import canvas_png
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from digitlab import ink
-from digitlab.preprocess import decode_image, prepare
-from digitlab.realworld import CONDITIONS
+from digitlab.images import ink
+from digitlab.images.preprocess import decode_image, prepare
+from digitlab.inference.realworld import CONDITIONS
 
 
 def canvas_png(digit: np.ndarray) -> bytes:

@@ -29,7 +29,7 @@ def test_run_folder_holds_config_metrics_and_a_self_describing_model(seed_run):
     assert set(epoch) >= {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
     saved = json.loads((folder / "config.json").read_text())
     assert saved["config"]["lr"] == 5e-3 and saved["config"]["batch_size"] == 64 and saved["config"]["seed"] == 24
-    assert saved["dataset"]["sha256"] == digitlab.data.dataset_info("mnist").sha256
+    assert saved["dataset"]["sha256"] == digitlab.data.datasets.dataset_info("mnist").sha256
     assert set(saved["versions"]) >= {"torch", "numpy", "digitlab"}
     _, metadata = digitlab.load_model(folder / "model.safetensors")
     assert metadata["model"] == "mlp" and metadata["dataset"]["name"] == "mnist"

@@ -18,9 +18,9 @@ import pytest
 import digitlab
 from digitlab import ConfigError, TrainConfig
 from digitlab.cli import main
-from digitlab.tune import base_config, make_pruner, tune
-from digitlab.tuneoutput import FIGURES
-from digitlab.tunespace import build_space, check_space, config_for, parse_param, read_space_file
+from digitlab.tuning.output import FIGURES
+from digitlab.tuning.space import build_space, check_space, config_for, parse_param, read_space_file
+from digitlab.tuning.tune import base_config, make_pruner, tune
 
 # small and quick: one or two epochs of a small MLP on 2,000 images (checked on the usual 5,000)
 SMALL = ["--train-size", "2000", "--threads", "1"]
@@ -226,7 +226,7 @@ def test_tuning_never_evaluates_the_test_set(tmp_path, mnist, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the test set was evaluated while tuning")
 
-    monkeypatch.setattr(importlib.import_module("digitlab.train"), "evaluate", refuse)
+    monkeypatch.setattr(importlib.import_module("digitlab.training.train"), "evaluate", refuse)
     result = tune("mlp", 2, base=small_base(), space=QUICK_SPACE, out=tmp_path / "s", dataset=mnist)
     assert result.finished == 2 and 0 < result.best_value <= 1
     run = digitlab.train(small_base().replace(epochs=1), dataset=mnist, save=False, test=False)
@@ -339,7 +339,7 @@ def test_figures_draw_from_plain_records_and_say_when_there_is_nothing_to_draw()
     from matplotlib.figure import Figure
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from digitlab import tuneviz
+    from digitlab.figures import tuning as tuneviz
 
     distributions = {
         "lr": FloatDistribution(1e-4, 1e-1, log=True),

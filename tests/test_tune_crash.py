@@ -18,8 +18,8 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from digitlab.tune import base_config, tune
-from digitlab.tunestudy import first_heartbeat, open_storage, open_study
+from digitlab.tuning.study import first_heartbeat, open_storage, open_study
+from digitlab.tuning.tune import base_config, tune
 
 GRACE = 3  # seconds; heartbeats every second
 RATES = (1e-3, 3e-3, 1e-2)  # the three trials, queued so that every study runs the same ones

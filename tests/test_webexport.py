@@ -14,9 +14,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import digitlab
-from digitlab import webexport
+from digitlab.data.fetch import data_root, fetch_npm_package
 from digitlab.errors import DataError, ExportError
-from digitlab.fetch import data_root, fetch_npm_package
+from digitlab.export import web as webexport
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -120,7 +120,7 @@ def test_legacy_preprocessing_is_refused(seed_run, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_convolutional_model_exports_without_hidden_outputs(tmp_path):
     """The CNN shipped with digitlab: Conv/BatchNorm/MaxPool all run in Runtime Web; no hidden-layer rows."""
-    from digitlab.shipped import load_shipped
+    from digitlab.runs.shipped import load_shipped
 
     report = digitlab.export_web(load_shipped(), out=tmp_path / "page", verify_count=200)
     assert report["hidden"] == [] and report["disagreements"] == 0

@@ -3,7 +3,7 @@ served by Python's plain static file server on 127.0.0.1, and opened from disk (
 
 In-browser preprocessing is held to Python's: for every drawing the test reads the pad's pixels (as
 the PNG the served page would upload) and the 28×28 image the page fed its model, runs the PNG
-through digitlab.preprocess, and requires the same image (±1 gray level) and the same label.
+through digitlab.images.preprocess, and requires the same image (±1 gray level) and the same label.
 Set DIGITLAB_SCREENSHOTS=docs/images to regenerate the README's picture (web-export.png).
 """
 
@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from browsers import watch
-from digitlab.preprocess import preprocess_image
+from digitlab.images.preprocess import preprocess_image
 
 pytestmark = pytest.mark.browser
 

@@ -88,7 +88,11 @@ def test_the_wheel_holds_the_package_its_page_and_the_shipped_weights(dist):
         names = set(archive.namelist())
     package = {path.relative_to(ROOT / "src").as_posix() for path in (ROOT / "src" / "digitlab").rglob("*.py")}
     assert package <= names
-    assert {"digitlab/static/index.html", "digitlab/static/app.js", "digitlab/static/app.css"} <= names
+    assert {
+        "digitlab/serving/static/index.html",
+        "digitlab/serving/static/app.js",
+        "digitlab/serving/static/app.css",
+    } <= names
     assert {f"digitlab/weights/{path.name}" for path in (ROOT / "src/digitlab/weights").glob("*.safetensors")} <= names
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
 
@@ -96,7 +100,7 @@ def test_the_wheel_holds_the_package_its_page_and_the_shipped_weights(dist):
 def test_the_sdist_holds_what_a_checkout_needs(dist):
     with tarfile.open(dist[0]) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    needed = ["pyproject.toml", "README.md", "MANIFEST.in", "Makefile", "src/digitlab/static/index.html"]
+    needed = ["pyproject.toml", "README.md", "MANIFEST.in", "Makefile", "src/digitlab/serving/static/index.html"]
     needed += [path.relative_to(ROOT).as_posix() for path in (ROOT / "tests").glob("*.py")]
     needed += [path.relative_to(ROOT).as_posix() for path in (ROOT / "notebooks").glob("*.ipynb")]
     needed += [path.relative_to(ROOT).as_posix() for path in (ROOT / "src/digitlab/weights").glob("*.safetensors")]

@@ -1,22 +1,22 @@
 """digitlab: train, evaluate, explain and serve MNIST-like digit classifiers with PyTorch."""
 
 from . import tracking as tracking  # importing it registers the experiment trackers that config.log names
-from .compare import Comparison, compare
 from .config import TrainConfig
-from .data import Dataset, Split, list_datasets, load_dataset, read_idx
+from .data.datasets import Dataset, Split, list_datasets, load_dataset, read_idx
 from .errors import ConfigError, DataError, DigitlabError, DivergenceError, ExportError, ImageError, RunError
-from .models import create_model, list_models, register_model
-from .runs import Run, evaluate_real_world, load_model, load_run
+from .export.web import export_web
+from .models.nets import create_model, list_models, register_model
+from .runs.compare import Comparison, compare
+from .runs.run import Run, evaluate_real_world, load_model, load_run
 
 # Last, so the functions (not the submodules of the same names) are what `digitlab.evaluate` and
 # `digitlab.predict` name.
-from .runs import evaluate_run as evaluate
-from .runtable import list_runs
-from .shipped import explain, predict
-from .train import Tracking, Trainee, fit, resume, train
-from .tune import tune
+from .runs.run import evaluate_run as evaluate
+from .runs.shipped import explain, predict
+from .runs.table import list_runs
+from .training.train import Tracking, Trainee, fit, resume, train
+from .tuning.tune import tune
 from .version import __version__
-from .webexport import export_web
 
 __all__ = [
     "Comparison",

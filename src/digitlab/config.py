@@ -95,7 +95,7 @@ class TrainConfig:
     teacher: str | None = None  # run folder of a trained model to distil from
     distill_temperature: float = 4.0
     distill_weight: float = 0.5  # share of the loss that matches the teacher (the rest: the labels)
-    augment_rotate: float = 0.0  # degrees, ± (see digitlab.augment; all zero = no augmentation)
+    augment_rotate: float = 0.0  # degrees, ± (see digitlab.data.augment; all zero = no augmentation)
     augment_translate: float = 0.0  # pixels, ±
     augment_scale: float = 0.0  # relative, 1 ±
     augment_shear: float = 0.0  # degrees, ±
@@ -190,7 +190,7 @@ class TrainConfig:
 
     def augmentation(self):
         """The AugmentConfig these fields describe (validated there)."""
-        from .augment import AugmentConfig
+        from .data.augment import AugmentConfig
 
         return AugmentConfig(
             self.augment_rotate,

@@ -6,7 +6,7 @@ import json
 
 
 def add_parsers(commands) -> None:
-    from ..runtable import SORT_KEYS
+    from ..runs.table import SORT_KEYS
 
     listing = commands.add_parser("runs", help="list the runs in a folder: model, recipe, epochs, accuracy, time, date")
     listing.add_argument("folder", nargs="?", default="runs", help="folder of run folders, searched at any depth")
@@ -27,7 +27,7 @@ def add_parsers(commands) -> None:
 
 
 def cmd_runs(args) -> int:
-    from ..runtable import format_table, list_runs
+    from ..runs.table import format_table, list_runs
 
     rows = list_runs(args.folder, args.sort)
     if args.json:
@@ -40,7 +40,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ..compare import compare
+    from ..runs.compare import compare
 
     comparison = compare(args.runs, out=args.out)
     print(comparison.table())

@@ -230,7 +230,7 @@ def _add_device(parser) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from ..runs import load_run
+    from ..runs.run import load_run
 
     run = load_run(args.run, args.device)
     metrics = run.evaluate(args.split, tta=args.tta)
@@ -271,8 +271,8 @@ def cmd_evaluate(args) -> int:
 def _real_world(run, args) -> dict:
     """Score the suite; record it in the run's metrics.json (under its part) when the run has a folder."""
     from ..files import write_json
-    from ..realworld import DEFAULT_COUNT
-    from ..runs import METRICS_FILE
+    from ..inference.realworld import DEFAULT_COUNT
+    from ..runs.run import METRICS_FILE
 
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
     scores = run.real_world(args.part, count=args.count or DEFAULT_COUNT, preprocess=options)
@@ -283,14 +283,14 @@ def _real_world(run, args) -> dict:
 
 
 def cmd_report(args) -> int:
-    from ..report import write_report
+    from ..runs.report import write_report
 
     print(write_report(args.run, digit=args.digit, seed=args.seed, out=args.out, device=args.device))
     return 0
 
 
 def cmd_predict(args) -> int:
-    from ..predict import WORKERS, save_preprocessed
+    from ..inference.predict import WORKERS, save_preprocessed
 
     run, paths = _run_and_paths(args.paths, args.device)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
@@ -326,9 +326,9 @@ def _run_and_paths(items: list[str], device: str = "cpu"):
     from pathlib import Path
 
     from ..errors import RunError
-    from ..preprocess import IMAGE_SUFFIXES
-    from ..runs import MODEL_FILE, load_run
-    from ..shipped import load_shipped
+    from ..images.preprocess import IMAGE_SUFFIXES
+    from ..runs.run import MODEL_FILE, load_run
+    from ..runs.shipped import load_shipped
 
     first = Path(items[0])
     if not first.exists() and first.suffix.lower() not in IMAGE_SUFFIXES and len(items) > 1:
@@ -401,8 +401,8 @@ def _print_numbers(readings) -> None:
 
 def cmd_calibrate(args) -> int:
     from ..errors import RunError
-    from ..ood import QUANTILE
-    from ..runs import load_run
+    from ..inference.ood import QUANTILE
+    from ..runs.run import load_run
 
     run = load_run(args.run, args.device)
     if run.path is None:
@@ -416,8 +416,8 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..export import export_model
-    from ..webexport import export_web
+    from ..export.onnx import export_model
+    from ..export.web import export_web
 
     if args.format == "web":
         page = export_web(args.run, out=args.out, log=lambda message: print(message, file=sys.stderr))
@@ -435,7 +435,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..serve import Limits, serve
+    from ..serving.app import Limits, serve
 
     limits = Limits(
         max_upload_bytes=round(args.max_upload_mb * 1e6),
@@ -461,7 +461,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from ..ensemble import build_ensemble
+    from ..runs.ensemble import build_ensemble
 
     run = build_ensemble(args.runs, out=args.out, device=args.device)
     metrics = run.metrics

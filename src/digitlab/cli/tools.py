@@ -8,9 +8,9 @@ from .common import Parser, format_settings, log
 
 
 def add_parsers(commands) -> None:
-    from ..data import list_datasets
-    from ..models import list_models
-    from ..recipes import list_recipes
+    from ..data.datasets import list_datasets
+    from ..models.nets import list_models
+    from ..training.recipes import list_recipes
 
     data = commands.add_parser("data", help="fetch datasets and describe them")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
@@ -61,8 +61,8 @@ def add_parsers(commands) -> None:
 
 
 def cmd_data_fetch(args) -> int:
-    from ..data import dataset_info
-    from ..fetch import fetch
+    from ..data.datasets import dataset_info
+    from ..data.fetch import fetch
 
     paths = fetch(dataset_info(args.dataset), args.root, log=log)
     for path in paths.values():
@@ -73,7 +73,7 @@ def cmd_data_fetch(args) -> int:
 def cmd_data_info(args) -> int:
     import torch
 
-    from ..data import load_dataset
+    from ..data.datasets import load_dataset
 
     data = load_dataset(args.dataset, root=args.root, val_size=args.val_size, log=log)
     splits = data.splits()
@@ -88,7 +88,7 @@ def cmd_data_info(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from ..experiment import augmentation_study, markdown_table
+    from ..training.experiment import augmentation_study, markdown_table
 
     result = augmentation_study(
         seeds=args.seeds, models=tuple(args.models), recipe=args.recipe, epochs=args.epochs, out=args.out, log=log
@@ -101,12 +101,12 @@ def cmd_experiment(args) -> int:
 def cmd_augment_preview(args) -> int:
     import torch
 
-    from ..augment import augment_batch
     from ..config import TrainConfig
-    from ..data import load_dataset, to_float
+    from ..data.augment import augment_batch
+    from ..data.datasets import load_dataset, to_float
+    from ..figures.predictions import augmentation_preview
     from ..files import atomic_write
-    from ..recipes import AUGMENT
-    from ..viz import augmentation_preview
+    from ..training.recipes import AUGMENT
 
     values = {name: getattr(args, name) for name in AUGMENT if getattr(args, name) is not None}
     config = TrainConfig(**{**AUGMENT, **values}, augment_elastic_alpha=args.augment_elastic_alpha or 0.0)
@@ -129,7 +129,7 @@ def cmd_augment_preview(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from ..models import count_parameters, create_model, list_models
+    from ..models.nets import count_parameters, create_model, list_models
 
     for name in list_models():
         print(f"{name:12} {count_parameters(create_model(name)):>10,} parameters")
@@ -137,7 +137,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from ..recipes import RECIPES, recipe_settings
+    from ..training.recipes import RECIPES, recipe_settings
 
     for name in [args.name] if args.name else sorted(RECIPES):
         for model in sorted(RECIPES[name]):

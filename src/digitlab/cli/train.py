@@ -21,9 +21,9 @@ def add_parsers(commands) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from ..config import DEVICES, ENGINES, OPTIMIZERS, PRECISIONS, SCHEDULES, TRACKERS, TrainConfig
-    from ..data import list_datasets
-    from ..models import list_models
-    from ..recipes import list_recipes
+    from ..data.datasets import list_datasets
+    from ..models.nets import list_models
+    from ..training.recipes import list_recipes
 
     defaults = TrainConfig()
     parser.add_argument("--config", metavar="FILE", help="JSON config to start from (flags override it)")
@@ -129,7 +129,7 @@ def _given_fields(args) -> list[str]:
 
 def _config_from_args(args):
     from ..config import TrainConfig
-    from ..recipes import AUGMENT, apply_recipe
+    from ..training.recipes import AUGMENT, apply_recipe
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     config = config.with_model(args.model)
@@ -144,8 +144,8 @@ def _config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from ..distributed import shutdown as shutdown_distributed
-    from ..train import resume, train
+    from ..training.distributed import shutdown as shutdown_distributed
+    from ..training.train import resume, train
 
     if args.resume:
         changed = [
@@ -186,7 +186,7 @@ def _show_progress() -> bool:
 
 def _write_report(run, tracking: dict) -> None:
     from ..errors import RunError
-    from ..report import write_report
+    from ..runs.report import write_report
 
     written = next((record["report"] for record in tracking.values() if record.get("report")), None)
     if written:  # MLflow's tracker wrote it already, to log it

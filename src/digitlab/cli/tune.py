@@ -7,9 +7,9 @@ from .common import format_settings, log
 
 def add_parsers(commands) -> None:
     from ..config import DEVICES
-    from ..data import list_datasets
-    from ..models import list_models
-    from ..tunestudy import GRACE_SECONDS, PRUNERS
+    from ..data.datasets import list_datasets
+    from ..models.nets import list_models
+    from ..tuning.study import GRACE_SECONDS, PRUNERS
 
     tune = commands.add_parser(
         "tune",
@@ -67,7 +67,7 @@ def add_parsers(commands) -> None:
 
 
 def cmd_tune(args) -> int:
-    from ..tune import tune
+    from ..tuning.tune import tune
 
     result = tune(
         trials=args.trials,
@@ -96,7 +96,7 @@ def cmd_tune(args) -> int:
 
 def _tune_base(args):
     from ..config import TrainConfig
-    from ..tune import base_config
+    from ..tuning.tune import base_config
 
     if args.config:
         config = TrainConfig.from_file(args.config).with_model(args.model)
