@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -30,30 +31,49 @@ from digitlab.runs.shipped import SHIPPED_MODEL, load_shipped, ship
 CACHE = "runs/rejection-pictures-{digits}-{nondigits}.pt"  # prepared pictures, by the counts that made them
 
 
+def _read(samples, options) -> tuple[torch.Tensor, torch.Tensor]:
+    suite = read_suite(samples, options)
+    return suite.images, suite.refused
+
+
+def _prepare(task: str, run_preprocess: dict, digits: int, nondigits: int):
+    """One of the four sets of pictures, in a process of its own (rendering and preprocessing dominate)."""
+    from digitlab.config import PreprocessOptions
+
+    options = PreprocessOptions(**run_preprocess)
+    mnist, fashion = digitlab.load_dataset("mnist"), digitlab.load_dataset("fashion-mnist")
+    if task == "digits":
+        return _read(render_suite(mnist.train.images, mnist.train.labels, digits, seed=100), options)
+    if task == "val_digits":
+        return _read(render_suite(mnist.val.images, mnist.val.labels, max(100, digits // 5), seed=0), options)
+    part, split, fashion_split, count = (
+        ("train", mnist.train, fashion.train, nondigits)
+        if task == "nondigits"
+        else ("val", mnist.val, fashion.val, max(50, nondigits // 10))
+    )
+    pictures = list(render_nondigits(part, count, split, fashion_split))
+    images, refused = _read((as_sample(p) for p in pictures), options)
+    return images, refused, torch.tensor([KINDS.index(p.kind) for p in pictures])
+
+
 def prepared(run, digits: int, nondigits: int) -> dict[str, torch.Tensor]:
     """uint8 pictures as predict prepares them: train digits, train non-digits, val digits, val non-digits."""
     cache = Path(CACHE.format(digits=digits, nondigits=nondigits))
     if cache.is_file():
         return torch.load(cache)
-    mnist, fashion = digitlab.load_dataset("mnist"), digitlab.load_dataset("fashion-mnist")
-    options = run.preprocess
-
-    def read(samples) -> torch.Tensor:
-        suite = read_suite(samples, options)
-        return suite.images[~suite.refused]
-
+    tasks = ("digits", "nondigits", "val_digits", "val_nondigits")
+    with ProcessPoolExecutor(2) as pool:
+        jobs = [pool.submit(_prepare, task, run.preprocess.to_dict(), digits, nondigits) for task in tasks]
+        done = {task: job.result() for task, job in zip(tasks, jobs, strict=True)}
+    mnist = digitlab.load_dataset("mnist")
     pictures = {
-        "digits": torch.cat(
-            [read(render_suite(mnist.train.images, mnist.train.labels, digits, seed=100)), mnist.train.images[:10_000]]
-        ),
-        "nondigits": read(as_sample(p) for p in render_nondigits("train", nondigits, mnist.train, fashion.train)),
-        "val_digits": read(render_suite(mnist.val.images, mnist.val.labels, max(100, digits // 5), seed=0)),
+        "digits": torch.cat([done["digits"][0][~done["digits"][1]], mnist.train.images[:10_000]]),
+        "nondigits": done["nondigits"][0][~done["nondigits"][1]],
+        "val_digits": done["val_digits"][0][~done["val_digits"][1]],
+        "val_nondigits": done["val_nondigits"][0],
+        "val_refused": done["val_nondigits"][1],
+        "val_kinds": done["val_nondigits"][2],
     }
-    val = list(render_nondigits("val", max(50, nondigits // 10), mnist.val, fashion.val))
-    suite = read_suite((as_sample(p) for p in val), options)
-    pictures["val_nondigits"] = suite.images
-    pictures["val_refused"] = suite.refused
-    pictures["val_kinds"] = torch.tensor([KINDS.index(p.kind) for p in val])
     cache.parent.mkdir(exist_ok=True)
     torch.save(pictures, cache)
     return pictures

@@ -49,7 +49,7 @@ def test_a_box_in_the_turned_picture_maps_back_to_where_it_was():
 
 def test_a_desk_along_the_edge_is_not_ink_and_the_writing_stays():
     rng = np.random.default_rng(0)
-    page, boxes = compose_number(np.full((3, 28, 28), 0, np.uint8) + _bars(), rng)
+    page, _ = compose_number(np.full((3, 28, 28), 0, np.uint8) + _bars(), rng)
     gray = np.full((600, 800), float(np.median(page)), np.float32)
     gray[200 : 200 + page.shape[0], 100 : 100 + page.shape[1]] = page
     gray[:120] *= 0.25  # a dark desk along the top edge

@@ -142,8 +142,10 @@ def _text_field(part: str, rng: np.random.Generator, index: int, letters: int, a
     if index % 2 == 0:
         name = HERSHEY[part][(index // 2) % len(HERSHEY[part])]
         chars = alphabet or (GREEK if name.startswith("greek") else LATIN)
-        text = "".join(rng.choice(list(chars), letters))
-        return _field_of(_draw_polylines(_hershey_strokes(name, text), rng))
+        strokes: list[Polyline] = []
+        while not strokes:  # a few fonts lack a glyph (a symbol), drawn as nothing: draw another
+            strokes = _hershey_strokes(name, "".join(rng.choice(list(chars), letters)))
+        return _field_of(_draw_polylines(strokes, rng))
     path = _font_file(HANDWRITING[part][(index // 2) % len(HANDWRITING[part])])
     text = "".join(rng.choice(list(alphabet or LATIN), letters))
     return _field_of(_draw_font_text(path, text, rng))

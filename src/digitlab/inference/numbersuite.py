@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy.special import expit
 
 from ..data.datasets import Split
 from .numbers import compose_number
@@ -63,7 +64,7 @@ def _dark_areas(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         angle = rng.uniform(0, 2 * math.pi)
         distance = math.cos(angle) * (cols - width / 2) + math.sin(angle) * (rows - height / 2)
         edge = rng.uniform(0.15, 0.3) * min(height, width)
-        field = 1 - rng.uniform(0.45, 0.7) / (1 + np.exp(-(distance - edge) / rng.uniform(10, 40)))
+        field = 1 - rng.uniform(0.45, 0.7) * expit((distance - edge) / rng.uniform(10, 40))
     elif kind == 1:  # a desk along one edge, beside the sheet (never over the writing): dark, a little textured
         room = [top / height, 1 - bottom / height, left / width, 1 - right / width]  # free space on each side
         side = int(np.argmax(room))
