@@ -7,8 +7,8 @@
 - `<!-- table: modules -->` lists every module of the package with the first line of its docstring.
 - experiments/augmentation/plot.png is served at the same path, for the page of models.
 - The notebooks in notebooks/ become pages (notebooks/NAME.ipynb), rendered by mkdocs-jupyter with their
-  committed outputs; the Mermaid loader its template carries (dead code: no notebook draws a diagram) is
-  dropped, so no page refers to a CDN.
+  committed outputs; the Mermaid loader its template carries (dead code: no notebook draws a diagram) and
+  an empty MathJax script tag are dropped, so no page refers to a CDN.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ import tables  # noqa: E402  (benchmarks/tables.py, found through the path set j
 
 AUGMENTATION_PLOT = ROOT / "experiments" / "augmentation" / "plot.png"  # drawn by digitlab experiment augmentation
 log = logging.getLogger("mkdocs.plugins.digitlab")
-MERMAID_LOADER = re.compile(
-    r'<script type="module">(?:(?!</script>).)*?jp-Mermaid(?:(?!</script>).)*</script>', re.DOTALL
+# nbconvert's template: a Mermaid loader from a CDN (dead code, no notebook draws a diagram) and an empty
+# MathJax <script src="">, both dropped from the notebook pages
+NOTEBOOK_LEFTOVERS = re.compile(
+    r'<script type="module">(?:(?!</script>).)*?jp-Mermaid(?:(?!</script>).)*</script>|<script src=""> </script>',
+    re.DOTALL,
 )
 SHOWN: dict[str, list[tuple[str, str]]] = {}  # results file -> (page title, page path) of the pages that show it
 
@@ -67,7 +70,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 
 
 def on_post_page(output: str, page, config) -> str:
-    return MERMAID_LOADER.sub("", output) if page.file.src_uri.endswith(".ipynb") else output
+    return NOTEBOOK_LEFTOVERS.sub("", output) if page.file.src_uri.endswith(".ipynb") else output
 
 
 def _title(page: File) -> str:
