@@ -1,0 +1,95 @@
+"""Teach the shipped model to say "not a digit" (digitlab.inference.rejection) and write it back.
+
+Digits: the real-world suite rendered from MNIST's training split (`--digits` per condition) and read
+by the model's own preprocessing, plus MNIST training digits as they are. Non-digits: the training part
+of the non-digit suite (`--nondigits` of each kind), read the same way. The threshold accepts
+`--quantile` of the suite's digits rendered from the validation split; the validation part of the
+non-digit suite is scored and printed (what a choice between settings would look at); the test parts
+are never touched here (benchmarks/nondigits.py reports on them).
+
+    python benchmarks/ship_rejection.py [--digits 1500] [--nondigits 2500] [--quantile 0.995] [--out FILE]
+
+The prepared pictures are cached in runs/rejection-pictures-DIGITS-NONDIGITS.pt (delete it to prepare them again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import digitlab
+from digitlab.inference.nondigits import KINDS, as_sample, render_nondigits
+from digitlab.inference.ood import observe
+from digitlab.inference.realworld import read_suite, render_suite
+from digitlab.inference.rejection import fit_learned_detector
+from digitlab.runs.shipped import SHIPPED_MODEL, load_shipped, ship
+
+CACHE = "runs/rejection-pictures-{digits}-{nondigits}.pt"  # prepared pictures, by the counts that made them
+
+
+def prepared(run, digits: int, nondigits: int) -> dict[str, torch.Tensor]:
+    """uint8 pictures as predict prepares them: train digits, train non-digits, val digits, val non-digits."""
+    cache = Path(CACHE.format(digits=digits, nondigits=nondigits))
+    if cache.is_file():
+        return torch.load(cache)
+    mnist, fashion = digitlab.load_dataset("mnist"), digitlab.load_dataset("fashion-mnist")
+    options = run.preprocess
+
+    def read(samples) -> torch.Tensor:
+        suite = read_suite(samples, options)
+        return suite.images[~suite.refused]
+
+    pictures = {
+        "digits": torch.cat(
+            [read(render_suite(mnist.train.images, mnist.train.labels, digits, seed=100)), mnist.train.images[:10_000]]
+        ),
+        "nondigits": read(as_sample(p) for p in render_nondigits("train", nondigits, mnist.train, fashion.train)),
+        "val_digits": read(render_suite(mnist.val.images, mnist.val.labels, max(100, digits // 5), seed=0)),
+    }
+    val = list(render_nondigits("val", max(50, nondigits // 10), mnist.val, fashion.val))
+    suite = read_suite((as_sample(p) for p in val), options)
+    pictures["val_nondigits"] = suite.images
+    pictures["val_refused"] = suite.refused
+    pictures["val_kinds"] = torch.tensor([KINDS.index(p.kind) for p in val])
+    cache.parent.mkdir(exist_ok=True)
+    torch.save(pictures, cache)
+    return pictures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--digits", type=int, default=1500, help="training digits rendered per condition")
+    parser.add_argument("--nondigits", type=int, default=2500, help="training non-digits of each kind")
+    parser.add_argument("--quantile", type=float, default=0.995, help="share of validation digits accepted")
+    parser.add_argument("--out", type=Path, default=SHIPPED_MODEL, help="model file to write")
+    args = parser.parse_args()
+    run = load_shipped()
+    started = time.perf_counter()
+    pictures = prepared(run, args.digits, args.nondigits)
+    print(
+        f"{len(pictures['digits']):,} digits, {len(pictures['nondigits']):,} non-digits, "
+        f"{len(pictures['val_digits']):,} validation digits prepared ({time.perf_counter() - started:.0f} s)"
+    )
+    base = run.ood
+    assert base is not None and base.method != "learned-judge", "start from the Mahalanobis detector"
+    detector = fit_learned_detector(
+        run.model, base, pictures["digits"], pictures["nondigits"], pictures["val_digits"], args.quantile
+    )
+    run.model.ood = detector
+    seen = observe(run.model, pictures["val_nondigits"])
+    refused = detector.rejects(detector.score(seen)) | pictures["val_refused"]
+    for number, kind in enumerate(KINDS):
+        mine = pictures["val_kinds"] == number
+        print(f"validation {kind}: {refused[mine].double().mean():.1%} turned away")
+    print(f"validation non-digits: {refused.double().mean():.1%} turned away, threshold {detector.threshold:.2f}")
+    metrics = dict(run.metrics) if isinstance(run.metrics, dict) else {}
+    metrics["rejection"] = {"digits": args.digits, "nondigits": args.nondigits, "quantile": args.quantile}
+    ship(run, args.out, metrics)
+    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
