@@ -34,6 +34,9 @@ RESULT_COMMANDS = {
     "benchmarks/results/photos.json": "python benchmarks/photos.py --count 200",
     "benchmarks/results/numbers.json": "python benchmarks/whole_numbers.py",
     "benchmarks/results/ood.json": "python benchmarks/ood.py src/digitlab/weights/digitlab-cnn-robust.safetensors",
+    "benchmarks/results/nondigits-baseline-small.json": (
+        "python benchmarks/nondigits.py --count 100 --digits 50 --fashion 500 --name baseline-small"
+    ),
     "benchmarks/results/web_export.json": "python benchmarks/web_export.py --loads 10",
     "benchmarks/results/serve_load.json": "python benchmarks/serve_load.py RUN",
     "benchmarks/results/serve_load_workers2.json": "python benchmarks/serve_load.py RUN --workers 2",
@@ -138,11 +141,12 @@ SERVE_GOAL = (500, 100)  # the load issue's goal for the seed MLP: requests/s at
     "benchmarks/results/best.json",
     "benchmarks/results/real_world.json",
     "benchmarks/results/ood.json",
+    "benchmarks/results/nondigits-baseline-small.json",
     "benchmarks/results/numbers.json",
     "benchmarks/results/serve_load.json",
 )
 def headline(
-    seed: dict, records: dict, best: dict, world: dict, ood: dict, numbers: dict, load: dict
+    seed: dict, records: dict, best: dict, world: dict, ood: dict, suite: dict, numbers: dict, load: dict
 ) -> list[list[str]]:
     fast, minute, shipped, detector = records["fast"], records["minute"], world["models"]["shipped"], ood["runs"][0]
     worst = min(shipped["conditions"], key=shipped["conditions"].get)
@@ -190,6 +194,13 @@ def headline(
             f"AUROC ≥ {ood['goal']['fashion_auroc']:g}, ≤ {pct(ood['goal']['false_rejection'], 0)} turned away: "
             f"{met(detector['goal_met'])}",
             "`python benchmarks/ood.py`",
+        ],
+        [
+            f'"not a digit" where users meet it: letters, doodles, photos… as files '
+            f"({suite['nondigits']['count']:,} pictures, {len(suite['nondigits']['kinds'])} kinds)",
+            f"{pct(suite['nondigits']['turned_away'], 1)} turned away",
+            f"≥ {pct(suite['goals']['turned_away'], 0)}: {met(suite['goals_met']['turned_away'])}",
+            f"`{RESULT_COMMANDS['benchmarks/results/nondigits-baseline-small.json']}`",
         ],
         [
             f"whole numbers of 2 to 8 digits ({numbers['count']:,} composed numbers)",
@@ -480,6 +491,40 @@ def ood(result: dict) -> list[list[str]]:
         cells = [f"{outliers[name]['auroc']:.4f} ({pct(outliers[name]['rejected'], 1)})" for name in names]
         baseline = " / ".join(f"{outliers[name]['msp_auroc']:.3f}" for name in names)
         rows.append([f"`{Path(run['run']).name}` ({run['model']})", pct(run["false_rejection"]), *cells, baseline])
+    return rows
+
+
+@table("benchmarks/results/nondigits-baseline-small.json")
+def nondigits(result: dict) -> list[list[str]]:
+    goals, passed, kinds = result["goals"], result["goals_met"], result["nondigits"]["kinds"]
+    rows = [["pictures", "count", "turned away", "goal"]]
+    for name, part in kinds.items():
+        rows.append([name, f"{part['count']:,}", pct(part["turned_away"], 0), f"≥ {pct(goals['each_kind'], 0)}"])
+    rows.append(
+        [
+            "**all non-digits**",
+            f"{result['nondigits']['count']:,}",
+            pct(result["nondigits"]["turned_away"], 1),
+            f"≥ {pct(goals['turned_away'], 0)}: {met(passed['turned_away'])}",
+        ]
+    )
+    rows.append(
+        [
+            "Fashion-MNIST items as files",
+            f"{result['fashion_files']['count']:,}",
+            pct(result["fashion_files"]["turned_away"], 1),
+            f"≥ {pct(goals['fashion_files'], 0)}: {met(passed['fashion_files'])}",
+        ]
+    )
+    digits = result["digits"]
+    rows.append(
+        [
+            "real-world digits (wrongly refused)",
+            f"{digits['count']:,}",
+            pct(digits["refused"], 1),
+            f"≤ {pct(goals['digits_refused'], 0)}: {met(passed['digits_refused'])}",
+        ]
+    )
     return rows
 
 

@@ -50,6 +50,9 @@ def on_files(files: Files, config) -> Files:
         for name in tables.marked_tables(Path(page.abs_src_path).read_text()):
             for source in tables.TABLES[name].sources if name in tables.TABLES else ():
                 SHOWN.setdefault(source, []).append((_title(page), page.src_uri))
+    written = {path.relative_to(ROOT).as_posix() for path in (ROOT / "benchmarks" / "results").glob("*.json")}
+    for source in sorted(written - set(tables.RESULT_COMMANDS)):
+        log.warning(f"{source}: no command for it in RESULT_COMMANDS of benchmarks/tables.py, and no table")
     for source in sorted(set(tables.RESULT_COMMANDS) - set(SHOWN)):
         log.warning(f"{source} is shown on no page: mark one of its tables with <!-- table: NAME -->")
     return files
