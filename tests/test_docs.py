@@ -4,11 +4,14 @@ pages and of the README run, and the README's tables are the ones the results fi
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
 import subprocess
 import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -64,31 +67,65 @@ def test_a_table_fills_its_marker_and_names_an_unknown_table():
         tables.fill("<!-- table: nothing -->\n<!-- /table -->\n")
 
 
-@pytest.mark.slow
-def test_the_site_builds_strict_and_fetches_nothing(tmp_path):
-    site = tmp_path / "site"
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory) -> Path:
+    """The site, built as `make docs` builds it (--strict) into a temporary folder."""
+    site = tmp_path_factory.mktemp("docs") / "site"
     build = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert build.returncode == 0, build.stderr[-3000:]
+    return site
+
+
+@pytest.mark.slow
+def test_the_site_builds_strict_with_every_page(built_site):
     for page in ("index", "training", "serving", "reference/data", "reference/digitlab", "benchmarks/index"):
-        assert (site / f"{page}.html").is_file(), page
-    assert "digitlab.data.load_dataset" in (site / "reference" / "data.html").read_text()
+        assert (built_site / f"{page}.html").is_file(), page
+    assert "digitlab.data.load_dataset" in (built_site / "reference" / "data.html").read_text()
     seed = load_tables().load("benchmarks/results/seed_recipe.json")
-    assert f"{seed['speedup']:.1f}×" in (site / "benchmarks" / "training.html").read_text()  # drawn from the JSON
-    notebook = (site / "notebooks" / "seed.html").read_text()
+    assert f"{seed['speedup']:.1f}×" in (built_site / "benchmarks" / "training.html").read_text()  # from the JSON
+    notebook = (built_site / "notebooks" / "seed.html").read_text()
     assert "jp-OutputArea-output" in notebook and "data:image/png;base64" in notebook  # shown with its outputs
     outside = re.compile(r"<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)=\"(?:https?:)?//", re.IGNORECASE)
-    for page in site.rglob("*.html"):
+    for page in built_site.rglob("*.html"):
         text = page.read_text()
-        assert not outside.search(text), f"{page.relative_to(site)} loads something from the internet"
-        assert "cdnjs" not in text and "fonts.googleapis" not in text, page.relative_to(site)
+        assert not outside.search(text), f"{page.relative_to(built_site)} loads something from the internet"
+        assert "cdnjs" not in text and "fonts.googleapis" not in text, page.relative_to(built_site)
+
+
+@pytest.mark.slow
+def test_the_site_reads_in_a_browser_without_the_internet(built_site, browser):
+    from browsers import watch
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(built_site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        page = browser.new_page()
+        problems = watch(page)
+        elsewhere: list[str] = []
+        page.on("request", lambda request: request.url.startswith(base) or elsewhere.append(request.url))
+        for name in ("index", "notebooks/seed", "reference/runs", "benchmarks/index", "serving"):
+            response = page.goto(base + f"{name}.html", wait_until="networkidle")
+            assert response is not None and response.ok, name
+        page.click("input.md-search__input")  # the search index is a local file too
+        page.keyboard.type("segmenter")
+        page.wait_for_selector(".md-search-result__item")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert elsewhere == [] and problems == []
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 @pytest.mark.slow
