@@ -15,6 +15,7 @@ The prepared pictures are cached in runs/rejection-pictures-DIGITS-NONDIGITS.pt 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -62,7 +63,7 @@ def prepared(run, digits: int, nondigits: int) -> dict[str, torch.Tensor]:
     if cache.is_file():
         return torch.load(cache)
     tasks = ("digits", "nondigits", "val_digits", "val_nondigits")
-    with ProcessPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:  # fork hangs torch's threads
         jobs = [pool.submit(_prepare, task, run.preprocess.to_dict(), digits, nondigits) for task in tasks]
         done = {task: job.result() for task, job in zip(tasks, jobs, strict=True)}
     mnist = digitlab.load_dataset("mnist")
