@@ -4,7 +4,7 @@ checkup of a finished run, which trains nothing, is `Run.doctor()` (digitlab.run
 """
 
 from .data import DataCheckup, examine_data, write_data_report
-from .labels import Suspect, out_of_sample_probabilities
+from .labels import Suspect, label_suspects, out_of_sample_probabilities
 from .lr_find import RateRange, lr_find
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "RateRange",
     "Suspect",
     "examine_data",
+    "label_suspects",
     "lr_find",
     "out_of_sample_probabilities",
     "write_data_report",

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..data.datasets import Dataset, Split, load_dataset, to_float
+from ..data.datasets import Dataset, load_dataset, to_float
 from ..figures import doctor as pictures
 from ..figures.dataset import class_distribution
 from ..runs.checkup import Finding, Findings, write_checkup
-from .labels import CROSS_VALIDATION, Suspect, out_of_sample_probabilities, rank_suspects, require_cleanlab
+from .labels import CROSS_VALIDATION, Suspect, label_suspects, require_cleanlab
 
 DUPLICATE_SIMILARITY = 0.99  # cosine similarity of two digits' pixels at or above which they are one digit
 SHEET = 40  # suspects on the contact sheet
@@ -110,27 +110,9 @@ def examine_data(
     data = load_dataset(name, val_size=0, download=False)  # no validation cut: train keeps the IDX order
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    pool = Split(torch.cat([data.train.images, data.test.images]), torch.cat([data.train.labels, data.test.labels]))
     report = lambda fold, took: log(f"fold {fold + 1}/{folds} trained and predicted in {took:.1f} s")  # noqa: E731
-    probabilities = out_of_sample_probabilities(
-        pool, len(data.classes), config.replace(dataset=name), folds, seed, report
-    )
-    seconds["cross_validation"] = time.perf_counter() - started
-    started = time.perf_counter()
-    issues, quality = rank_suspects(pool.labels, probabilities)
-    suggested = probabilities.argmax(1)
-    count = len(data.train)
-    suspects = [
-        Suspect(
-            "train" if index < count else "test",
-            index if index < count else index - count,
-            int(pool.labels[index]),
-            int(suggested[index]),
-            float(1 - quality[index]),
-        )
-        for index in issues
-    ]
-    seconds["ranking"] = time.perf_counter() - started
+    suspects = label_suspects(data, config.replace(dataset=name), folds, seed, report)
+    seconds["labels"] = time.perf_counter() - started
     started = time.perf_counter()
     duplicates = near_duplicates(data.train.images, data.test.images)
     seconds["duplicates"] = time.perf_counter() - started

@@ -121,3 +121,30 @@ def rank_suspects(labels: torch.Tensor, probabilities: torch.Tensor) -> tuple[li
     issues = cleanlab.filter.find_label_issues(given, probs, return_indices_ranked_by="self_confidence")
     quality = cleanlab.rank.get_label_quality_scores(given, probs, method="self_confidence")
     return [int(index) for index in issues], quality
+
+
+def label_suspects(
+    data: Dataset,
+    config: TrainConfig = CROSS_VALIDATION,
+    folds: int = 4,
+    seed: int = 0,
+    on_fold: Callable[[int, float], None] | None = None,
+) -> list[Suspect]:
+    """The suspect labels of `data`'s training and test digits pooled, most suspect first; `data` is
+    loaded without a validation split (val_size=0), so a training digit's index is its IDX position."""
+    if len(data.val):
+        raise ConfigError("label suspects need the dataset without a validation cut (load it with val_size=0)")
+    pool = Split(torch.cat([data.train.images, data.test.images]), torch.cat([data.train.labels, data.test.labels]))
+    probabilities = out_of_sample_probabilities(pool, len(data.classes), config, folds, seed, on_fold)
+    issues, quality = rank_suspects(pool.labels, probabilities)
+    suggested, count = probabilities.argmax(1), len(data.train)
+    return [
+        Suspect(
+            "train" if index < count else "test",
+            index if index < count else index - count,
+            int(pool.labels[index]),
+            int(suggested[index]),
+            float(1 - quality[index]),
+        )
+        for index in issues
+    ]
