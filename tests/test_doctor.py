@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,3 +228,15 @@ def test_training_that_ends_at_chance_says_so_and_exits_0(tmp_path):
     assert done.returncode == 0, done.stderr
     warning = [line for line in done.stderr.splitlines() if line.startswith("digitlab: warning:")]
     assert warning and "chance level" in warning[0] and f"digitlab doctor {tmp_path / 'run'}" in warning[0]
+
+
+def test_the_doctor_notebook_is_committed_with_findings_beside_their_pictures():
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "doctor.ipynb"
+    code = [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+    assert code and all(cell.execution_count for cell in code), "run every cell before committing"
+    outputs = [output for cell in code for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    pages = [output["data"]["text/html"] for output in outputs if "text/html" in output.get("data", {})]
+    assert len(pages) >= 2 and all("data:image/png;base64," in page for page in pages)

@@ -76,6 +76,9 @@ class Findings(list):
                 lines.append(f"        try: {finding.fix}")
         return lines or ["no findings"]
 
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
+
     def _repr_html_(self) -> str:
         """Jupyter's view: each finding beside the picture of its evidence (PNG inline)."""
         return findings_html(self, [_png_data_url(finding) for finding in self])
