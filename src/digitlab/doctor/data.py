@@ -72,9 +72,10 @@ class DataCheckup:
             "near-duplicates",
             "warning" if self.duplicates else "info",
             f"{len(self.duplicates)} test digits nearly repeat a training digit (pixel cosine similarity ≥ "
-            f"{DUPLICATE_SIMILARITY}): the test set scores them as seen",
+            f"{DUPLICATE_SIMILARITY}): look whether they are copies, which the test set would score as seen, "
+            "or only alike (plain strokes such as 1s often are)",
             {"pairs": len(self.duplicates), "threshold": DUPLICATE_SIMILARITY},
-            "leave them out of the test score, or out of training" if self.duplicates else "",
+            "leave copies out of the test score, or out of training" if self.duplicates else "",
             (lambda: pictures.suspects_sheet(torch.stack(images), titles, "Near-duplicates (test, train)"))
             if images
             else None,
