@@ -65,7 +65,7 @@ def examine(patient: Patient, probes: Probes = Probes()) -> Findings:
     train = _sample(data.train, probes.train_images, probes.seed, patient.preprocess)
     found = insides.activity(patient.model, val.images)
     findings.append(insides.input_scale(found, commands))
-    findings += insides.dead_units(found, len(classes), commands)
+    findings += insides.dead_units(found, len(classes), config.lr, commands)
     findings += insides.saturated_units(found)
     layers = insides.gradients(patient.model, train, probes.gradient_batches, seed=probes.seed)
     findings += insides.gradient_flow(layers, commands)

@@ -132,7 +132,7 @@ def input_scale(found: dict, commands: Commands) -> Finding:
     )
 
 
-def dead_units(found: dict, classes: int, commands: Commands) -> list[Finding]:
+def dead_units(found: dict, classes: int, lr: float, commands: Commands) -> list[Finding]:
     """Per ReLU layer: the units that never fire on the probe images (a dead unit neither computes nor learns)."""
     relus = [layer for layer in found["layers"] if layer["kind"] == "relu"]
     if not relus:
@@ -156,7 +156,10 @@ def dead_units(found: dict, classes: int, commands: Commands) -> list[Finding]:
             if dead
             else f"every unit after {layer['layer']} fires on some digits"
         )
-        fix = commands.train(seed=7) + " (a fresh initialisation), a smaller --lr, or check the layer's initialisation"
+        fix = (
+            f"{commands.train(lr=lr / 10)} (one large step can push a unit below zero for every digit), "
+            "or check how the layer is initialised"
+        )
         findings.append(Finding("dead-units", severity, message, evidence, fix if dead else "", draw))
     alive = [finding for finding in findings if finding.evidence.get("dead")]
     return alive or findings[:1]

@@ -44,6 +44,7 @@ def fit_gap(
             f"more training data, augmentation or weight decay: {commands.train(augment=True, keep_best=True)}",
         )
     if train_accuracy < UNDERFIT_ACCURACY and abs(gap) < UNDERFIT_GAP:
+        bigger = commands.train(hidden="128,64") if commands.model == "mlp" else commands.train(model="cnn")
         bottleneck = (
             f"; its narrowest layer has {narrowest} units for {classes} classes"
             if narrowest is not None and narrowest < classes
@@ -55,7 +56,7 @@ def fit_gap(
             f"Underfitting: the model gets only {train_accuracy:.1%} of its own training digits right (validation "
             f"{val_accuracy:.1%}){bottleneck}: it lacks capacity or training",
             {**evidence, "narrowest_layer": narrowest},
-            f"a bigger model or more epochs: {commands.train(model='cnn-tiny')}",
+            f"a bigger model or more epochs: {bigger}",
         )
     return Finding(
         "fit",
