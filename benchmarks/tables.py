@@ -47,6 +47,8 @@ RESULT_COMMANDS = {
     "benchmarks/results/serve_soak.json": "python benchmarks/serve_soak.py RUN",
     "benchmarks/results/tune_mlp.json": "OMP_NUM_THREADS=1 python benchmarks/tune_mlp.py --trials 50 --timeout 720",
     "benchmarks/results/tune_mlp_epochs_searched.json": "python benchmarks/tune_mlp.py --epochs 0 --trials 50 --timeout 720",
+    "benchmarks/results/doctor_zoo.json": "python benchmarks/doctor_zoo.py",
+    "benchmarks/results/label_errors.json": "python benchmarks/label_errors.py",
     "experiments/augmentation/results.json": "digitlab experiment augmentation --seeds 3",
     "src/digitlab/weights/digitlab-cnn-robust.safetensors": "python benchmarks/ship_model.py",
 }
@@ -666,6 +668,54 @@ def shipped(metadata: dict) -> list[list[str]]:
             f"{metadata['file_bytes'] / 1000:.0f} kB",
         ],
     ]
+
+
+@table("benchmarks/results/doctor_zoo.json")
+def doctor_zoo(result: dict) -> list[list[str]]:
+    rows = [["run", "the check that should name it", "warnings and problems the doctor gave", "goal"]]
+    for run in result["runs"]:
+        found = ", ".join(f"`{check}`" for check in dict.fromkeys(alarm["check"] for alarm in run["alarms"]))
+        expected = f"`{run['expected']}`" if run["expected"] else "none: a healthy run"
+        rows.append([run["name"], expected, found or "none", met(run["ok"])])
+    rates = result["lr_find"]
+    rows.append(
+        [
+            "lr-find on the seed MLP",
+            "a range that holds none of the faulty rates",
+            f"{rates['range'][0]:.2g} to {rates['range'][1]:.2g}, suggested {rates['suggested']:.2g}: "
+            f"{pct(rates['val_accuracy_suggested_lr'])} on validation after 3 epochs, against "
+            f"{pct(rates['val_accuracy_default_lr'])} at the default 1e-3",
+            met(rates["ok"]),
+        ]
+    )
+    rows.append(["all of it", "", f"{result['threads']} threads", secs(result["seconds"], 0)])
+    return rows
+
+
+@table("benchmarks/results/label_errors.json")
+def label_errors(result: dict) -> list[list[str]]:
+    rows = [["suspects", f"recall (of {result['flips']} flipped labels)", "precision", "goal"]]
+    goal = result["goal"]
+    for top, score in result["at"].items():
+        shown = min(int(top), result["suspects"])
+        target = f"≥ {pct(goal['recall'], 0)} recall" if int(top) == goal["top"] else ""
+        rows.append(
+            [
+                f"top {int(top):,}" + (f" (all {shown} named)" if shown < int(top) else ""),
+                pct(score["recall"], 1),
+                pct(score["precision"], 1),
+                f"{target}: {met(score['recall'] >= goal['recall'])}" if target else "",
+            ]
+        )
+    rows.append(
+        [
+            f"{result['folds']} folds of `{result['model']}`, {result['epochs']} epochs",
+            "",
+            "",
+            f"{secs(result['seconds'], 0)} on {result['threads']} threads",
+        ]
+    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

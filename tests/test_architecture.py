@@ -24,7 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "runs": ("runs",),
     "outputs": ("tracking", "export", "serving"),
     "training": ("training",),
-    "tuning": ("tuning",),
+    "tuning": ("tuning", "doctor"),
     "applications": ("cli", "__main__", "digitlab"),
 }
 FLOOR = {room: number for number, rooms in enumerate(LAYERS.values()) for room in rooms}

@@ -38,7 +38,7 @@ def test_both_notebooks_are_there_and_committed_with_their_outputs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["seed", "beyond"])
+@pytest.mark.parametrize("name", ["seed", "beyond", "doctor"])
 def test_the_notebook_runs_from_top_to_bottom(name, kernel_path, monkeypatch):
     paths = [str(kernel_path), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(paths))  # first on the path: our python3 kernelspec wins

@@ -2,7 +2,7 @@
 
 Each module registers its commands with `add_parsers(commands)` and gives each a `handler(args)`
 that returns the exit code: train (training and --resume), runs (what uses a trained run),
-compare (listing runs and comparing them),
+compare (listing runs and comparing them), doctor (what is wrong with a run or a dataset, lr-find),
 tune (Optuna studies), tools (data, models, recipes, studies, previews).
 """
 
@@ -16,7 +16,7 @@ import threading
 import warnings
 
 from ..errors import DigitlabError
-from . import compare, explain, runs, tools, train, tune
+from . import compare, doctor, explain, runs, tools, train, tune
 from .common import Parser
 
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (train, runs, explain, compare, tools, tune):
+    for module in (train, runs, explain, compare, doctor, tools, tune):
         module.add_parsers(commands)
     return parser
 

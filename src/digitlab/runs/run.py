@@ -14,7 +14,7 @@ import os
 import platform
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import PreprocessOptions, TrainConfig, resolve_device
-from ..data.datasets import load_dataset
+from ..data.datasets import Dataset, load_dataset
 from ..errors import ConfigError, RunError
 from ..files import atomic_write, make_folder, read_json, write_json
 from ..images.preprocess import deskew
@@ -43,6 +43,7 @@ from ..inference.segmenter import NONE, SEGMENTER_FILE
 from ..models.nets import create_model
 from ..version import __version__
 from .card import card_html
+from .checkup import Findings, Patient, Probes, examine
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
@@ -285,6 +286,33 @@ class Run:
     def robustness(self, split: str = "test") -> dict[str, float]:
         """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
         return robustness(self.model, self.data().splits()[split])
+
+    def doctor(self, dataset: Dataset | None = None, probes: Probes = Probes()) -> Findings:
+        """What the doctor finds wrong with this run, worst first (see digitlab.runs.checkup): its curves
+        (chance, learning rate, stopping), its insides (input scale, dead or saturated units, gradient
+        flow), its fit, calibration, confusions, label noise and real-world gap, each with its evidence
+        and the fix to try. `dataset` is the data it trained on (default: its registered dataset, which
+        must be fetched, with the run's train_size); Jupyter shows the findings beside their pictures.
+        """
+        if self.path is not None and "history" not in self.metrics:
+            raise RunError(
+                f"{self.path} has no training history in {METRICS_FILE} (saved by an older digitlab): "
+                "the doctor reads it; retrain the run"
+            )
+        data = dataset or self._fetched_data()
+        patient = Patient(self.model, self.metrics.get("history"), data, self.config, self.preprocess, self.path)
+        return examine(patient, probes)
+
+    def _fetched_data(self) -> Dataset:
+        """The run's dataset as it trained on it, without downloading; RunError if its files differ."""
+        data = load_dataset(
+            self.dataset, val_size=self.config.val_size, split_seed=self.config.split_seed, download=False
+        )
+        if self.dataset_sha256 and data.sha256 != self.dataset_sha256:
+            raise RunError(f"this run was trained on other {self.dataset} files than the ones in the data folder")
+        if self.config.train_size and self.config.train_size < len(data.train):
+            data = replace(data, train=data.train.take(self.config.train_size))
+        return data
 
     def _repr_html_(self) -> str:
         """The card Jupyter shows for a Run: model, dataset, accuracy, curves thumbnail, folder."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from ..inference.evaluate import evaluate, predict_logits
 from ..inference.ood import fit_detector
 from ..models.nets import count_parameters, create_model, in_preferred_layout
 from ..runs.checkpoint import CHECKPOINT_FILE, BestEpoch, Progress, load_checkpoint, save_checkpoint
+from ..runs.checkup import Commands
+from ..runs.checkup.curves import end_of_training_alarm
 from ..runs.run import CONFIG_FILE, METRICS_FILE, Run, load_run, new_run_folder, save_config, save_run
 from ..tracking.registry import EpochBar, Trackers, all_of
 from .distributed import World, init_from_environment, local_device
@@ -246,11 +249,20 @@ def train(
             bar.close()
     how = {"engine": trainee.engine, "precision": precision}
     run = _finish(model, config, dataset, history, how, device, writer, best, test)
+    if test and world.is_main:  # a real run, not a tuning trial: say so when it learned nothing
+        _speak_up(history, config, len(dataset.classes), writer)
     if trackers is not None and writer is not None:
         run.metrics["tracking"] = trackers.finish(run, dataset)
         write_json(writer / METRICS_FILE, run.metrics)
     world.barrier()
     return run
+
+
+def _speak_up(history: list[dict], config: TrainConfig, classes: int, folder: Path | None) -> None:
+    commands = Commands(str(folder) if folder else None, config.model, config.out is not None)
+    alarm = end_of_training_alarm(history, classes, config.lr, config.optimizer, commands)
+    if alarm:
+        warnings.warn(alarm, stacklevel=3)
 
 
 def _divergence_hint(folder: Path | None, done_epochs: int, lr: float) -> str:
