@@ -72,7 +72,9 @@ def _vips_png(bits: int, interlace: bool = False, bands: int = 3) -> Callable[[t
         gray = pyvips.Image.new_from_array(np.asarray(page("L", side)))
         picture = gray.bandjoin([gray] * (bands - 1)) if bands > 1 else gray
         if bits == 16:
-            picture = (picture.cast("ushort") * 257).cast("ushort").copy(interpretation="rgb16" if bands > 1 else "grey16")
+            picture = (
+                (picture.cast("ushort") * 257).cast("ushort").copy(interpretation="rgb16" if bands > 1 else "grey16")
+            )
         return picture.pngsave_buffer(interlace=interlace, compression=6)
 
     return make
@@ -126,7 +128,7 @@ KINDS: dict[str, tuple[str, Callable[[tuple[int, int]], bytes]]] = {
 def picture(kind: str, megapixels: float = 100) -> bytes:
     """The file of `kind` (see KINDS) at about `megapixels`, square; made once and cached."""
     suffix, make = KINDS[kind]
-    side = int(math.isqrt(int(megapixels * 1e6)))
+    side = math.isqrt(int(megapixels * 1e6))
     path = CACHE / f"{kind}-{side}{suffix}"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)

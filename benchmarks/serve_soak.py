@@ -163,14 +163,14 @@ def one_request(port: int, kind: str, rng: random.Random, good: dict) -> tuple[i
     if kind == "oversized":
         body, content = multipart(rng.randbytes(UPLOAD_LIMIT + 100_000))
         if rng.random() < 0.5:  # declared: refused from the header
-            head = f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content}\r\nContent-Length: {len(body)}\r\n\r\n"
+            head = f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content}\r\nContent-Length: {len(body)}\r\n\r\n"
             return raw(port, head.encode(), [body[:65536]])[0], None, None
-        head = f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        head = f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content}\r\nTransfer-Encoding: chunked\r\n\r\n"
         pieces = [body[start : start + 65536] for start in range(0, len(body), 65536)]
         chunks = [f"{len(piece):x}\r\n".encode() + piece + b"\r\n" for piece in pieces] + [b"0\r\n\r\n"]
         return raw(port, head.encode(), chunks)[0], None, None
     body = drawing_json(rng.choice(good["drawing"])[0])  # slow: one byte every 50 ms
-    head = f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     return raw(port, head.encode(), [bytes([byte]) for byte in body], pause=0.05)[0], None, None
 
 

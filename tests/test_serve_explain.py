@@ -20,7 +20,7 @@ from test_serve import SMALL
 @pytest.fixture(scope="module")
 def both(seed_run):
     """One app serving the seed MLP (the default) and the shipped CNN."""
-    with TestClient(create_app([seed_run.path, SHIPPED_MODEL], SMALL)) as test_client:
+    with TestClient(create_app([seed_run.path, SHIPPED_MODEL], SMALL), base_url="http://localhost") as test_client:
         yield test_client
 
 

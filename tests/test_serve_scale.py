@@ -13,12 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+import digitlab.serving.app
 from digitlab.serving.app import Limits, answer, create_app
 from digitlab.serving.batching import Busy, Gate, MicroBatcher
 from test_serve import LiveServer
@@ -93,9 +95,7 @@ def test_batched_answers_are_the_unbatched_ones(seed_run, mnist):
 def slow_client(port: int, declared: int, sent: bytes) -> socket.socket:
     """A connection that declares a JSON body of `declared` bytes and sends only `sent` of it."""
     connection = socket.create_connection(("127.0.0.1", port), timeout=15)
-    head = (
-        f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
-    )
+    head = f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
     connection.sendall(head.encode() + sent)
     return connection
 
@@ -119,27 +119,46 @@ def _length(data: bytes) -> int:
     return 0
 
 
-def test_a_full_queue_answers_503_at_once_while_a_slow_body_holds_the_only_place(seed_run, mnist):
+def test_a_slow_body_holds_no_place_and_a_full_queue_answers_503_at_once(seed_run, mnist, monkeypatch):
+    """The gate's only place is taken when a whole body is in hand, not before: a body that trickles in holds
+    none (a whole drawing is served meanwhile), while a request whose work is under way holds it, and the next
+    one gets 503 at once (not after the first one's work)."""
     drawing = drawing_body(canvas_png(mnist.test.images[0, 0].numpy()))
+    entered, release = threading.Event(), threading.Event()
+    real_prepare = digitlab.serving.app.prepare_upload
+
+    def prepare(run, data, source, limits):
+        if source == "stuck":
+            entered.set()
+            assert release.wait(20)
+        return real_prepare(run, data, source, limits)
+
+    monkeypatch.setattr(digitlab.serving.app, "prepare_upload", prepare)
     app = create_app(seed_run, Limits(max_decoding=1, max_queued=0, body_timeout_s=10))
+    stuck = json.dumps({**json.loads(drawing), "name": "stuck"})
     with LiveServer(app) as live:
         holder = slow_client(live.port, len(drawing), drawing[:100].encode())
+        answers: dict = {}
+        worker = threading.Thread(
+            target=lambda: answers.update(stuck=live.request("POST", "/api/predict", stuck, JSON))
+        )
         try:
-            # the slow request has taken the gate's only place and waits for the rest of its body
-            assert wait_for(lambda: app.state.gate.held == 1, 30)
+            assert live.request("POST", "/api/predict", drawing, JSON)[0] == 200  # the slow body took no place
+            assert app.state.gate.held == 0
+            worker.start()
+            assert entered.wait(30) and app.state.gate.held == 1  # the stuck request holds the only place
             began = time.monotonic()
-            connection = socket.create_connection(("127.0.0.1", live.port), timeout=5)
-            body = drawing.encode()
-            head = f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            connection.sendall(head.encode() + body)
-            status, error, headers = read_answer(connection)
-            assert status == 503 and time.monotonic() - began < 5  # at once: not after the holder's 10 s timeout
-            assert b"retry-after: 2" in headers.lower() and "busy" in error["error"]
-            connection.close()
+            status, error = live.request("POST", "/api/predict", drawing, JSON)
+            assert status == 503 and "busy" in error["error"]
+            assert time.monotonic() - began < 5  # at once: not after the stuck one's work
+            release.set()
+            worker.join(30)
+            assert answers["stuck"][0] == 200 and answers["stuck"][1]["label"] == "7"
             holder.sendall(drawing[100:].encode())  # the slow one finishes and is served
             status, answered, _ = read_answer(holder)
             assert status == 200 and answered["label"] == "7"
         finally:
+            release.set()
             holder.close()
         assert live.request("POST", "/api/predict", drawing, JSON)[0] == 200
 

@@ -116,7 +116,8 @@ def _sample_bytes(opened: Image.Image) -> int:
 
 def _webp_chunks(data: bytes) -> set[bytes]:
     """The four-letter chunk names of a WebP file's RIFF container (read from the header, not decoded)."""
-    names, position = set(), 12
+    names: set[bytes] = set()
+    position = 12
     while position + 8 <= len(data) and len(names) < 64:
         name, size = data[position : position + 4], int.from_bytes(data[position + 4 : position + 8], "little")
         names.add(name)
@@ -156,7 +157,7 @@ def draft_size(width: int, height: int) -> tuple[int, int]:
 
 def _streamed(file, kind: str, factor: int) -> Image.Image:
     """A PNG, TIFF or WebP read by libvips a band of rows at a time and box-averaged by `factor` as it streams."""
-    options = {"access": "sequential", "fail_on": "error"}
+    options: dict[str, object] = {"access": "sequential", "fail_on": "error"}
     if kind == "WEBP":
         options["scale"] = 1 / factor  # libwebp decodes scaled (a lossy picture a macroblock row at a time)
     try:
@@ -212,7 +213,10 @@ def reduce_any(picture: Image.Image, factor: int) -> Image.Image:
     width, height = picture.size
     scale = _wide_scale(picture)
     rows = STRIP_BLOCKS * factor
-    pieces = [_reduced_band(picture.crop((0, top, width, min(top + rows, height))), factor, scale) for top in range(0, height, rows)]
+    pieces = [
+        _reduced_band(picture.crop((0, top, width, min(top + rows, height))), factor, scale)
+        for top in range(0, height, rows)
+    ]
     out = Image.new(pieces[0].mode, (pieces[0].size[0], sum(piece.size[1] for piece in pieces)))
     top = 0
     for piece in pieces:
@@ -226,7 +230,8 @@ def _wide_scale(picture: Image.Image) -> float | None:
     """For 16- and 32-bit gray: what one level is in 8-bit levels, from the whole picture's range (as gray_levels)."""
     if picture.mode not in WIDE:
         return None
-    low, high = picture.getextrema()
+    low, high = picture.getextrema()  # one band: (lowest, highest)
+    assert isinstance(low, (int, float)) and isinstance(high, (int, float))
     if picture.mode == "F":
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ImageError("image holds NaN or infinite pixels")

@@ -154,7 +154,11 @@ class _Picture:
         image = ctypes.c_void_p()
         chroma = HEIF_INTERLEAVED_RGBA if self.alpha else HEIF_INTERLEAVED_RGB
         lib = self.lib
-        _check(lib.heif_image_handle_decode_image_tile(self.handle, ctypes.byref(image), HEIF_RGB, chroma, None, column, row))
+        _check(
+            lib.heif_image_handle_decode_image_tile(
+                self.handle, ctypes.byref(image), HEIF_RGB, chroma, None, column, row
+            )
+        )
         try:
             stride = ctypes.c_size_t()
             plane = lib.heif_image_get_plane_readonly2(image, HEIF_CHANNEL_INTERLEAVED, ctypes.byref(stride))

@@ -296,9 +296,9 @@ class _guarded:
     def __enter__(self) -> _guarded:
         return self
 
-    def __exit__(self, kind, error, traceback) -> bool:
+    def __exit__(self, kind, error, traceback) -> None:
         if error is None or isinstance(error, ImageError):
-            return False
+            return
         if isinstance(error, Image.DecompressionBombError):
             limit = min(self.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or self.max_pixels))
             raise ImageTooLarge(
@@ -309,7 +309,6 @@ class _guarded:
         if isinstance(error, Exception):
             detail = " ".join(str(error).split())  # one line: some decoders (libheif, libvips) answer in several
             raise ImageError(f"truncated or corrupt image ({detail})", self.source) from None
-        return False
 
 
 def preprocess_file(path: str | Path, options: PreprocessOptions = PreprocessOptions()) -> torch.Tensor:
