@@ -36,6 +36,7 @@ WORKING_SIDE = 1024  # big pictures are decoded (or reduced right after) to abou
 SCALE_KEY = "digitlab.scale"  # Image.info key: picture pixels per decoded pixel (JPEGs are decoded reduced)
 STREAMED = ("PNG", "TIFF", "WEBP")  # formats libvips reads a band of rows at a time
 STRIP_BLOCKS = 32  # reduce_any converts and averages this many output rows at a time
+DECODER_BASE = 32_000_000  # bytes any decoding holds besides the picture: libraries' buffers, the reduced copy
 STREAM_ROWS = 256  # rows of the source a streaming decoder holds at once, generously (libvips' line buffers)
 PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}  # others: 4 bytes a pixel
 TO_8_BITS = {"1": "L", "P": "L", "PA": "LA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB"}
@@ -63,7 +64,13 @@ class DecodeCost:
 
 def decode_cost(opened: Image.Image, file) -> DecodeCost:
     """How much memory decoding `opened` (just opened by Pillow from `file`, a path or binary file) will hold
-    at once with `decode_reduced`: the whole picture for the decoders that need it, a few rows otherwise."""
+    at once with `decode_reduced`: the whole picture for the decoders that need it, a few rows otherwise, and
+    DECODER_BASE for the decoder's own tables and the reduced picture."""
+    cost = _decoder_cost(opened, file)
+    return DecodeCost(cost.bytes + DECODER_BASE, cost.why)
+
+
+def _decoder_cost(opened: Image.Image, file) -> DecodeCost:
     width, height = opened.size
     factor = max(width, height) // WORKING_SIDE
     kind = opened.format
@@ -73,7 +80,9 @@ def decode_cost(opened: Image.Image, file) -> DecodeCost:
             most = max(h * v for _, h, v, _ in layers)
             share = sum(h * v for _, h, v, _ in layers) / most  # subsampled components hold fewer coefficients
             return DecodeCost(round(2 * width * height * share), "progressive JPEG (libjpeg keeps every coefficient)")
-        draft = max(1, min(8, max(width, height) // WORKING_SIDE))
+        draft = 1  # the scale draft_size leads libjpeg to: the largest of 1/2, 1/4, 1/8 still WORKING_SIDE long
+        while draft < 8 and max(width, height) // (2 * draft) >= WORKING_SIDE:
+            draft *= 2
         return DecodeCost(4 * width * height // draft**2, "JPEG decoded at reduced scale")
     if factor >= 2 and kind in STREAMED:
         return _streamed_cost(opened, file)
@@ -111,7 +120,7 @@ def _streamed_cost(opened: Image.Image, file) -> DecodeCost:
 def _sample_bytes(opened: Image.Image) -> int:
     """Bytes a pixel takes once a streaming decoder has expanded it (a palette to RGB(A), 16-bit kept)."""
     bands = {"1": 1, "L": 1, "LA": 2, "P": 4, "PA": 4, "RGB": 3, "RGBA": 4, "CMYK": 4}.get(opened.mode, 4)
-    return bands * (2 if opened.mode in WIDE or "16" in str(opened.info.get("bits", "")) else 1) + 2
+    return bands * (2 if opened.mode in WIDE or opened.info.get("bits") == 16 else 1)
 
 
 def _webp_chunks(data: bytes) -> set[bytes]:
@@ -144,8 +153,19 @@ def decode_reduced(opened: Image.Image, file) -> Image.Image:
     else:
         opened.load()
         picture = reduce_any(opened, max(opened.size) // WORKING_SIDE)
-    method = TRANSPOSE.get(opened.getexif().get(0x0112, 1))  # 0x0112: Orientation
+    method = TRANSPOSE.get(_orientation(opened))
     return picture.transpose(method) if method is not None else picture
+
+
+def _orientation(opened: Image.Image) -> int:
+    """The EXIF orientation (1: upright) from what Pillow read of the header. (Pillow's getexif() would decode a
+    whole PNG to look for an EXIF chunk after the pixels; one there is not seen here.)"""
+    if opened.format == "TIFF":
+        return int(opened.tag_v2.get(0x0112, 1))  # type: ignore[attr-defined]  # TiffImageFile's tags
+    exif = Image.Exif()
+    if opened.info.get("exif"):
+        exif.load(opened.info["exif"])
+    return int(exif.get(0x0112, 1))  # 0x0112: Orientation
 
 
 def draft_size(width: int, height: int) -> tuple[int, int]:
