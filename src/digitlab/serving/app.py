@@ -160,7 +160,13 @@ def create_app(
     )
     app.state.run, app.state.model_info, app.state.limits = run, about, limits
     app.state.served, app.state.batcher, app.state.gate, app.state.body_memory = served, batcher, gate, memory
-    app.add_middleware(Guard, hosts=None if hosts is None else frozenset(hosts), token=token, any_address=any_address)
+    app.add_middleware(
+        Guard,
+        hosts=None if hosts is None else frozenset(hosts),
+        token=token,
+        any_address=any_address,
+        max_header_bytes=limits.max_header_bytes,
+    )
     # Starlette picks the handler by exception class; its stubs type every handler for any Exception
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Busy, _busy)  # type: ignore[arg-type]

@@ -157,11 +157,15 @@ def _rounded(rows: torch.Tensor) -> list[list[float]]:
 
 def target_indices(run: Run, targets: list[str]) -> list[int]:
     """The `target` query values (class names, or indices written in ASCII digits) as class indices, each once;
-    HTTP 422 for an unknown one, or for more targets than there are classes (each costs a saliency map)."""
+    HTTP 400 for a malformed index ('²', '٣'), 422 for an unknown class, or for more targets than there are
+    classes (each costs a saliency map)."""
     if len(targets) > len(run.classes):
         raise HTTPException(422, f"at most {len(run.classes)} targets, got {len(targets)}")
     names = [str(name) for name in run.classes]
-    wanted = [int(t) if t.isascii() and t.isdigit() and len(t) < 10 and t not in names else t for t in targets]
+    for target in targets:
+        if target not in names and any(c.isdigit() for c in target) and not (target.isascii() and target.isdecimal()):
+            raise HTTPException(400, f"malformed target {clean(target)!r}: a class name, or an index in digits 0-9")
+    wanted = [int(t) if t.isascii() and t.isdecimal() and len(t) < 10 and t not in names else t for t in targets]
     try:
         return list(dict.fromkeys(class_indices(wanted, run.classes)))
     except ConfigError as error:

@@ -11,7 +11,8 @@
   styles and data (and never be framed), X-Content-Type-Options, Referrer-Policy and X-Frame-Options.
   /docs and /redoc, whose bundled Swagger UI and ReDoc start from an inline script, get that one allowance.
 
-Every refusal is JSON {"error": ...}, like every other error of the API. Starlette's TrustedHostMiddleware
+A request line and headers over the limit that arrived in one read (h11 measures only an incomplete head in its
+buffer) get 431 here. Every refusal is JSON {"error": ...}, like every other error of the API. Starlette's TrustedHostMiddleware
 answers in plain text and knows no wildcard-address rule, hence this small one.
 """
 
@@ -50,8 +51,16 @@ def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> frozenset[str] | Non
 class Guard:
     """ASGI middleware: the Host allow-list (None: any host), the bearer token (None: none) and the headers."""
 
-    def __init__(self, app, hosts: frozenset[str] | None, token: str | None = None, any_address: bool = False):
+    def __init__(
+        self,
+        app,
+        hosts: frozenset[str] | None,
+        token: str | None = None,
+        any_address: bool = False,
+        max_header_bytes: int | None = None,
+    ):
         self.app, self.hosts, self.token, self.any_address = app, hosts, token, any_address
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -65,6 +74,9 @@ class Guard:
                 message = {**message, "headers": [*message.get("headers", []), *headers]}
             await send(message)
 
+        if self.max_header_bytes is not None and _head_bytes(scope) > self.max_header_bytes:
+            limit = f"{self.max_header_bytes:,} bytes"
+            return await _refuse(guarded_send, 431, f"the request line and headers are more than {limit}")
         host = _header(scope, b"host")
         if not self._host_allowed(host):
             shown = host.encode("ascii", "backslashreplace").decode()[:100]
@@ -101,6 +113,13 @@ def _header(scope, name: bytes) -> str:
         if key == name:
             return value.decode("latin-1")
     return ""
+
+
+def _head_bytes(scope) -> int:
+    """About the size of the request line and headers as sent (h11 checks only a head still incomplete in its buffer,
+    so one that arrived whole in a single read is measured here)."""
+    line = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 16
+    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
 
 
 def _without_port(host: str) -> str:
