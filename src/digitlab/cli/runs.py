@@ -468,6 +468,7 @@ def cmd_serve(args) -> int:
         header_timeout_s=args.header_timeout,
         keep_alive_s=args.keep_alive,
         max_connections=args.max_connections,
+        max_client_connections=args.max_client_connections,
         max_json_depth=args.max_json_depth,
         max_json_items=args.max_json_items,
         max_json_number_chars=args.max_json_number_chars,
@@ -514,6 +515,14 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
         ("--header-timeout", float, 10, "S", "seconds a request's headers may take (default 10), or 408"),
         ("--keep-alive", float, 5, "S", "seconds an idle keep-alive connection stays open (default 5)"),
         ("--max-connections", int, 512, "N", "open connections and requests at once (default 512); more get 503"),
+        (
+            "--max-client-connections",
+            int,
+            64,
+            "N",
+            "open connections of one client address (default 64; behind a "
+            "reverse proxy, every client is the proxy); more are closed",
+        ),
         ("--max-json-depth", int, 4, "N", "nesting of a JSON body (default 4); deeper gets 400"),
         ("--max-json-items", int, 32, "N", "keys and values in a JSON body (default 32); more gets 400"),
         ("--max-json-number-chars", int, 64, "N", "characters in a JSON number (default 64); longer gets 400"),

@@ -37,6 +37,7 @@ class Limits:
     header_timeout_s: float = 10.0  # seconds from a request's first byte (or the connection) to its last header
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)
     max_connections: int = 512  # open connections and requests at once (uvicorn's limit_concurrency): 503 past it
+    max_client_connections: int = 64  # open connections of one client address: more are closed as they open
     max_json_depth: int = 4  # nesting of a JSON body (a valid one is 1 deep), or 400
     max_json_items: int = 32  # keys and values in a JSON body (a valid one has 2 or 4), or 400
     max_json_number_chars: int = 64  # characters in one JSON number, or 400
@@ -45,6 +46,7 @@ class Limits:
 
     def __post_init__(self):
         counts = (self.max_upload_bytes, self.max_pixels, self.max_decoding, self.max_batch, self.max_connections)
+        counts += (self.max_client_connections,)
         sizes = (self.max_decode_bytes, self.max_body_memory_bytes, self.max_header_bytes)
         json = (self.max_json_depth, self.max_json_items, self.max_json_number_chars)
         times = (self.body_timeout_s, self.body_grace_s, self.body_min_rate, self.header_timeout_s, self.keep_alive_s)

@@ -7,14 +7,18 @@ closes an idle keep-alive connection. (httptools, uvicorn's faster parser, has n
 header was accepted, so the server runs on h11.) Neither bounds the time the headers take: a client sending
 one header line every few seconds held its connection for ever. `GuardedH11` adds that: from a connection's
 start, or from the first byte of the next request on a kept-alive one, its headers must be complete within
-`header_timeout_s`, or it gets 408 and is closed. Log lines escape anything unprintable a client sent.
+`header_timeout_s`, or it gets 408 and is closed. Nor do they share connections between clients: one client
+could open all `max_connections` and leave every other one to uvicorn's 503, so a client's connections past
+`max_client_connections` are closed as they open. Log lines escape anything unprintable a client sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
+from typing import ClassVar
 
 import h11
 import uvicorn
@@ -24,15 +28,24 @@ from .limits import Limits
 
 
 class GuardedH11(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on the request line and headers (see the module)."""
+    """uvicorn's h11 protocol with a deadline on the request line and headers and a cap on each client's open
+    connections (see the module)."""
 
-    header_timeout_s = 10.0  # set per server by `protocol_for`
-
+    header_timeout_s = 10.0  # set per server by `protocol_for`, with the two below
+    max_client_connections = 64
+    by_client: ClassVar[collections.Counter[str]] = collections.Counter()  # open connections per client address
     _header_deadline: asyncio.TimerHandle | None = None
+    _counted: str | None = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._header_deadline = None
+        address = self.client[0] if self.client else ""
+        self.by_client[address] += 1
+        self._counted = address
+        if self.by_client[address] > self.max_client_connections:
+            transport.abort()  # a client past its share of connections: closed before a byte is read
+            return
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -44,6 +57,11 @@ class GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._counted is not None:
+            self.by_client[self._counted] -= 1
+            if self.by_client[self._counted] <= 0:
+                del self.by_client[self._counted]
+            self._counted = None
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -68,8 +86,13 @@ class GuardedH11(H11Protocol):
 
 
 def protocol_for(limits: Limits) -> type[GuardedH11]:
-    """GuardedH11 with `limits.header_timeout_s`."""
-    return type("GuardedH11WithLimits", (GuardedH11,), {"header_timeout_s": limits.header_timeout_s})
+    """GuardedH11 with `limits`' header time and connections per client, counting this server's connections."""
+    settings = {
+        "header_timeout_s": limits.header_timeout_s,
+        "max_client_connections": limits.max_client_connections,
+        "by_client": collections.Counter(),
+    }
+    return type("GuardedH11WithLimits", (GuardedH11,), settings)
 
 
 def uvicorn_config(app, limits: Limits, access_log: bool = False) -> uvicorn.Config:
