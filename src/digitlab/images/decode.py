@@ -113,7 +113,7 @@ def _streamed_cost(opened: Image.Image, file) -> DecodeCost:
         if b"VP8L" in chunks or b"ANIM" in chunks:
             return DecodeCost(4 * width * height, "lossless or animated WebP (libwebp holds the whole picture)")
         if b"ALPH" in chunks:
-            return DecodeCost(2 * width * height + streaming.bytes, "WebP with transparency (a whole alpha plane)")
+            return DecodeCost(width * height + streaming.bytes, "WebP with transparency (a whole alpha plane)")
     return streaming
 
 
