@@ -15,9 +15,10 @@ second (POST /api/predict, 10 s timeout) and must keep getting the right answer,
     dribbled-headers 48 connections sending one header line every 3 s
     connection-flood 600 connections opened at once, sending nothing
 
-Recorded per attack: the attack's status codes, the server's peak memory above its idle memory just before
-(Linux: VmHWM after clear_refs, the server process), /healthz p50/p99 during it, and the share of the drawing
-client's requests answered right. Goals (issue 29): no server error (5xx other than 503), peak ≤ +300 MB,
+Recorded per attack: the attack's status codes, the server's peak memory (Linux: VmHWM after clear_refs, the
+server process) above its idle memory just before the attack and above its idle memory before the first
+attack (after a few warm-up drawings), /healthz p50/p99 during it, and the share of the drawing client's
+requests answered right. Goals (issue 29): no server error (5xx other than 503), both peaks ≤ +300 MB,
 /healthz p99 ≤ 100 ms, ≥ 95% of the drawings answered right; for pixels, every 200 answered "7".
 
     python benchmarks/serve_hostile.py [RUN] [--only big-json pixels-png-P ...] [--seconds 12]
@@ -345,7 +346,9 @@ def attacks(megapixels: float) -> dict[str, Callable]:
     return found
 
 
-def run_attack(name: str, attack: Callable, port: int, pid: int, seconds: float, drawing: tuple[bytes, str]) -> dict:
+def run_attack(
+    name: str, attack: Callable, port: int, pid: int, seconds: float, drawing: tuple[bytes, str], start_mb: float
+) -> dict:
     statuses: Counter = Counter()
     idle = peak_reset(pid)
     began = time.monotonic()
@@ -358,7 +361,8 @@ def run_attack(name: str, attack: Callable, port: int, pid: int, seconds: float,
         "seconds": round(time.monotonic() - began, 2),
         "statuses": {str(status): count for status, count in sorted(statuses.items(), key=str)},
         "idle_mb": idle / 1e6,
-        "peak_mb": (peak - idle) / 1e6,
+        "peak_mb": (peak - idle) / 1e6,  # above the idle memory just before this attack
+        "peak_over_start_mb": peak / 1e6 - start_mb,  # above the server's idle memory before the first attack
         **watch.report(),
         **details,
     }
@@ -371,7 +375,7 @@ def run_attack(name: str, attack: Callable, port: int, pid: int, seconds: float,
     result["server_errors"] = server_errors
     result["goals_met"] = {
         "no_server_error": server_errors == 0,
-        "peak_memory": result["peak_mb"] <= GOALS["peak_mb"],
+        "peak_memory": max(result["peak_mb"], result["peak_over_start_mb"]) <= GOALS["peak_mb"],
         "health_p99": result["health_p99_ms"] <= GOALS["health_p99_ms"] and watch.health_failures == 0,
         "served": (result["served_share"] or 0) >= GOALS["served_share"],
         "right_answers": details.get("wrong_answers", 0) == 0,
@@ -403,12 +407,17 @@ def main() -> int:
     drawing = digit_png()
     results = []
     try:
+        warm = Watch(port, *drawing)  # the first answers load what every later one uses: not an attack's cost
+        with warm:
+            warm.stop.wait(3)
+        start_mb = _status_of(server.pid, "VmRSS") / 1e6
         for name, attack in chosen.items():
-            result = run_attack(name, attack, port, server.pid, args.seconds, drawing)
+            result = run_attack(name, attack, port, server.pid, args.seconds, drawing, start_mb)
             results.append(result)
             missed = [goal for goal, met in result["goals_met"].items() if not met]
             print(
-                f"{name:28s} {json.dumps(result['statuses'])[:70]:70s} peak +{result['peak_mb']:.0f} MB, "
+                f"{name:28s} {json.dumps(result['statuses'])[:60]:60s} peak +{result['peak_mb']:.0f} MB "
+                f"(+{result['peak_over_start_mb']:.0f} over the start), "
                 f"/healthz p99 {result['health_p99_ms']:.0f} ms, drawings {result['served_share'] or 0:.0%}"
                 + (f"  MISSED: {', '.join(missed)}" if missed else ""),
                 flush=True,
@@ -422,6 +431,7 @@ def main() -> int:
         "megapixels": args.megapixels,
         "seconds_per_timed_attack": args.seconds,
         "goals": GOALS,
+        "idle_at_start_mb": start_mb,
         "attacks": results,
         "all_goals_met": all(all(result["goals_met"].values()) for result in results),
         "load_average_1min_end": os.getloadavg()[0],

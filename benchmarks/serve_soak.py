@@ -421,6 +421,7 @@ def verdict(report: dict, out: Path) -> int:
         print(f"problem: {line}", file=sys.stderr)
     print(f"wrote {out}")
     checks = {
+        "a capacity above zero": capacity["right_answers_per_second"] > 0,
         "no wrong answer": report["wrong_answers"] == 0,
         "no server error": report["server_errors"] == 0,
         "every bad request its own 4xx": report["bad_requests_not_refused_4xx"] == 0

@@ -47,7 +47,7 @@ from ..models.nets import count_parameters
 from ..runs.run import Run
 from ..version import __version__
 from .batching import Busy, Gate, MicroBatcher
-from .body import RETRY_AFTER_S, BodyMemory, client_of, received
+from .body import RETRY_AFTER_S, BodyMemory, client_of, give_memory_back, received
 from .explain import EXPLAIN_DOC, ExplanationOut, ServedModels, WeightsOut, explained, target_indices
 from .guard import LOOPBACK_HOSTS, WILDCARD_ADDRESSES, Guard, allowed_hosts
 from .limits import Limits
@@ -56,6 +56,7 @@ from .workers import run_workers
 
 STATIC = Path(__file__).parent / "static"
 TARGETS = Query(default=[], description='also attribute to these classes ("why not a 3?")')
+TRIM_AFTER_BYTES = 36_000_000  # a decoding estimated to hold more than this (a big picture's) gives memory back
 PATH_SETTINGS = ("out", "teacher")  # training settings that hold a local path: served as the folder's name only
 __all__ = ["Limits", "create_app", "serve"]  # Limits lives in digitlab.serving.limits; served from here too
 
@@ -280,7 +281,11 @@ async def _through_gate(app: FastAPI, request: Request, work, then=None):
         )
         async with gate.ticket(client_of(request)) as ticket:
             async with gate.turn(ticket, cost.bytes):
-                result = await _image_work(work, data, source, limits)
+                try:
+                    result = await _image_work(work, data, source, limits)
+                finally:
+                    if cost.bytes > TRIM_AFTER_BYTES:
+                        await run_in_threadpool(give_memory_back)
             return result if then is None else await then(result)
 
 
