@@ -41,6 +41,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -403,7 +404,7 @@ def main() -> int:
         if name.startswith("pixels-"):
             picture(name.removeprefix("pixels-"), args.megapixels)
     options = shlex.split(args.serve_args)
-    server, port = start(args.run, options, args.out.with_suffix(".log"))
+    server, port = start(args.run, options, Path(tempfile.gettempdir()) / f"serve_hostile-{os.getpid()}.log")
     drawing = digit_png()
     results = []
     try:
