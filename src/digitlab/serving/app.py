@@ -47,7 +47,7 @@ from ..models.nets import count_parameters
 from ..runs.run import Run
 from ..version import __version__
 from .batching import Busy, Gate, MicroBatcher
-from .body import RETRY_AFTER_S, BodyMemory, client_of, give_memory_back, received
+from .body import RETRY_AFTER_S, BodyMemory, client_of, give_memory_back, received, tune_malloc
 from .explain import EXPLAIN_DOC, ExplanationOut, ServedModels, WeightsOut, explained, target_indices
 from .guard import LOOPBACK_HOSTS, WILDCARD_ADDRESSES, Guard, allowed_hosts
 from .limits import Limits
@@ -488,6 +488,7 @@ def exposure_warning(host: str, token: str | None) -> str | None:
 
 
 def _run_uvicorn(app: FastAPI, listener: socket.socket, limits: Limits, access_log: bool) -> None:
+    tune_malloc()
     uvicorn.Server(uvicorn_config(app, limits, access_log)).run(sockets=[listener])
 
 

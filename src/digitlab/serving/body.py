@@ -33,6 +33,7 @@ from .limits import Limits
 USAGE = 'send an image file as multipart/form-data (field "file") or JSON {"image": "<base64 PNG>"}'
 RETRY_AFTER_S = 2  # what a 503 tells the client to wait
 TRIM_AFTER_BYTES = 8_000_000  # a body bigger than this gives its memory back to the system when done
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters (malloc.h)
 # one JSON token: a string (unrolled, so linear), a punctuation mark, a scalar (number, true...), or blanks
 TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+|\s+')
 
@@ -135,21 +136,33 @@ async def received(request: Request, limits: Limits, memory: BodyMemory):
 
 
 @functools.cache
-def _malloc_trim():
-    """glibc's malloc_trim, or None elsewhere."""
+def _libc():
+    """glibc, or None elsewhere."""
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018
     except (OSError, AttributeError):
         return None
+    return libc
+
+
+def tune_malloc() -> None:
+    """Ask glibc to keep big buffers (1 MB and more: decoded bands, bodies) in their own mappings, returned to the
+    system when freed, instead of raising that threshold as it goes (to 32 MB) and keeping them in its heaps; and
+    to use at most 4 heaps for the server's threads. Call once, before the server starts its threads."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+        libc.mallopt(M_ARENA_MAX, 4)
 
 
 def give_memory_back() -> None:
     """Return memory freed after a big body or a big decoding to the system: glibc keeps it in its per-thread
     arenas otherwise, and the server's idle memory grew from 350 to 720 MB over benchmarks/serve_hostile.py's
     attacks without this."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def from_json(body: bytes, limits: Limits) -> tuple[bytes, str]:
