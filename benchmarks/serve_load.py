@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 import digitlab
+from digitlab.images import decode_image
 
 RESULTS = Path(__file__).parent / "results" / "serve_load.json"
 WARM_UP = 50
@@ -79,16 +80,16 @@ class Item:
 
 
 def items(run: str | None, count: int, mode: str) -> tuple[list[Item], dict]:
-    """The first `count` test digits as request bodies, expecting what `run` answers in-process (or, without a run,
-    the MNIST label); and the headers they go with."""
-    from digitlab.serving.app import answer
-
+    """The first `count` test digits as request bodies, expecting what `run` answers in-process through
+    digitlab.inference, as `digitlab predict` does, not through the server's code (or, without a run, the MNIST
+    label); and the headers they go with."""
     loaded = digitlab.load_run(run) if run else None
     found, headers = [], {}
     for index in range(count):
         png, truth = digit_png(index)
         body, headers = request_body(png, mode)
-        found.append(Item(body, answer(loaded, png, "digit")["label"] if loaded else truth, truth))
+        expected = loaded.predict([decode_image(png, "digit")])[0].label if loaded else truth
+        found.append(Item(body, expected, truth))
     return found, headers
 
 

@@ -55,8 +55,8 @@ import numpy as np
 from PIL import Image
 
 import digitlab
+from digitlab.images import decode_image
 from digitlab.inference.realworld import CONDITIONS
-from digitlab.serving.app import answer
 from serve_load import Item, load, start_server
 
 RESULTS = Path(__file__).parent / "results" / "serve_soak.json"
@@ -94,9 +94,10 @@ def pictures(run: str, count: int) -> dict[str, list[tuple[bytes, str, str]]]:  
 
 
 def _label(run, data: bytes) -> str | None:
-    """The label `digitlab predict` gives the picture in-process, or None for one it cannot read (left out)."""
+    """The label `digitlab predict` gives the picture in-process (through digitlab.inference, not the server's code),
+    or None for one it cannot read (left out)."""
     try:
-        return answer(run, data, "picture")["label"]
+        return run.predict([decode_image(data, "picture")])[0].label
     except digitlab.ImageError:
         return None
 
@@ -416,7 +417,8 @@ def verdict(report: dict, out: Path) -> int:
         f"drawing accuracy {accuracy if accuracy is None else format(accuracy, '.1%')}"
     )
     growth = report["memory_growth_from_reference"]
-    print(f"memory: {report['memory_bytes']}, growth from request {report['memory_reference_request']}: {growth:.1%}")
+    shown = "not measured" if growth is None else f"{growth:.1%}"
+    print(f"memory: {report['memory_bytes']}, growth from request {report['memory_reference_request']}: {shown}")
     for line in report["first_wrong"] + report["first_failures"]:
         print(f"problem: {line}", file=sys.stderr)
     print(f"wrote {out}")
