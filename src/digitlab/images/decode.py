@@ -88,8 +88,9 @@ def _decoder_cost(opened: Image.Image, file) -> DecodeCost:
         return _streamed_cost(opened, file)
     if factor >= 2 and kind == "HEIF" and heif.available():
         grid = heif.tiling(_bytes_of(file))
-        band = 2 * grid.tile_height * grid.width * 4  # a band of tile rows, and its reduction
-        return DecodeCost(grid.tile_bytes + band, "HEIC decoded one tile at a time")
+        band = grid.tile_height * grid.width * 4 if grid.columns > 1 else 0  # a band of tile rows, joined
+        why = "HEIC decoded one tile at a time" if grid.columns * grid.rows > 1 else "HEIC that is not tiled, whole"
+        return DecodeCost(grid.tile_bytes * grid.columns + band, why)
     if kind == "HEIF":
         return DecodeCost(round(7.3 * width * height), "HEIC decoded whole (pillow_heif)")
     return DecodeCost(PILLOW_BYTES.get(opened.mode, 4) * width * height, f"{kind} decoded whole by Pillow")

@@ -6,13 +6,14 @@ Pillow's own copy, about 7 bytes per pixel (+730 MB for 100 megapixels, measured
 small tiles (iPhones: 512×512), and libheif (from 1.20) decodes one tile on request, with the picture's rotation
 and mirroring applied. `tiled_heif` calls that through ctypes on the libheif that pillow_heif ships, and box-
 averages the tiles, a band of tile rows at a time, into the reduced picture: its memory is a band of tiles.
-`tile_bytes` says what one decode holds at once (for a picture that is not a grid, the whole picture in YCbCr
-and in RGB), so a server can refuse what it cannot afford before decoding. Where that libheif cannot be found
+`tile_bytes` says what one tile's decoding holds at once (for a picture that is not a grid, the whole picture in
+YCbCr and in RGB), so a server can refuse what it cannot afford before decoding. Where that libheif cannot be found
 or lacks the tile API, `available()` is False and callers fall back to pillow_heif.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import glob
@@ -24,6 +25,7 @@ from PIL import Image
 
 HEIF_RGB, HEIF_INTERLEAVED_RGB, HEIF_INTERLEAVED_RGBA, HEIF_CHANNEL_INTERLEAVED = 1, 10, 11, 10  # libheif enums
 BYTES_PER_TILE_PIXEL = 4.5  # YCbCr 4:2:0 (1.5 bytes) while decoding, then interleaved RGB (3 bytes)
+STRIP_BLOCKS = 32  # output rows reduced at a time
 
 
 class _Error(ctypes.Structure):
@@ -149,8 +151,10 @@ class _Picture:
             self.lib.heif_context_free(self.context)
             self.context = None
 
-    def tile(self, column: int, row: int) -> np.ndarray:
-        """One tile as (H, W, 3 or 4) uint8 RGB(A), rotation and mirroring applied (a copy: libheif's is freed)."""
+    @contextlib.contextmanager
+    def tile(self, column: int, row: int):
+        """One tile as an (H, W, 3 or 4) uint8 RGB(A) view of libheif's own pixels, rotation and mirroring applied,
+        for the duration of the block (libheif frees it after)."""
         image = ctypes.c_void_p()
         chroma = HEIF_INTERLEAVED_RGBA if self.alpha else HEIF_INTERLEAVED_RGB
         lib = self.lib
@@ -168,7 +172,7 @@ class _Picture:
                 raise OSError("libheif returned a tile without pixels")
             rows = np.ctypeslib.as_array(ctypes.cast(plane, ctypes.POINTER(ctypes.c_uint8)), (height, stride.value))
             channels = 4 if self.alpha else 3
-            return rows[:, : width * channels].reshape(height, width, channels).copy()
+            yield rows[:, : width * channels].reshape(height, width, channels)
         finally:
             lib.heif_image_release(image)
 
@@ -186,23 +190,33 @@ def tiling(data: bytes) -> Tiling:
 
 def tiled_heif(data: bytes, factor: int) -> Image.Image:
     """The primary picture box-averaged by `factor`, decoded one band of tile rows at a time: an RGB or RGBA
-    image of ceil(width / factor) × ceil(height / factor), as Pillow's reduce(factor) would give."""
+    image of ceil(width / factor) × ceil(height / factor), as Pillow's reduce(factor) would give. A picture
+    that is one tile is reduced from libheif's own pixels, a strip of rows at a time, without a copy."""
     with _Picture(data) as picture:
-        grid, mode = picture.tiling, "RGBA" if picture.alpha else "RGB"
-        width = -(-grid.width // factor)
-        out = Image.new(mode, (width, -(-grid.height // factor)))
-        carried: np.ndarray | None = None  # rows left over from the band above (fewer than `factor`)
-        top = 0  # where the next reduced rows go
+        grid = picture.tiling
+        first = np.zeros((0, grid.width, 4 if picture.alpha else 3), np.uint8)
+        out = Image.new("RGBA" if picture.alpha else "RGB", (-(-grid.width // factor), -(-grid.height // factor)))
+        carried, top = first, 0  # rows left over from the band above (fewer than `factor`); where the next go
         for row in range(grid.rows):
-            band = np.concatenate([picture.tile(column, row) for column in range(grid.columns)], axis=1)
-            band = band[:, : grid.width] if carried is None else np.concatenate([carried, band[:, : grid.width]])
-            last = row == grid.rows - 1
-            if last:
-                band = band[: grid.height - top * factor]
-            whole = band.shape[0] if last else band.shape[0] // factor * factor
-            carried = band[whole:]
-            if whole:
-                reduced = Image.fromarray(np.ascontiguousarray(band[:whole])).reduce(factor)
-                out.paste(reduced, (0, top))
-                top += reduced.size[1]
+            with contextlib.ExitStack() as tiles:
+                views = [tiles.enter_context(picture.tile(column, row)) for column in range(grid.columns)]
+                band = views[0] if len(views) == 1 else np.concatenate(views, axis=1)  # grid tiles are small
+                band = band[: grid.height - top * factor - len(carried), : grid.width]  # tiles overhang the edges
+                last = row == grid.rows - 1
+                whole = len(carried) + len(band) if last else (len(carried) + len(band)) // factor * factor
+                for start in range(0, whole, STRIP_BLOCKS * factor):  # a strip of rows at a time
+                    rows = _rows(carried, band, start, min(start + STRIP_BLOCKS * factor, whole))
+                    reduced = Image.fromarray(rows).reduce(factor)
+                    out.paste(reduced, (0, top))
+                    top += reduced.size[1]
+                carried = _rows(carried, band, whole, len(carried) + len(band))
         return out
+
+
+def _rows(carried: np.ndarray, band: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows start:stop of `carried` followed by `band`, as one contiguous array (a copy of those rows only)."""
+    if stop <= len(carried):
+        return np.ascontiguousarray(carried[start:stop])
+    if start >= len(carried):
+        return np.ascontiguousarray(band[start - len(carried) : stop - len(carried)])
+    return np.concatenate([carried[start:], band[: stop - len(carried)]])
