@@ -29,7 +29,8 @@ from digitlab.images import ink
 from digitlab.images.preprocess import decode_image, prepare
 from digitlab.inference.predict import Prediction, classify_prepared
 from digitlab.runs.shipped import resolve_run
-from digitlab.serving.app import Limits, _from_json, answer_of
+from digitlab.serving.app import Limits, answer_of
+from digitlab.serving.body import from_json
 from serve_load import digit_png, request_body
 
 RESULTS = Path(__file__).parent / "results" / "serve_profile.json"
@@ -60,7 +61,7 @@ def main() -> int:
     run.model.eval()
     png, _ = digit_png()
     body, _ = request_body(png, "json")
-    data, source = _from_json(body, Limits())
+    data, source = from_json(body, Limits())
     picture = decode_image(data)
     prepared = prepare(picture, run.preprocess)
     one = prepared.image[None]
@@ -77,7 +78,7 @@ def main() -> int:
             ink.SHORTCUTS = True
 
     stages = {
-        "read JSON and base64": measure(lambda: _from_json(body, Limits())),
+        "read JSON and base64": measure(lambda: from_json(body, Limits())),
         "decode the PNG": measure(lambda: decode_image(data)),
         "preprocess (with the exact shortcuts)": measure(lambda: prepare(picture, run.preprocess)),
         "preprocess (full pipeline, shortcuts off)": measure(without_shortcuts),

@@ -126,3 +126,39 @@ def test_arbitrary_pixel_arrays_give_a_digit_or_an_image_error(pixels, width):
     except DigitlabError:
         return
     assert result.dtype == torch.uint8 and result.shape == (1, 28, 28)
+
+
+# --- request bodies (digitlab.serving.body) -------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=6),
+    max_leaves=40,
+)
+
+
+def parse_or_refuse(body: bytes):
+    from starlette.exceptions import HTTPException
+
+    from digitlab.serving.body import from_json
+    from digitlab.serving.limits import Limits
+
+    try:
+        return from_json(body, Limits())
+    except HTTPException as error:
+        assert error.status_code in (400, 413) and "\n" not in str(error.detail), error.detail
+        return None
+
+
+@FUZZ
+@given(body=st.binary(max_size=400))
+def test_random_bytes_as_json_give_an_image_or_a_400(body):
+    parse_or_refuse(body)
+
+
+@FUZZ
+@given(value=JSON_VALUES, wrap=st.booleans())
+def test_any_json_value_gives_an_image_or_a_400(value, wrap):
+    import json
+
+    parse_or_refuse(json.dumps({"image": "iVBORw0KGgo=", "extra": value} if wrap else value).encode())

@@ -134,7 +134,7 @@ def test_python_api_reads_through_the_run(seed_run, number_files):
 
 def test_web_api_reads_a_number(seed_run, number_files):
     path, truth, blank = number_files
-    client = TestClient(create_app(seed_run))
+    client = TestClient(create_app(seed_run), base_url="http://localhost")
     answer = client.post("/api/number", files={"file": ("four.png", path.read_bytes(), "image/png")})
     assert answer.status_code == 200
     body = answer.json()

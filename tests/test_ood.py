@@ -134,7 +134,7 @@ def test_predict_cli_marks_a_fashion_picture_with_a_question_mark(seed_run, fash
 
 
 def test_api_answer_carries_the_score_and_verdict(seed_run, fashion, mnist):
-    with TestClient(create_app(seed_run.path)) as client:
+    with TestClient(create_app(seed_run.path), base_url="http://localhost") as client:
         pictures = [
             Image.fromarray(_rejected_fashion_item(seed_run, fashion)),
             Image.fromarray(mnist.test.images[0, 0].numpy()),

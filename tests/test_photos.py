@@ -31,7 +31,7 @@ def page(mnist):
 
 @pytest.fixture(scope="module")
 def client(seed_run):
-    with TestClient(create_app(seed_run.path)) as test_client:
+    with TestClient(create_app(seed_run.path), base_url="http://localhost") as test_client:
         yield test_client
 
 
@@ -134,7 +134,7 @@ def test_big_phone_files_get_answers_and_a_30_mb_file_a_413(seed_run, mnist, cli
 
 def test_megapixels_over_the_limit_get_a_413_naming_it(seed_run, page):
     data = encode(page[0], "JPEG")
-    with TestClient(create_app(seed_run, Limits(max_pixels=1_000_000))) as small:
+    with TestClient(create_app(seed_run, Limits(max_pixels=1_000_000)), base_url="http://localhost") as small:
         answer = small.post("/api/predict", files={"file": ("page.jpg", data, "image/jpeg")})
     assert answer.status_code == 413
     assert answer.json()["error"] == (
@@ -216,7 +216,7 @@ MEMORY_PROBE = textwrap.dedent("""
     data = open(sys.argv[2], "rb").read()
     small = io.BytesIO()
     Image.open(io.BytesIO(data)).reduce(16).save(small, "JPEG")
-    with TestClient(create_app(sys.argv[1])) as client:
+    with TestClient(create_app(sys.argv[1]), base_url="http://localhost") as client:
         assert client.post("/api/predict", files={"file": ("warm.jpg", small.getvalue())}).status_code == 200
         idle = rss("VmRSS:")
         open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM) from here

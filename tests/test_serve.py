@@ -24,6 +24,7 @@ from digitlab.cli import main
 from digitlab.images.preprocess import preprocess_file
 from digitlab.models.nets import count_parameters
 from digitlab.serving.app import Limits, create_app
+from digitlab.serving.protocol import uvicorn_config
 from scans import png_bytes, render_scan
 from test_preprocess import write_png_with_declared_size
 
@@ -33,7 +34,7 @@ SMALL = Limits(max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=16_000_000)
 
 @pytest.fixture(scope="module")
 def client(seed_run):
-    with TestClient(create_app(seed_run.path, SMALL)) as test_client:
+    with TestClient(create_app(seed_run.path, SMALL), base_url="http://localhost") as test_client:
         yield test_client
 
 
@@ -263,7 +264,7 @@ def test_the_model_is_loaded_once(seed_run, scan, monkeypatch):
     monkeypatch.setattr(
         digitlab.runs.shipped, "load_run", lambda path, device="cpu": loads.append(path) or real_load_run(path)
     )
-    with TestClient(create_app(seed_run.path)) as test_client:
+    with TestClient(create_app(seed_run.path), base_url="http://localhost") as test_client:
         for _ in range(3):
             assert test_client.post("/api/predict", files={"file": ("7.png", scan[1], "image/png")}).status_code == 200
         assert test_client.get("/api/model").status_code == 200
@@ -275,7 +276,7 @@ def test_a_bug_is_a_json_500_and_the_server_goes_on(seed_run, scan, monkeypatch)
         raise RuntimeError("a bug")
 
     upload = {"files": {"file": ("seven.png", scan[1], "image/png")}}
-    with TestClient(create_app(seed_run), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(seed_run), base_url="http://localhost", raise_server_exceptions=False) as test_client:
         monkeypatch.setattr(digitlab.serving.app, "prepare_upload", broken)
         response = test_client.post("/api/predict", **upload)
         assert response.status_code == 500 and response.json() == {"error": "internal error (RuntimeError)"}
@@ -289,7 +290,7 @@ class LiveServer:
     def __init__(self, app):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn_config(app, app.state.limits))  # the limits `digitlab serve` runs with
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.listener]}, daemon=True)
 
     def __enter__(self):

@@ -20,7 +20,7 @@ from test_serve import SMALL
 @pytest.fixture(scope="module")
 def both(seed_run):
     """One app serving the seed MLP (the default) and the shipped CNN."""
-    with TestClient(create_app([seed_run.path, SHIPPED_MODEL], SMALL)) as test_client:
+    with TestClient(create_app([seed_run.path, SHIPPED_MODEL], SMALL), base_url="http://localhost") as test_client:
         yield test_client
 
 
@@ -115,7 +115,7 @@ def test_openapi_documents_explain_its_parameters_and_its_method(both):
     route = schema["paths"]["/api/explain"]["post"]
     assert "integrated gradients" in route["description"] and "gradient × input" in route["description"]
     assert {parameter["name"] for parameter in route["parameters"]} == {"model", "target"}
-    assert set(route["responses"]) == {"200", "400", "404", "408", "413", "415", "422", "503"}
+    assert set(route["responses"]) == {"200", "400", "401", "404", "408", "413", "415", "422", "503"}
     assert set(route["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
     fields = schema["components"]["schemas"]["ExplanationOut"]["properties"]
     assert {"layers", "saliency", "top", "method", "image", "probabilities"} <= set(fields)

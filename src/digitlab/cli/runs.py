@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import os
 import sys
 
 from ..errors import ConfigError
@@ -184,6 +186,21 @@ def add_parsers(commands) -> None:
         default=30,
         metavar="S",
         help="seconds a request body may take to arrive (default 30); slower gets 408",
+    )
+    _add_serve_limits(serve)
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("DIGITLAB_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on /api/ routes (default: $DIGITLAB_TOKEN, which ps does not "
+        "show; none: open)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host is NAME, e.g. the name a reverse proxy forwards (repeatable; '*': any); "
+        "loopback and --host always are",
     )
     serve.add_argument(
         "--max-batch", type=int, default=64, metavar="N", help="drawings classified in one forward pass (default 64)"
@@ -458,9 +475,21 @@ def cmd_serve(args) -> int:
     limits = Limits(
         max_upload_bytes=round(args.max_upload_mb * 1e6),
         max_pixels=round(args.max_megapixels * 1e6),
+        max_decode_bytes=round(args.max_decode_mb * 1e6),
         max_decoding=args.max_decoding,
         max_queued=args.max_queued,
+        max_body_memory_bytes=round(args.max_body_memory_mb * 1e6),
         body_timeout_s=args.body_timeout,
+        body_grace_s=args.body_grace,
+        body_min_rate=args.body_min_rate * 1000,
+        max_header_bytes=round(args.max_header_kb * 1024),
+        header_timeout_s=args.header_timeout,
+        keep_alive_s=args.keep_alive,
+        max_connections=args.max_connections,
+        max_client_connections=args.max_client_connections,
+        max_json_depth=args.max_json_depth,
+        max_json_items=args.max_json_items,
+        max_json_number_chars=args.max_json_number_chars,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
     )
@@ -474,8 +503,49 @@ def cmd_serve(args) -> int:
         workers=args.workers,
         threads=args.threads,
         device=args.device,
+        token=args.token,
+        hosts=args.allowed_host,
     )
     return 0
+
+
+def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
+    """The limits of serving beyond upload size, queue and body time (digitlab.serving.limits; docs/serving.md)."""
+    for flag, kind, default, metavar, text in (
+        (
+            "--max-decode-mb",
+            float,
+            160,
+            "MB",
+            "memory the images being decoded may hold at once, estimated from "
+            "their headers (default 160); one that needs more gets 413, the others wait",
+        ),
+        (
+            "--max-body-memory-mb",
+            float,
+            200,
+            "MB",
+            "request bodies held at once, all clients (default 200; one client: half); more gets 503",
+        ),
+        ("--body-grace", float, 10, "S", "seconds before a body's first byte must arrive (default 10), or 408"),
+        ("--body-min-rate", float, 10, "KB/S", "average kB a second a body must keep up after that (default 10)"),
+        ("--max-header-kb", float, 16, "KB", "request line and headers (default 16); more gets 400"),
+        ("--header-timeout", float, 10, "S", "seconds a request's headers may take (default 10), or 408"),
+        ("--keep-alive", float, 5, "S", "seconds an idle keep-alive connection stays open (default 5)"),
+        ("--max-connections", int, 512, "N", "open connections and requests at once (default 512); more get 503"),
+        (
+            "--max-client-connections",
+            int,
+            64,
+            "N",
+            "open connections of one client address (default 64; behind a "
+            "reverse proxy, every client is the proxy); more are closed",
+        ),
+        ("--max-json-depth", int, 4, "N", "nesting of a JSON body (default 4); deeper gets 400"),
+        ("--max-json-items", int, 32, "N", "keys and values in a JSON body (default 32); more gets 400"),
+        ("--max-json-number-chars", int, 64, "N", "characters in a JSON number (default 64); longer gets 400"),
+    ):
+        serve.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
 
 
 def cmd_ensemble(args) -> int:

@@ -1,4 +1,5 @@
-"""Pictures into 28×28 digits: finding the ink (`ink`) and preprocessing photos, scans and drawings (`preprocess`)."""
+"""Pictures into 28×28 digits: finding the ink (`ink`), decoding big pictures reduced (`decode`, `heif`) and
+preprocessing photos, scans and drawings (`preprocess`)."""
 
 from .ink import Ink, find_ink
 from .preprocess import (
@@ -7,6 +8,7 @@ from .preprocess import (
     Preprocessed,
     decode_image,
     image_files,
+    inspect_image,
     load_image,
     preprocess_file,
     preprocess_image,
@@ -20,6 +22,7 @@ __all__ = [
     "decode_image",
     "find_ink",
     "image_files",
+    "inspect_image",
     "load_image",
     "preprocess_file",
     "preprocess_image",

@@ -7,8 +7,9 @@ the background from the border and turn the ink bright, subtract the background 
 crop to the ink, resize the longer side to 20 px, and centre by centre of mass. `load_image`
 reads a file with guards against non-images, truncated files and decompression bombs;
 `decode_image` applies the same guards to bytes in memory (an upload). Big pictures are decoded
-already reduced (JPEG's draft scaling) or reduced right after decoding, so a 100-megapixel photo
-never becomes a 100-megapixel float array. The ink is found on a copy of about ANALYSIS_SIDE px
+already reduced, a band of rows or a tile at a time (digitlab.images.decode), so a 100-megapixel photo
+never exists at full size, let alone as a float array; `inspect_image` reads only the header and says
+what decoding would cost, so a server can refuse before it decodes. The ink is found on a copy of about ANALYSIS_SIDE px
 (a 12-megapixel photo costs what a small scan does); a digit that comes out small there is read
 again from the picture's own pixels around it, so its thin strokes are not averaged away.
 """
@@ -24,11 +25,12 @@ import numpy as np
 import pillow_heif
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from ..config import PreprocessOptions
 from ..errors import ImageError, ImageTooLarge
+from .decode import SCALE_KEY, WORKING_SIDE, DecodeCost, decode_cost, decode_reduced, gray_levels, reduce_any
 from .ink import NOISE_SIGMAS, Ink, find_ink, strokes, towards_ink
 
 FIELD, BOX = 28, 20  # output side, and the side the digit's longer dimension is fitted into
@@ -37,13 +39,11 @@ MAX_PIXELS = (
     100_000_000  # decompression-bomb guard, checked on the declared size before decoding (a 108-MP phone: 12000×9000)
 )
 MAX_FILE_BYTES = 64 * 1024 * 1024
-WORKING_SIDE = 1024  # big pictures are decoded (or reduced right after) to about this; a number is read at it
 ANALYSIS_SIDE = 512  # a single digit's ink is first found on a copy box-averaged to about this (speed) ...
 DETAIL_SIDE = 64  # ... and looked at again in the picture's own pixels when its box came out smaller than this
 ZOOM = 160  # the digit's longer side while its strokes are redrawn: 8 px per output pixel
 PEN_RANGE = (1.6, 5.0)  # stroke widths (output px) left as they are: MNIST spans 1.8-3.6 (10th-90th percentile)
 PEN_TARGET = 2.5  # ... at MNIST's median width
-SCALE_KEY = "digitlab.scale"  # Image.info key: picture pixels per decoded pixel (JPEGs are decoded reduced)
 # digitlab 0.1's pipeline (PreprocessOptions(legacy=True)), kept for models saved before the options existed
 LEGACY_MIN_CONTRAST = 24.0  # gray levels (of 255) between background and ink below which an image is blank
 FAINT_INK = 0.05  # fraction of the ink's reach below which pixels count as background
@@ -156,9 +156,7 @@ def working_gray(image, side: int = WORKING_SIDE) -> tuple[np.ndarray, float]:
     `side`; and the picture's pixels per working pixel (for boxes in the picture's own coordinates)."""
     if isinstance(image, Image.Image):
         scale, height = float(image.info.get(SCALE_KEY, 1.0)), image.size[1]
-        factor = max(image.size) // side
-        if factor >= 2 and image.mode in ("L", "RGB"):  # box-average the bytes before any float copy
-            image = image.reduce(factor)
+        image = reduce_any(image, max(image.size) // side)  # box-average the bytes (any mode) before any float copy
         gray = _composite(*_pil_channels(image))
     else:
         gray, scale = _composite(*_array_channels(image)), 1.0
@@ -189,12 +187,15 @@ def preprocess_image(image, options: PreprocessOptions = PreprocessOptions()) ->
     return prepare(image, options).image
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+def load_image(
+    path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES, max_decode_bytes: int | None = None
+) -> Image.Image:
     """Read an image file fully into memory (first frame, EXIF rotation applied), with guards.
 
     Refuses, as an ImageError naming the file: a missing, empty or larger-than-`max_bytes` file,
     anything Pillow cannot identify as one of FORMATS, an image whose declared size exceeds
-    `max_pixels` (checked before decoding, so a decompression bomb never inflates), and a
+    `max_pixels` (checked before decoding, so a decompression bomb never inflates), one whose decoding
+    would hold more than `max_decode_bytes` at once (see digitlab.images.decode; None: no such limit), and a
     truncated or corrupt file. Pillow's global settings are left untouched.
     """
     path = Path(path)
@@ -210,21 +211,46 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = 
         raise ImageError("empty file", str(path))
     if size > max_bytes:
         raise ImageTooLarge(f"file is {size:,} bytes, more than the {max_bytes:,} allowed", str(path))
-    return _decode(path, str(path), max_pixels)
+    return _decode(path, str(path), max_pixels, max_decode_bytes)
 
 
 def decode_image(
-    data: bytes, source: str = "upload", max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES
+    data: bytes,
+    source: str = "upload",
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_decode_bytes: int | None = None,
 ) -> Image.Image:
     """load_image for bytes in memory (an upload): the same guards, errors naming `source`.
 
     Size limits are refused with ImageTooLarge (an ImageError), so a server can answer 413.
     """
+    _check_bytes(data, source, max_bytes)
+    return _decode(io.BytesIO(data), source, max_pixels, max_decode_bytes)
+
+
+def inspect_image(
+    data: bytes,
+    source: str = "upload",
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_decode_bytes: int | None = None,
+) -> DecodeCost:
+    """decode_image's guards from the header alone, without decoding a pixel: what decoding `data` would hold in
+    memory at once. Also checks a PNG's chunks (their CRCs, not their pixels), so a cut-off PNG is refused here.
+    A server runs this before an image waits for its turn to be decoded."""
+    _check_bytes(data, source, max_bytes)
+    with _guarded(source, max_pixels) as guard, Image.open(io.BytesIO(data), formats=FORMATS) as opened:
+        cost = guard.check(opened, io.BytesIO(data), max_decode_bytes)
+        opened.verify()
+        return cost
+
+
+def _check_bytes(data: bytes, source: str, max_bytes: int) -> None:
     if not data:
         raise ImageError("empty file", source)
     if len(data) > max_bytes:
         raise ImageTooLarge(f"file is {len(data):,} bytes, more than the {max_bytes:,} allowed", source)
-    return _decode(io.BytesIO(data), source, max_pixels)
 
 
 def megapixels(pixels: int) -> str:
@@ -232,56 +258,57 @@ def megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.3g} megapixels"
 
 
-def _decode(file, source: str, max_pixels: int) -> Image.Image:
-    """Open, check the declared size, then decode reduced (see load_image); `file` is a path or a binary file."""
-    try:
-        with Image.open(file, formats=FORMATS) as opened:
-            width, height = opened.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"image is {width}×{height} pixels ({megapixels(width * height)}), more than "
-                    f"the {megapixels(max_pixels)} allowed (decompression-bomb guard)",
-                    source,
-                )
-            if opened.format in ("JPEG", "MPO"):
-                opened.draft("L", _draft_size(width, height))  # the decoder itself scales by 1/2, 1/4 or 1/8
-            opened.load()
-            picture = ImageOps.exif_transpose(_reduce(opened))
-            picture.info[SCALE_KEY] = max(width, height) / max(picture.size)  # the same whichever way it is turned
-            return picture
-    except Image.DecompressionBombError:
-        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
-        raise ImageTooLarge(
-            f"image is more than the {megapixels(limit)} allowed (decompression-bomb guard)", source
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageError(f"not an image file digitlab can read ({READABLE})", source) from None
-    except ImageError:
-        raise
-    except Exception as error:
-        detail = " ".join(str(error).split())  # one line: some decoders (libheif) answer in several
-        raise ImageError(f"truncated or corrupt image ({detail})", source) from None
-
-
-def _draft_size(width: int, height: int) -> tuple[int, int]:
-    """The size to ask JPEG's draft mode for: the smallest 1/2^k reduction still at least WORKING_SIDE long.
-    (Pillow picks the reduction from the tighter axis, so the request keeps the picture's aspect.)"""
-    factor = max(1, max(width, height) / WORKING_SIDE)
-    return max(1, int(width / factor)), max(1, int(height / factor))
-
-
-def _reduce(picture: Image.Image) -> Image.Image:
-    """A picture over twice WORKING_SIDE, box-averaged by a whole factor right after decoding (before any copy
-    in another mode or as floats); a JPEG's draft has mostly done this already. Modes Pillow cannot reduce stay."""
-    factor = max(picture.size) // WORKING_SIDE
-    if factor < 2:
+def _decode(file, source: str, max_pixels: int, max_decode_bytes: int | None = None) -> Image.Image:
+    """Open, check the declared size and the decoding cost, then decode reduced (see load_image); `file` is a path
+    or a binary file."""
+    with _guarded(source, max_pixels) as guard, Image.open(file, formats=FORMATS) as opened:
+        guard.check(opened, file, max_decode_bytes)
+        width, height = opened.size
+        picture = decode_reduced(opened, file)
+        picture.info[SCALE_KEY] = max(width, height) / max(picture.size)  # the same whichever way it is turned
         return picture
-    try:
-        reduced = picture.reduce(factor)
-    except ValueError:
-        return picture
-    reduced.info = picture.info
-    return reduced
+
+
+class _guarded:
+    """Turns what Pillow and the decoders raise into one-line ImageErrors naming `source`, and checks an opened
+    picture's declared size (`max_pixels`) and decoding cost (`max_decode_bytes`) before it is decoded."""
+
+    def __init__(self, source: str, max_pixels: int):
+        self.source, self.max_pixels = source, max_pixels
+
+    def check(self, opened: Image.Image, file, max_decode_bytes: int | None) -> DecodeCost:
+        width, height = opened.size
+        if width * height > self.max_pixels:
+            raise ImageTooLarge(
+                f"image is {width}×{height} pixels ({megapixels(width * height)}), more than "
+                f"the {megapixels(self.max_pixels)} allowed (decompression-bomb guard)",
+                self.source,
+            )
+        cost = decode_cost(opened, file)
+        if max_decode_bytes is not None and cost.bytes > max_decode_bytes:
+            raise ImageTooLarge(
+                f"image is {width}×{height} pixels, a {cost.why}: decoding it would hold about "
+                f"{cost.bytes / 1e6:,.0f} MB, more than the {max_decode_bytes / 1e6:,.0f} MB allowed",
+                self.source,
+            )
+        return cost
+
+    def __enter__(self) -> _guarded:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is None or isinstance(error, ImageError):
+            return
+        if isinstance(error, Image.DecompressionBombError):
+            limit = min(self.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or self.max_pixels))
+            raise ImageTooLarge(
+                f"image is more than the {megapixels(limit)} allowed (decompression-bomb guard)", self.source
+            ) from None
+        if isinstance(error, UnidentifiedImageError):
+            raise ImageError(f"not an image file digitlab can read ({READABLE})", self.source) from None
+        if isinstance(error, Exception):
+            detail = " ".join(str(error).split())  # one line: some decoders (libheif, libvips) answer in several
+            raise ImageError(f"truncated or corrupt image ({detail})", self.source) from None
 
 
 def preprocess_file(path: str | Path, options: PreprocessOptions = PreprocessOptions()) -> torch.Tensor:
@@ -327,25 +354,11 @@ def _array_channels(array) -> tuple[np.ndarray, np.ndarray | None]:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4) or min(array.shape[:2]) < 1:
         raise ImageError(f"expected an image array of shape (H, W), (H, W, C) or (C, H, W), got {array.shape}")
-    pixels = _to_gray_levels(array)
+    pixels = gray_levels(array)
     colour = pixels[..., :3] if pixels.shape[-1] >= 3 else pixels[..., :1]
     gray = colour[..., 0] if colour.shape[-1] == 1 else colour @ np.array([0.299, 0.587, 0.114], np.float32)
     alpha = pixels[..., -1] / 255 if pixels.shape[-1] in (2, 4) else None
     return gray.astype(np.float32), alpha
-
-
-def _to_gray_levels(array: np.ndarray) -> np.ndarray:
-    if array.dtype == bool:
-        return array.astype(np.float32) * 255
-    if np.issubdtype(array.dtype, np.integer):
-        top = 255 if array.max() <= 255 else 65535 if array.max() <= 65535 else float(array.max())
-        return np.clip(array.astype(np.float32), 0, None) * (255 / top)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ImageError(f"unsupported pixel type {array.dtype}")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ImageError("image holds NaN or infinite pixels")
-    return np.clip(array * 255 if array.max() <= 1 else array, 0, 255)
 
 
 def _composite(gray: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:

@@ -9,9 +9,12 @@ takes `?model=NAME` (default: the first). Uploads go through the same guards and
 preprocessing as `digitlab predict` (preprocess.decode_image, predict.predict); decoding and the
 preprocessing run in worker threads so the event loop keeps answering other requests, and the
 forward passes of /api/predict requests that arrive together are batched into one (digitlab.serving.batching).
-`Limits` bounds what one upload may be (bytes, megapixels, seconds to arrive) and how many are decoded
-at once: the rest wait in a short queue, and a request that finds the queue full gets 503 with
-Retry-After. `serve(..., workers=N)` runs N server processes on one listening socket.
+`Limits` (digitlab.serving.limits) bounds what one upload may be (bytes, megapixels, decoding memory,
+JSON shape, seconds to arrive) and how many are decoded at once: a request takes a place in a short,
+fairly shared queue only once its whole body is in hand and its header has been checked (digitlab.serving.body),
+and one that finds the queue full gets 503 with Retry-After. The Host allow-list, the optional bearer token and
+the security headers are digitlab.serving.guard; the connection-level limits digitlab.serving.protocol.
+`serve(..., workers=N)` runs N server processes on one listening socket.
 
 The module runs past 300 lines on purpose: the app, its request and answer models and the
 listener that reports a taken port are read together, following one request through one file.
@@ -19,16 +22,13 @@ listener that reports a taken port are read together, following one request thro
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import errno
 import functools
-import json
-import math
 import socket
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import uvicorn
@@ -38,52 +38,27 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from ..errors import ImageError, ImageTooLarge, ServeError
-from ..images.preprocess import MAX_PIXELS, Preprocessed, decode_image, megapixels, prepare
+from ..images.preprocess import Preprocessed, decode_image, inspect_image, megapixels, prepare
 from ..inference.predict import Prediction, classify_prepared, predict
 from ..models.nets import count_parameters
 from ..runs.run import Run
 from ..version import __version__
 from .batching import Busy, Gate, MicroBatcher
+from .body import RETRY_AFTER_S, BodyMemory, client_of, give_memory_back, received, tune_malloc
 from .explain import EXPLAIN_DOC, ExplanationOut, ServedModels, WeightsOut, explained, target_indices
+from .guard import LOOPBACK_HOSTS, WILDCARD_ADDRESSES, Guard, allowed_hosts
+from .limits import Limits
+from .protocol import uvicorn_config
 from .workers import run_workers
 
 STATIC = Path(__file__).parent / "static"
-ENVELOPE_BYTES = 64 * 1024  # room for multipart headers, a data-URL prefix and line breaks around the image
-RETRY_AFTER_S = 2  # what a 503 tells the client to wait
 TARGETS = Query(default=[], description='also attribute to these classes ("why not a 3?")')
-USAGE = 'send an image file as multipart/form-data (field "file") or JSON {"image": "<base64 PNG>"}'
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the server accepts and how much it does at once (defaults fit phone photos)."""
-
-    max_upload_bytes: int = 25 * 1000 * 1000  # an image file, or the bytes a base64 string decodes to: 25 MB
-    max_pixels: int = MAX_PIXELS  # judged from the header, before any pixel is decoded: 100 megapixels
-    max_decoding: int = 2  # images decoded and classified at once (each one's memory is bounded by the decoder)
-    max_queued: int = 16  # requests waiting for a decoding slot; one more gets 503
-    body_timeout_s: float = 30.0  # a request body must arrive within this many seconds, or 408
-    max_batch: int = 64  # /api/predict images classified in one forward pass at most
-    max_wait_ms: float = 2.0  # how long a forward pass waits for more requests to join its batch
-
-    def __post_init__(self):
-        smallest = min(self.max_upload_bytes, self.max_pixels, self.max_decoding, self.max_batch)
-        if smallest < 1 or self.max_queued < 0 or self.body_timeout_s <= 0 or self.max_wait_ms < 0:
-            raise ServeError(f"limits must be positive (the queue and the batch wait may be 0): {self}")
-
-    @property
-    def upload(self) -> str:
-        """The byte limit as a person reads it: '25 MB'."""
-        return f"{self.max_upload_bytes / 1e6:.3g} MB"
-
-    def body_limit(self, kind: str) -> int:
-        """The most bytes a request body of `kind` may hold: base64 is 4 characters per 3 bytes."""
-        image = 4 * math.ceil(self.max_upload_bytes / 3) if kind == "application/json" else self.max_upload_bytes
-        return image + ENVELOPE_BYTES
+TRIM_AFTER_BYTES = 36_000_000  # a decoding estimated to hold more than this (a big picture's) gives memory back
+PATH_SETTINGS = ("out", "teacher")  # training settings that hold a local path: served as the folder's name only
+__all__ = ["Limits", "create_app", "serve"]  # Limits lives in digitlab.serving.limits; served from here too
 
 
 class Health(BaseModel):
@@ -150,17 +125,27 @@ class ErrorOut(BaseModel):
     error: str
 
 
-def create_app(run_or_path=None, limits: Limits = Limits(), device: str | torch.device = "cpu") -> FastAPI:
+def create_app(
+    run_or_path=None,
+    limits: Limits = Limits(),
+    device: str | torch.device = "cpu",
+    hosts: Iterable[str] | None = LOOPBACK_HOSTS,
+    token: str | None = None,
+    any_address: bool = False,
+) -> FastAPI:
     """The FastAPI app serving `run_or_path` (a Run, a run folder or a model.safetensors, loaded onto `device`;
     None: the shipped model; or a list of them, the first being the default) within `limits`.
 
     The models are loaded here, once; a missing or corrupt run raises RunError before any server
     starts. Every error response is JSON {"error": message} with a 4xx status (503 when busy, 5xx
-    otherwise only for bugs).
+    otherwise only for bugs). Requests must name one of `hosts` as their Host (None: any; `any_address`: also
+    any address typed as digits), and /api/ routes want `Authorization: Bearer TOKEN` when `token` is given
+    (see digitlab.serving.guard).
     """
     served = ServedModels(run_or_path, device)
     run = served.runs[served.default]
-    gate = Gate(limits.max_decoding, limits.max_queued, RETRY_AFTER_S)
+    gate = Gate(limits.max_decoding, limits.max_queued, RETRY_AFTER_S, budget=limits.max_decode_bytes)
+    memory = BodyMemory(limits.max_body_memory_bytes)
     batchers = {  # one forward-pass queue per served model
         name: MicroBatcher(functools.partial(classify_batch, each), limits.max_batch, limits.max_wait_ms / 1000)
         for name, each in served.runs.items()
@@ -175,7 +160,14 @@ def create_app(run_or_path=None, limits: Limits = Limits(), device: str | torch.
         f"with a trained digitlab model ({about['model']}, {about['parameters']:,} parameters).",
     )
     app.state.run, app.state.model_info, app.state.limits = run, about, limits
-    app.state.served, app.state.batcher, app.state.gate = served, batcher, gate
+    app.state.served, app.state.batcher, app.state.gate, app.state.body_memory = served, batcher, gate, memory
+    app.add_middleware(
+        Guard,
+        hosts=None if hosts is None else frozenset(hosts),
+        token=token,
+        any_address=any_address,
+        max_header_bytes=limits.max_header_bytes,
+    )
     # Starlette picks the handler by exception class; its stubs type every handler for any Exception
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Busy, _busy)  # type: ignore[arg-type]
@@ -218,7 +210,7 @@ def create_app(run_or_path=None, limits: Limits = Limits(), device: str | torch.
         name, picked = served.pick(model)
         # prepare_upload is looked up per request (not bound once), so a test can stand in for it
         prepare = lambda data, source, limits: prepare_upload(picked, data, source, limits)  # noqa: E731
-        return JSONResponse(await _through_gate(gate, limits, request, prepare, batchers[name].submit))
+        return JSONResponse(await _through_gate(app, request, prepare, batchers[name].submit))
 
     @app.post(
         "/api/number",
@@ -229,7 +221,7 @@ def create_app(run_or_path=None, limits: Limits = Limits(), device: str | torch.
     )
     async def number_route(request: Request, model: str | None = None):
         work = functools.partial(read_upload, served.pick(model)[1])
-        return JSONResponse(await _through_gate(gate, limits, request, work))
+        return JSONResponse(await _through_gate(app, request, work))
 
     @app.post(
         "/api/explain",
@@ -251,7 +243,7 @@ def create_app(run_or_path=None, limits: Limits = Limits(), device: str | torch.
             return explained(name, picked, answer(picked, data, source, limits), targets)
 
         # built by `explained` to match ExplanationOut; sent as is, since revalidating thousands of numbers costs CPU
-        return JSONResponse(await _through_gate(gate, limits, request, work))
+        return JSONResponse(await _through_gate(app, request, work))
 
     return app
 
@@ -261,32 +253,50 @@ def _error_responses(limits: Limits, unusable: str) -> dict:
     return {
         code: {"model": ErrorOut, "description": text}
         for code, text in (
-            (400, "malformed JSON, bad base64 or a form without a file"),
-            (400, "malformed JSON, bad base64 or a form without a file"),
+            (400, "malformed JSON (or deeper, longer or with more keys than the limits), bad base64, no file"),
+            (401, "the server has a token and the request did not bring it"),
             (404, "no served model has the ?model= name"),
             (408, f"the body took more than {limits.body_timeout_s:g} s to arrive"),
-            (413, f"more than {limits.upload} or {megapixels(limits.max_pixels)}"),
+            (
+                413,
+                f"more than {limits.upload} or {megapixels(limits.max_pixels)}, or more than "
+                f"{limits.max_decode_bytes / 1e6:,.0f} MB to decode",
+            ),
             (415, "neither JSON nor multipart/form-data"),
             (422, unusable),
-            (503, "too many images waiting: retry after the Retry-After seconds"),
+            (503, "too many images waiting, or bodies in memory: retry after the Retry-After seconds"),
         )
     }
 
 
-async def _through_gate(gate: Gate, limits: Limits, request: Request, work, then=None):
-    """Take a place in the queue before reading the body (so memory stays bounded), wait for a turn, then
-    run work(data, source, limits) in a worker thread (too large is 413, unusable 422); `then`, when given,
-    is awaited on its result with the place still held (the batched forward pass)."""
-    async with gate.ticket():
-        data, source = await image_bytes(request, limits)
-        async with gate.turns:
-            try:
-                result = await run_in_threadpool(work, data, source, limits)
-            except ImageTooLarge as error:
-                raise HTTPException(413, str(error)) from None
-            except ImageError as error:
-                raise HTTPException(422, str(error)) from None
-        return result if then is None else await then(result)
+async def _through_gate(app: FastAPI, request: Request, work, then=None):
+    """Read the whole body (digitlab.serving.body), check the image's header off the event loop (too large is 413,
+    unusable 422: no place is taken for those), then take a place in the queue, wait for a turn whose decoding
+    memory fits, and run work(data, source, limits) in a worker thread; `then`, when given, is awaited on its
+    result with the place still held (the batched forward pass)."""
+    gate, limits = app.state.gate, app.state.limits
+    async with received(request, limits, app.state.body_memory) as (data, source):
+        cost = await _image_work(
+            inspect_image, data, source, limits.max_pixels, limits.max_upload_bytes, limits.max_decode_bytes
+        )
+        async with gate.ticket(client_of(request)) as ticket:
+            async with gate.turn(ticket, cost.bytes):
+                try:
+                    result = await _image_work(work, data, source, limits)
+                finally:
+                    if cost.bytes > TRIM_AFTER_BYTES:
+                        await run_in_threadpool(give_memory_back)
+            return result if then is None else await then(result)
+
+
+async def _image_work(function: Callable, *arguments):
+    """function(*arguments) in a worker thread, its ImageTooLarge answered 413 and other ImageErrors 422."""
+    try:
+        return await run_in_threadpool(function, *arguments)
+    except ImageTooLarge as error:
+        raise HTTPException(413, str(error)) from None
+    except ImageError as error:
+        raise HTTPException(422, str(error)) from None
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -304,7 +314,7 @@ async def _server_error(request: Request, error: Exception) -> JSONResponse:
 
 def read_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dict:
     """Decode `data` with the upload guards and read the number in it: {number, confidence, digits}."""
-    image = decode_image(data, source, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
+    image = _decoded(data, source, limits)
     try:
         (reading,) = run.read_number([image])
     except ImageError as error:
@@ -312,6 +322,10 @@ def read_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -
     answer = reading.to_dict()
     del answer["file"]
     return answer
+
+
+def _decoded(data: bytes, source: str, limits: Limits):
+    return decode_image(data, source, limits.max_pixels, limits.max_upload_bytes, limits.max_decode_bytes)
 
 
 def model_info(run: Run) -> dict:
@@ -327,13 +341,18 @@ def model_info(run: Run) -> dict:
         "epochs": len(metrics["history"]) if "history" in metrics else None,
         "dataset": run.dataset,
         "classes": [str(name) for name in run.classes],
-        "config": run.config.to_dict(),
+        "config": _without_paths(run.config.to_dict()),
     }
+
+
+def _without_paths(config: dict) -> dict:
+    """The training settings with each local path cut to its last part (the run's name, not the home folder)."""
+    return {key: Path(value).name if key in PATH_SETTINGS and value else value for key, value in config.items()}
 
 
 def classify(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> Prediction:
     """Decode `data` with the upload guards, preprocess it as `digitlab predict` does, and classify it."""
-    image = decode_image(data, source, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
+    image = _decoded(data, source, limits)
     try:
         return predict(run.model, [image], run.classes, options=run.preprocess)[0]
     except ImageError as error:
@@ -348,7 +367,7 @@ def answer(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dic
 def prepare_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> tuple[str, Preprocessed]:
     """Decode `data` with the upload guards and prepare it as `digitlab predict` does: (source, the 28×28 and its
     box), ready for `classify_batch`. The first half of `classify`, run per request in a worker thread."""
-    image = decode_image(data, source, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
+    image = _decoded(data, source, limits)
     try:
         return source, prepare(image, run.preprocess)
     except ImageError as error:
@@ -381,98 +400,6 @@ def answer_of(result: Prediction) -> dict:
     }
 
 
-async def image_bytes(request: Request, limits: Limits = Limits()) -> tuple[bytes, str]:
-    """The image's bytes and a name for messages, from a multipart upload or a JSON base64 string.
-
-    The body is capped while it streams in (Content-Length is checked first), so an oversized
-    upload is refused before it is held in memory, let alone decoded; and it must have arrived within
-    `limits.body_timeout_s`, so a client that trickles it in cannot hold a place for ever (408).
-    """
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind not in ("application/json", "multipart/form-data"):
-        raise HTTPException(415, f"unsupported content type {kind or 'none'!r}: {USAGE}")
-    limit = limits.body_limit(kind)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, _too_large("request", int(declared), limits))
-    capped = Request(request.scope, _capped_receive(request.receive, limit, limits.body_timeout_s))
-    try:
-        if kind == "application/json":
-            return _from_json(await capped.body(), limits)
-        return await _from_form(capped, limits)
-    except _BodyTooLarge:
-        raise HTTPException(413, _too_large("request", limit, limits, exact=False)) from None
-    except _BodyTooSlow:
-        raise HTTPException(
-            408, f"the request body did not arrive within {limits.body_timeout_s:g} s", headers={"Connection": "close"}
-        ) from None
-
-
-def _from_json(body: bytes, limits: Limits) -> tuple[bytes, str]:
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HTTPException(400, f"malformed JSON ({error})") from None
-    if not isinstance(value, dict) or not isinstance(value.get("image"), str):
-        raise HTTPException(400, f'expected a JSON object with an "image" string: {USAGE}')
-    text = value["image"]
-    if text.startswith("data:"):  # a data URL, as canvas.toDataURL() makes
-        text = text.partition(",")[2]
-    try:
-        data = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise HTTPException(400, f'"image" is not valid base64 ({error})') from None
-    if len(data) > limits.max_upload_bytes:
-        raise HTTPException(413, _too_large("image", len(data), limits))
-    return data, str(value.get("name") or "image")[:100]
-
-
-async def _from_form(request: Request, limits: Limits) -> tuple[bytes, str]:
-    async with request.form(max_files=1, max_fields=8) as form:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise HTTPException(400, f'the form has no file in its "file" field: {USAGE}')
-        data = await upload.read(limits.max_upload_bytes + 1)
-        if len(data) > limits.max_upload_bytes:
-            raise HTTPException(413, _too_large("image", limits.max_upload_bytes, limits, exact=False))
-        return data, Path(upload.filename or "upload").name[:100] or "upload"
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _BodyTooSlow(Exception):
-    pass
-
-
-def _capped_receive(receive, limit: int, timeout_s: float):
-    """Wrap an ASGI `receive` so that the body raises _BodyTooLarge once it passes `limit` bytes, and
-    _BodyTooSlow when it has not all arrived `timeout_s` seconds after the first read."""
-    seen, deadline = 0, None
-
-    async def capped():
-        nonlocal seen, deadline
-        loop = asyncio.get_running_loop()
-        deadline = deadline or loop.time() + timeout_s
-        try:
-            message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
-        except TimeoutError:
-            raise _BodyTooSlow() from None
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _BodyTooLarge()
-        return message
-
-    return capped
-
-
-def _too_large(what: str, size: int, limits: Limits, exact: bool = True) -> str:
-    amount = f"{size:,} bytes" if exact else f"more than {size:,} bytes"
-    return f"{what} is {amount}; images are limited to {limits.max_upload_bytes:,} bytes ({limits.upload})"
-
-
 def serve(
     run=None,
     host: str = "127.0.0.1",
@@ -483,12 +410,18 @@ def serve(
     workers: int = 1,
     threads: int = 1,
     device: str | torch.device = "cpu",
+    token: str | None = None,
+    hosts: Sequence[str] = (),
+    on_warning: Callable[[str], object] = lambda message: print(message, file=sys.stderr, flush=True),
 ) -> None:
     """Load the run (or list of runs) onto `device`, listen on host:port (0 = any free port) and serve the demo until Ctrl-C
     or SIGTERM.
 
     The socket is bound before uvicorn starts, so a taken port or an unknown host is a ServeError
-    (one line) rather than a log full of tracebacks. `on_ready(message)` receives the URL line.
+    (one line) rather than a log full of tracebacks. `on_ready(message)` receives the URL line, and
+    `on_warning(message)` a warning when `host` reaches beyond this machine (see `exposure_warning`).
+    Requests must name loopback, `host` or one of `hosts` as their Host ('*': any); with a `token`, /api/
+    routes want it as a bearer token (digitlab.serving.guard).
     `workers` > 1 runs that many server processes on the socket (digitlab.serving.workers), each with its own
     copy of the model and its own limits; `run` must then be a path (or a Run loaded from one) or None,
     since each process loads it again. `threads` is torch's thread count per process for the forward pass:
@@ -501,7 +434,10 @@ def serve(
         raise ServeError(f"workers and threads must be at least 1, got {workers} and {threads}")
     if workers > 1 and isinstance(run, Run) and run.path is None:
         raise ServeError("several workers load the model themselves: give a run folder or model file, not a Run")
-    app = create_app(run, limits, device)
+    if token is not None and not token.strip():
+        raise ServeError("the token must not be empty")
+    guard = Guarding(allowed_hosts(host, hosts), token, host in WILDCARD_ADDRESSES)
+    app = create_app(run, limits, device, guard.hosts, guard.token, guard.any_address)
     listener = _listen(host, port)
     bound_port = listener.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -509,6 +445,9 @@ def serve(
         f"{name} ({each.config.model}, {count_parameters(each.model):,} parameters)"
         for name, each in app.state.served.runs.items()
     )
+    warning = exposure_warning(host, token)
+    if warning:
+        on_warning(warning)
     on_ready(
         f"serving {models} on http://{shown}:{bound_port}{f' with {workers} workers' if workers > 1 else ''}"
         " — Ctrl-C to stop"
@@ -516,31 +455,56 @@ def serve(
     try:
         if workers == 1:
             torch.set_num_threads(threads)
-            _run_uvicorn(app, listener, access_log)
+            _run_uvicorn(app, listener, limits, access_log)
         else:
             del app  # each worker loads its own
             runs = run if isinstance(run, (list, tuple)) else [run]
             paths = [each.path if isinstance(each, Run) else each for each in runs]
-            run_workers(workers, _serve_worker, (listener, paths, limits, access_log, threads, device))
+            run_workers(workers, _serve_worker, (listener, paths, limits, access_log, threads, device, guard))
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal stop
         pass
     finally:
         listener.close()
 
 
-def _run_uvicorn(app: FastAPI, listener: socket.socket, access_log: bool) -> None:
-    config = uvicorn.Config(
-        app, access_log=access_log, log_level="info" if access_log else "warning", timeout_graceful_shutdown=5
+class Guarding(NamedTuple):
+    """What digitlab.serving.guard checks, as `serve` passes it to each worker."""
+
+    hosts: frozenset[str] | None
+    token: str | None
+    any_address: bool
+
+
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """A warning for a server bound beyond loopback (None on loopback): who can reach it, and what to do."""
+    if host.strip("[]").lower() in LOOPBACK_HOSTS or host.startswith("127."):
+        return None
+    reach = "every network this machine is on" if host in WILDCARD_ADDRESSES else f"the network of {host}"
+    guard = "the API wants the token" if token else "anyone there can use it (no --token given)"
+    return (
+        f"warning: listening on {host}, reachable from {reach}, over plain HTTP; {guard}. "
+        "To expose the demo, put it behind a reverse proxy with TLS (docs/serving.md)."
     )
-    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _run_uvicorn(app: FastAPI, listener: socket.socket, limits: Limits, access_log: bool) -> None:
+    tune_malloc()
+    uvicorn.Server(uvicorn_config(app, limits, access_log)).run(sockets=[listener])
 
 
 def _serve_worker(
-    listener: socket.socket, run: list, limits: Limits, access_log: bool, threads: int, device: str | torch.device
+    listener: socket.socket,
+    run: list,
+    limits: Limits,
+    access_log: bool,
+    threads: int,
+    device: str | torch.device,
+    guard: Guarding,
 ):
     """One of several server processes (see digitlab.serving.workers): its own model and app on the shared socket."""
     torch.set_num_threads(threads)
-    _run_uvicorn(create_app(run, limits, device), listener, access_log)
+    app = create_app(run, limits, device, guard.hosts, guard.token, guard.any_address)
+    _run_uvicorn(app, listener, limits, access_log)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -1,8 +1,9 @@
 """Bounded queues and dynamic micro-batching for a server on an asyncio event loop.
 
-`Gate` bounds how many requests a server holds at once (a place in line each) and how many of them
-do the heavy per-request work at the same time (a turn each); a request that finds no place is
-refused at once with `Busy`, so latency never grows without bound. `MicroBatcher` stacks the items
+`Gate` bounds how many requests a server holds at once (a place in line each), how many of them
+do the heavy per-request work at the same time (a turn each) and what their work may cost together, and
+shares both fairly between clients; a request that finds no place is refused at once with `Busy`, so
+latency never grows without bound. `MicroBatcher` stacks the items
 that arrive together into one call of a batch function (one forward pass for many requests), as
 production model servers do: a batch runs when it holds `max_batch` items or when its oldest item
 has waited `max_wait_s`, and the next one gathers while it runs. Both live on the event loop and
@@ -14,7 +15,10 @@ Nothing here knows about images or models; digitlab.serving.app puts them togeth
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,30 +37,108 @@ class Busy(Exception):
 class Gate:
     """At most `working` requests do their heavy work at once and `waiting` more wait; beyond that, Busy.
 
-    A ticket is a place in the whole line, a turn a go at the work. A request takes its ticket before
-    its body arrives and holds it to the end, so the bodies held in memory (and the items waiting in a
-    MicroBatcher behind the gate) are bounded by working + waiting.
+    A ticket is a place in the whole line, a turn a go at the work. A request takes its ticket once its body
+    is in hand (a client that is slow to send holds no place) and keeps it to the end, so the items waiting in
+    a MicroBatcher behind the gate are bounded by working + waiting. Places are shared fairly between clients:
+    when the line is full, a client holding fewer places than the busiest one takes the newest waiting place of
+    that one (whose request gets Busy), so no client keeps more than its part of the line while others want in;
+    and a freed turn goes to the waiting request of the client with the fewest turns under way. A turn also
+    costs: the costs of the turns under way stay within `budget` (say, the memory the decoders may hold), and a
+    request whose cost does not fit waits for others to end; one alone always runs.
     """
 
-    def __init__(self, working: int, waiting: int, retry_after_s: int = 2):
+    def __init__(self, working: int, waiting: int, retry_after_s: int = 2, budget: float = math.inf):
         if working < 1 or waiting < 0:
             raise ValueError(f"a gate needs at least one working place and no negative queue, got {working}, {waiting}")
-        self.places, self.held, self.retry_after_s = working + waiting, 0, retry_after_s
-        self.turns = asyncio.Semaphore(working)
+        self.places, self.working, self.retry_after_s, self.budget = working + waiting, working, retry_after_s, budget
+        self.tickets: list[Ticket] = []
+        self.spent = 0.0  # the costs of the turns under way
+        self.evicted = 0  # places taken back from a busier client, so far
+
+    @property
+    def held(self) -> int:
+        """Places taken now."""
+        return len(self.tickets)
 
     @contextlib.asynccontextmanager
-    async def ticket(self):
-        """A place in line for the duration of the block; Busy at once when every place is taken."""
-        if self.held >= self.places:
-            raise Busy(
-                f"busy: {self.places} requests are already being served or waiting; retry in {self.retry_after_s} s",
-                self.retry_after_s,
-            )
-        self.held += 1
+    async def ticket(self, client: str = ""):
+        """A place in line for `client` for the duration of the block; Busy at once when every place is taken
+        and no busier client has a waiting one to give up."""
+        if len(self.tickets) >= self.places:
+            victim = self._busier_than(client)
+            if victim is None:
+                raise self._busy()
+            self.tickets.remove(victim)
+            self.evicted += 1
+            victim.future.set_exception(self._busy(f"busy: another client's turn; retry in {self.retry_after_s} s"))
+        ticket = Ticket(client, asyncio.get_running_loop().create_future())
+        self.tickets.append(ticket)
+        try:
+            yield ticket
+        finally:
+            if ticket in self.tickets:
+                self.tickets.remove(ticket)
+            if not ticket.future.done():
+                ticket.future.cancel()
+            self._next()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, ticket: Ticket, cost: float = 0.0):
+        """Wait for a go at the work (fair between clients, within the budget) and hold it for the block;
+        Busy if a less busy client takes this ticket's place meanwhile."""
+        ticket.cost, ticket.asked = cost, True
+        self._next()
+        await ticket.future  # raises Busy when evicted
         try:
             yield
         finally:
-            self.held -= 1
+            ticket.running = False
+            self.spent -= ticket.cost
+            self._next()
+
+    def _busy(self, message: str | None = None) -> Busy:
+        default = f"busy: {self.places} requests are already being served or waiting; retry in {self.retry_after_s} s"
+        return Busy(message or default, self.retry_after_s)
+
+    def _busier_than(self, client: str) -> Ticket | None:
+        """The newest waiting ticket of the client holding the most places, if it holds more than `client` would."""
+        holding = collections.Counter(ticket.client for ticket in self.tickets)
+        waiting = [ticket for ticket in self.tickets if not ticket.running and not ticket.future.done()]
+        if not waiting:
+            return None
+        busiest = max(waiting, key=lambda ticket: (holding[ticket.client], ticket.number))
+        return busiest if holding[busiest.client] > holding[client] + 1 else None
+
+    def _next(self) -> None:
+        """Hand out turns: to the asking ticket of the client with the fewest running, while one fits."""
+        while True:
+            running = [ticket for ticket in self.tickets if ticket.running]
+            asking = [
+                ticket for ticket in self.tickets if ticket.asked and not ticket.running and not ticket.future.done()
+            ]
+            if not asking or len(running) >= self.working:
+                return
+            under_way = collections.Counter(ticket.client for ticket in running)
+            chosen = min(asking, key=lambda ticket: (under_way[ticket.client], ticket.number))
+            if running and self.spent + chosen.cost > self.budget:
+                return  # it waits for room; nothing jumps ahead of it
+            chosen.running, self.spent = True, self.spent + chosen.cost
+            chosen.future.set_result(None)
+
+
+_numbers = itertools.count()
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request's place in a Gate's line."""
+
+    client: str
+    future: asyncio.Future
+    cost: float = 0.0
+    asked: bool = False  # waiting for, or holding, a turn
+    running: bool = False
+    number: int = field(default_factory=lambda: next(_numbers))
 
 
 @dataclass

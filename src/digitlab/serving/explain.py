@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..inference.explain import STEPS, Layer, class_indices, explain, first_layer_weights
 from ..runs.run import MODEL_FILE, Run
 from ..runs.shipped import SHIPPED_MODEL, resolve_run
+from .body import clean
 
 QUANT = 255  # feature maps and weights are sent as integers in [-QUANT, QUANT]
 METHOD = f"integrated gradients, {STEPS} steps from a black image"
@@ -155,11 +156,20 @@ def _rounded(rows: torch.Tensor) -> list[list[float]]:
 
 
 def target_indices(run: Run, targets: list[str]) -> list[int]:
-    """The `target` query values (class names, or indices) as class indices; HTTP 422 for an unknown one."""
+    """The `target` query values (class names, or indices written in ASCII digits) as class indices, each once;
+    HTTP 400 for a malformed index ('²', '٣'), 422 for an unknown class, or for more targets than there are
+    classes (each costs a saliency map)."""
+    if len(targets) > len(run.classes):
+        raise HTTPException(422, f"at most {len(run.classes)} targets, got {len(targets)}")
+    names = [str(name) for name in run.classes]
+    for target in targets:
+        if target not in names and any(c.isdigit() for c in target) and not (target.isascii() and target.isdecimal()):
+            raise HTTPException(400, f"malformed target {clean(target)!r}: a class name, or an index in digits 0-9")
+    wanted = [int(t) if t.isascii() and t.isdecimal() and len(t) < 10 and t not in names else t for t in targets]
     try:
-        return class_indices([int(t) if t.isdigit() and t not in run.classes else t for t in targets], run.classes)
+        return list(dict.fromkeys(class_indices(wanted, run.classes)))
     except ConfigError as error:
-        raise HTTPException(422, str(error)) from None
+        raise HTTPException(422, clean(str(error))) from None
 
 
 def explained(name: str, run: Run, answer: dict, targets: list[int]) -> dict:
