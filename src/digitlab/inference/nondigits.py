@@ -330,4 +330,4 @@ def score_nondigits(
             "accepted_median_confidence": statistics.median(a.confidence for a in accepted) if accepted else None,
         }
     overall = sum(map(turned_away, answers)) / len(answers)
-    return {"part": part, "count": count, "turned_away": overall, "kinds": kinds}
+    return {"part": part, "count": count, "pictures": len(answers), "turned_away": overall, "kinds": kinds}
