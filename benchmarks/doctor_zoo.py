@@ -11,7 +11,7 @@ cnn-tiny and LeNet-5 with their fast recipes. Then the learning-rate range test 
 range must hold none of the faulty rates, and its suggested rate must train at least as well as the
 default.
 
-    python benchmarks/doctor_zoo.py [--out FILE]
+    python benchmarks/doctor_zoo.py [--seed 24] [--out FILE]
 
 Results go to benchmarks/results/doctor_zoo.json (or --out); the exit code is 1 when a goal is missed.
 """
@@ -80,10 +80,10 @@ def trained(config: digitlab.TrainConfig, data: digitlab.Dataset, change: Callab
     return Run(None, model, config, {"history": history}, data.name, data.sha256, data.classes)
 
 
-def zoo(data: digitlab.Dataset) -> list[dict]:
+def zoo(data: digitlab.Dataset, seed: int) -> list[dict]:
     """Each run: its name, what was done to it, the check expected to name it (None: healthy), and how to train it."""
-    seed_mlp = digitlab.TrainConfig(epochs=EPOCHS, device="cpu")
-    small = {"train_size": 20_000, "device": "cpu"}
+    seed_mlp = digitlab.TrainConfig(epochs=EPOCHS, device="cpu", seed=seed)
+    small = {"train_size": 20_000, "device": "cpu", "seed": seed}
     return [
         {"name": "lr 100x too high", "expected": "learning-rate-high", "config": seed_mlp.replace(lr=100 * DEFAULT_LR)},
         {"name": "lr 300x too high", "expected": "learning-rate-high", "config": seed_mlp.replace(lr=300 * DEFAULT_LR)},
@@ -99,7 +99,7 @@ def zoo(data: digitlab.Dataset) -> list[dict]:
             "name": "20% of the 3s' labels shuffled",
             "expected": "label-noise",
             "config": seed_mlp,
-            "data": shuffled_class(data),
+            "data": shuffled_class(data, seed=seed),
         },
         {
             "name": "model far too small (hidden 3)",
@@ -178,12 +178,13 @@ def range_test(data: digitlab.Dataset) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=digitlab.TrainConfig().seed, help="initialisation and batch order")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
     data = digitlab.load_dataset("mnist", download=False)
     runs = []
-    for case in zoo(data):
+    for case in zoo(data, args.seed):
         runs.append(examine(case, data))
         mark = "ok  " if runs[-1]["ok"] else "MISS"
         print(
@@ -199,6 +200,7 @@ def main() -> int:
     healthy = [run for run in runs if not run["expected"]]
     result = {
         "threads": torch.get_num_threads(),
+        "seed": args.seed,
         "runs": runs,
         "lr_find": rates,
         "faults_named": sum(run["ok"] for run in faults),

@@ -22,6 +22,7 @@ EPOCH_RISE = 0.05  # a training loss 5% above the epoch before, while
 RISE_FLOOR = 0.1  # still above this (below it, ups and downs are noise around a fitted model)
 SLOW_FIRST_EPOCH = 0.6  # a first epoch that kept 60% of ln(classes) as loss barely moved
 STILL_FALLING = 0.02  # the last epoch's loss 2% below the one before: still falling
+STALLED_HIGH = 0.25  # a loss that stops falling above a quarter of ln(classes), at a rate above the usual band
 # The learning rates people use with each optimizer (Adam's default is 1e-3; SGD with momentum 0.9
 # trains MNIST from 1e-3 to 0.5): outside this band, a slow or rising curve is more likely the rate's.
 USUAL_LR = {"adam": (1e-4, 1e-2), "adamw": (1e-4, 1e-2), "sgd": (1e-3, 0.5)}
@@ -94,7 +95,8 @@ def chance(history: list[dict], classes: int, commands: Commands) -> Finding | N
 def learning_rate_high(
     history: list[dict], classes: int, lr: float, optimizer: str, commands: Commands
 ) -> Finding | None:
-    """The loss went up: its first epoch averaged above a uniform guess, or it rose from one epoch to the next."""
+    """The loss went up: its first epoch averaged above a uniform guess, or it rose from one epoch to the
+    next; or, at a rate above its optimizer's usual band, it stopped falling far from fitted."""
     uniform, losses = math.log(classes), _losses(history)
     if not losses:
         return None
@@ -104,7 +106,14 @@ def learning_rate_high(
         if after > (1 + EPOCH_RISE) * before and after > RISE_FLOOR
     ]
     rose_at_start = losses[0] > ROSE_ABOVE * uniform
-    if not (rose_at_start or rises):
+    _, high = USUAL_LR.get(optimizer, (0.0, math.inf))
+    stalled_high = (
+        lr > high
+        and len(losses) > 1
+        and losses[-1] > STALLED_HIGH * uniform
+        and losses[-1] > (1 - STILL_FALLING) * losses[-2]
+    )
+    if not (rose_at_start or rises or stalled_high):
         return None
     said = []
     if rose_at_start:
@@ -115,6 +124,10 @@ def learning_rate_high(
     if rises:
         epoch, before, after = max(rises, key=lambda rise: rise[2] / rise[1])
         said.append(f"the training loss rose {after / before - 1:.0%} in epoch {epoch} ({before:.3f} → {after:.3f})")
+    if stalled_high and not rises:
+        said.append(
+            f"the training loss stopped falling at {losses[-1]:.3f}, {losses[-1] / uniform:.0%} of a uniform guess's"
+        )
     said.append(_rate_note(lr, optimizer))
     return Finding(
         "learning-rate-high",

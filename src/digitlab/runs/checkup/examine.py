@@ -23,8 +23,9 @@ from . import curves, insides, outputs
 from .findings import Commands, Finding, Findings
 
 DIGITS = tuple("0123456789")
-# Findings that name a cause; when one speaks, `underfitting` (its symptom) is left out.
-CAUSES = ("chance", "learning-rate-high", "learning-rate-low", "input-scale", "dead-units", "gradient-flow")
+# Findings that name a cause whose fix is not a bigger model; when one speaks, `underfitting` (its
+# symptom) is left out. Dead units are not among them: a model far too small also loses some.
+CAUSES = ("chance", "learning-rate-high", "learning-rate-low", "input-scale")
 
 
 @dataclass

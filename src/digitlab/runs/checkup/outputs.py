@@ -20,7 +20,9 @@ OVERFIT_GAP = 0.05  # training accuracy 5 points above validation accuracy
 UNDERFIT_ACCURACY = 0.9  # a model that fits under 90% of its own training digits
 UNDERFIT_GAP = 0.02  # ... with training and validation within 2 points: it is short of capacity or training
 ECE_WARNING, ECE_PROBLEM = 0.05, 0.15
-NOISE_RATE, NOISE_RATIO = 0.02, 4.0  # a class whose confident disagreements exceed 2% and 4× the median class's
+# A class whose confident disagreements exceed 5% and 5× the median class's: a model that merely
+# confuses two classes reaches 3-4% in the class it confuses them with (the zoo's runs at seed 1).
+NOISE_RATE, NOISE_RATIO = 0.05, 5.0
 NOISE_FLOOR = 0.002  # ... the median taken as at least 0.2%
 JUDGE_ACCURACY = 0.9  # a model under 90% on validation digits is no judge of labels
 REAL_WORLD_GAP = 0.10  # real-world pictures read 10 points worse than validation digits
