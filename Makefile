@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test test-fast deps lint install dev data bench clean
+.PHONY: train test test-fast deps lint install dev data bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,8 @@ train: data
 
 # ruff (lint and format) and mypy, configured in pyproject.toml
 lint: dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/hooks
+	$(BIN)/ruff format --check src tests benchmarks docs/hooks
 	$(BIN)/mypy src
 
 # the Debian packages the suite uses (chromium, Fashion-MNIST, PostgreSQL, npm): installed when run as
@@ -47,8 +47,13 @@ test: deps lint data
 test-fast: data
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not postgres"
 
+# the documentation site (mkdocs.yml) into site/; --strict: a warning (a broken link, a docstring
+# mkdocstrings cannot read, a results file no page shows) stops the build
+docs: dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: install data
 	$(BIN)/python benchmarks/seed_recipe.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info

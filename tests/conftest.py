@@ -23,7 +23,19 @@ PARTS = {
         "dataset-fashion-mnist",
     ),
     "npm": (lambda: shutil.which("npm") is not None, "npm", "npm"),
+    "fonts": (
+        lambda: all(Path("/usr/share/fonts", folder).is_dir() for folder in HANDWRITING_FONTS),
+        "the handwriting fonts of the non-digit suite",
+        "fonts-humor-sans fonts-comic-neue fonts-breip fonts-femkeklaver fonts-sjfonts",
+    ),
 }
+HANDWRITING_FONTS = (
+    "truetype/humor-sans",
+    "opentype/comic-neue",
+    "truetype/breip",
+    "truetype/femkeklaver",
+    "truetype/sjfonts",
+)
 # fixtures that need a part: every test using one is marked with it, so `-m "not browser"` leaves it out
 FIXTURE_PARTS = {"browser": "browser", "postgres": "postgres", "fashion": "fashion", "web_page": "npm"}
 

@@ -105,7 +105,9 @@ def test_model_files_without_a_detector_load_and_predict(seed_run, mnist, tmp_pa
     Image.fromarray(mnist.test.images[0, 0].numpy()).save(tmp_path / "digit.png")
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "old.safetensors"), str(tmp_path / "digit.png")]) == 0
-    assert "?" not in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "?" not in printed.out
+    assert printed.err.count("no not-a-digit detector") == 1  # said once, not per picture
 
 
 def _rejected_fashion_item(run, fashion) -> np.ndarray:

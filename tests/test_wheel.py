@@ -101,6 +101,7 @@ def test_the_sdist_holds_what_a_checkout_needs(dist):
     with tarfile.open(dist[0]) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     needed = ["pyproject.toml", "README.md", "MANIFEST.in", "Makefile", "src/digitlab/serving/static/index.html"]
+    needed += ["mkdocs.yml", "docs/hooks/results.py", "benchmarks/tables.py", "experiments/augmentation/plot.png"]
     needed += [path.relative_to(ROOT).as_posix() for path in (ROOT / "tests").glob("*.py")]
     needed += [path.relative_to(ROOT).as_posix() for path in (ROOT / "notebooks").glob("*.ipynb")]
     needed += [path.relative_to(ROOT).as_posix() for path in (ROOT / "src/digitlab/weights").glob("*.safetensors")]

@@ -35,13 +35,19 @@ def add_parsers(commands) -> None:
         "canvas drawings, read through predict's pipeline (written into metrics.json)",
     )
     evaluate.add_argument(
+        "--non-digits",
+        action="store_true",
+        help="also score the non-digit suite: letters, words, symbols, doodles, scribbles, pairs of digits, "
+        "Fashion-MNIST, photos, blank paper, read as files; prints the share of each turned away",
+    )
+    evaluate.add_argument(
         "--part",
         choices=("val", "test"),
         default="test",
-        help="which digits the real-world suite is rendered from (default test; val chooses)",
+        help="which part of the real-world and non-digit suites (default test; val chooses)",
     )
     evaluate.add_argument(
-        "--count", type=int, default=None, metavar="N", help="real-world pictures per condition (default 300)"
+        "--count", type=int, default=None, metavar="N", help="suite pictures per condition or kind (default 300)"
     )
     evaluate.add_argument(
         "--preprocess", metavar="STEPS", help="change the run's preprocessing for --real-world, e.g. no-clean,no-stroke"
@@ -255,6 +261,8 @@ def cmd_evaluate(args) -> int:
         metrics["robustness"] = run.robustness(args.split)
     if args.real_world:
         metrics["real_world"] = _real_world(run, args)
+    if args.non_digits:
+        metrics["non_digits"] = run.nondigits(args.part, count=args.count or 300)
     if args.json:
         print(json.dumps({f"{args.split}_accuracy": metrics["accuracy"], "tta": args.tta, **metrics}))
         return 0
@@ -282,6 +290,11 @@ def cmd_evaluate(args) -> int:
         for name, value in scores["conditions"].items():
             refused = scores["refused"][name]
             print(f"{name:>14} {value:8.2%}" + (f"  ({refused} refused)" if refused else ""))
+    if args.non_digits:
+        scores = metrics["non_digits"]
+        print(f"\nnon-digit suite ({scores['part']} part): {scores['turned_away']:.2%} turned away")
+        for name, kind in scores["kinds"].items():
+            print(f"{name:>14} {kind['turned_away']:8.2%}")
     return 0
 
 
@@ -311,6 +324,11 @@ def cmd_predict(args) -> int:
 
     run, paths = _run_and_paths(args.paths, args.device)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
+    if run.ood is None:
+        log(
+            "digitlab: note: this model has no not-a-digit detector, so every picture with ink gets a digit "
+            "(digitlab calibrate RUN gives it one)"
+        )
     if args.number:
         return _read_numbers(run, paths, args, options)
     with _progress_bar() as progress:

@@ -517,6 +517,12 @@ def _background(gray: np.ndarray) -> tuple[float, float]:
     return background, 1.4826 * float(np.median(np.abs(border - background)))
 
 
+def mnist_field(ink: np.ndarray) -> np.ndarray:
+    """A float ink map in [0, 1] (white on black, any size) laid out as MNIST lays out a digit: cropped to its
+    ink, the longer side fitted to 20 px, the centre of mass at the middle of 28×28."""
+    return _centre(_fit(_crop_to_ink(ink > FAINT_INK, ink), Image.Resampling.LANCZOS))
+
+
 def _crop_to_ink(mask: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
     """`values` (default: `mask` itself) cropped to the box of `mask`."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))

@@ -25,6 +25,7 @@ from torch import nn
 from ..config import PreprocessOptions
 from ..errors import ConfigError, ImageError
 from ..images.ink import all_strokes, find_ink
+from ..images.page import box_before_turn, level, line_tilt, writing_ink
 from ..images.preprocess import Preprocessed, digit_field, finish, load_image, working_gray
 from .evaluate import predict_logits
 from .predict import _inputs
@@ -150,18 +151,28 @@ def number_digits(
     """
     if options.legacy:  # the 0.1 pipeline has no pieces to segment: its nearest equivalent here
         options = PreprocessOptions(flatten=False, clean=False, stroke=False, deskew=options.deskew)
-    gray, scale = working_gray(image)
-    ink = find_ink(gray, flatten=options.flatten)
+    original, scale = working_gray(image)
+    ink, gray = writing_ink(original, flatten=options.flatten)
+    mask = all_strokes(ink, clean=options.clean)
+    tilt = line_tilt(mask)
+    if tilt:  # a line written at a slant is turned level, then read
+        gray = level(gray, tilt)
+        ink = find_ink(gray, flatten=options.flatten)
+        mask = all_strokes(ink, clean=options.clean)
     prepare = lambda keep: finish(*digit_field(ink, keep, options), scale, options)  # noqa: E731
     judge = None
     if model is not None:
         judge = lambda masks: _log_confidence(  # noqa: E731
             model, [glance(ink, keep, scale, options) for keep in masks]
         )
-    masks = segment(all_strokes(ink, clean=options.clean), judge)
+    masks = segment(mask, judge)
     if len(masks) > MAX_DIGITS:
         raise ImageError(f"found {len(masks)} digits; a number may have at most {MAX_DIGITS}", source)
-    return [prepare(keep) for keep in masks]
+    digits = [prepare(keep) for keep in masks]
+    if tilt:  # boxes as they lie in the picture, not in the turned copy
+        back = lambda box: box_before_turn(tuple(v / scale for v in box), tilt, gray.shape, original.shape)  # noqa: E731
+        digits = [dataclasses.replace(d, box=tuple(round(v * scale) for v in back(d.box))) for d in digits]
+    return digits
 
 
 def glance(ink, keep: np.ndarray, scale: float, options: PreprocessOptions) -> Preprocessed:

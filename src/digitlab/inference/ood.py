@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -232,7 +233,24 @@ def _class_mean(features: torch.Tensor, labels: torch.Tensor, digit: int) -> tor
     return members.mean(0)
 
 
-def detector_of(model: nn.Module) -> Detector | None:
+class Rejector(Protocol):
+    """What predict asks of a detector: a score per picture (higher is less digit-like), the verdict, and
+    what the model file stores (this module's Detector, or the learned judge of inference.rejection)."""
+
+    threshold: float
+    quantile: float
+    method: str
+
+    def score(self, seen: Observed) -> torch.Tensor: ...
+
+    def rejects(self, scores: torch.Tensor) -> torch.Tensor: ...
+
+    def tensors(self) -> dict[str, torch.Tensor]: ...
+
+    def metadata(self) -> dict: ...
+
+
+def detector_of(model: nn.Module) -> Rejector | None:
     """The detector a model carries (`model.ood`), or None for models saved without one."""
     return model.__dict__.get("ood")
 

@@ -26,7 +26,7 @@ from ..errors import ConfigError, ImageError
 from ..files import atomic_write, make_folder
 from ..images.preprocess import Preprocessed, image_files, load_image, prepare
 from .evaluate import TestTimeAugmented, predict_logits
-from .ood import Detector, detector_of, observe
+from .ood import Rejector, detector_of, observe
 
 WORKERS = min(4, os.cpu_count() or 1)  # threads that decode and preprocess; more only add memory
 
@@ -172,7 +172,7 @@ def _logits_and_scores(model: nn.Module, batch: torch.Tensor, batch_size: int):
     return seen.logits, detector.score(seen)
 
 
-def _flag(results: list[Prediction], scores: torch.Tensor, detector: Detector) -> None:
+def _flag(results: list[Prediction], scores: torch.Tensor, detector: Rejector) -> None:
     for result, score, rejected in zip(results, scores.tolist(), detector.rejects(scores).tolist(), strict=True):
         result.ood_score, result.ood_threshold, result.rejected = score, detector.threshold, rejected
 

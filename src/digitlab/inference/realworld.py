@@ -282,7 +282,8 @@ def canvas(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
     # the pad's pen is 20 px whatever the digit's size: as a multiple of MNIST's pen scaled to this height
     width = 20 / (MNIST_PEN * height / 20)
     coverage = _coverage(stroke_mask(digit, width), height)
-    coverage = coverage[:, :280]
+    if coverage.shape[1] > 280:  # something wider than tall (two digits, a word) is drawn smaller, not cut off
+        coverage = _coverage(stroke_mask(digit, width), height * 280 // coverage.shape[1])
     pad = np.zeros((280, 280), np.float32)
     top = int(rng.integers(0, 280 - coverage.shape[0] + 1))
     left = int(rng.integers(0, 280 - coverage.shape[1] + 1))

@@ -30,11 +30,14 @@ from ..files import atomic_write, make_folder, read_json, write_json
 from ..images.preprocess import deskew
 from ..inference.evaluate import evaluate, robustness
 from ..inference.explain import STEPS, Explanation, explain_picture
+from ..inference.nondigits import DEFAULT_COUNT as NONDIGIT_COUNT
+from ..inference.nondigits import score_nondigits
 from ..inference.numbers import read_numbers
 from ..inference.ood import PREFIX as OOD_PREFIX
-from ..inference.ood import QUANTILE, Detector, detector_of, fit_detector
+from ..inference.ood import QUANTILE, Detector, Rejector, detector_of, fit_detector
 from ..inference.predict import WORKERS, predict
 from ..inference.realworld import DEFAULT_COUNT, score_suite
+from ..inference.rejection import detector_from_file
 from ..inference.segmenter import CLASSES as SEGMENTER_CLASSES
 from ..inference.segmenter import NONE, SEGMENTER_FILE
 from ..models.nets import create_model
@@ -132,14 +135,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     return model.to(resolve_device(device)).eval(), metadata
 
 
-def _split_detector(tensors: dict, metadata: dict, path: Path) -> Detector | None:
+def _split_detector(tensors: dict, metadata: dict, path: Path) -> Rejector | None:
     """Take the `ood.*` tensors out of `tensors` (so the rest must match the model) and rebuild the
     detector they describe with metadata `ood`; tensors without that metadata stay, to be refused."""
     if "ood" not in metadata:
         return None
     statistics = {name: tensors.pop(name) for name in list(tensors) if name.startswith(OOD_PREFIX)}
     try:
-        return Detector.from_file(statistics, metadata["ood"])
+        return detector_from_file(statistics, metadata["ood"])
     except ConfigError as error:
         raise RunError(f"{path}: {error}") from None
 
@@ -245,8 +248,16 @@ class Run:
         split = self.data("rendered").splits()["val" if part == "val" else "test"]
         return score_suite(self.model, split, part=part, count=count, seed=seed, options=preprocess or self.preprocess)
 
+    def nondigits(self, part: str = "test", count: int = NONDIGIT_COUNT) -> dict:
+        """How much of the non-digit suite (letters, doodles, symbols, photos...: digitlab.inference.nondigits)
+        `predict` turns away, kind by kind, read as files with the run's preprocessing."""
+        split = "val" if part == "val" else "test"
+        digits = self.data("rendered").splits()[split]
+        fashion = load_dataset("fashion-mnist", val_size=self.config.val_size).splits()[split]
+        return score_nondigits(lambda paths: self.predict(paths, errors="collect"), digits, fashion, part, count)
+
     @property
-    def ood(self) -> Detector | None:
+    def ood(self) -> Rejector | None:
         """The model's out-of-distribution detector, or None if its file has none (see digitlab.inference.ood)."""
         return detector_of(self.model)
 

@@ -1,0 +1,88 @@
+"""Reading numbers from photos in the three ways real ones defeat a reader: a large dark area beside the
+writing, a line written at a slant, ten small digits with some touching (digitlab.inference.numbersuite).
+
+Each class has `--count` phone-sized JPEG photos (1600×1200) of numbers made of MNIST digits of the
+chosen part (test reports; val is where thresholds are chosen), read by `read_number` with a run's
+model (default: the shipped one) from the files, as `digitlab predict --number` reads them. Reports
+the share read exactly per class and overall, photos per second (wall clock, one process) and the
+peak resident memory of the process.
+
+Goals (issue 25): >= 95% exact overall and >= 90% in every class; >= 10 photos a second; peak memory
+<= 500 MB. Exits 1 when a goal is missed.
+
+    python benchmarks/number_suite.py [RUN] [--count 100] [--part test]
+
+Writes benchmarks/results/number_suite.json (for the test part only; --part val just prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import digitlab
+from common import write_result
+from digitlab.inference.nondigits import read_as_files
+from digitlab.inference.numbersuite import CLASSES, render_numbers
+from digitlab.runs.shipped import resolve_run
+
+GOALS = {"exact": 0.95, "each_class": 0.90, "photos_per_second": 10.0, "peak_mb": 500.0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", nargs="?", help="a run folder or model file (default: the shipped model)")
+    parser.add_argument("--count", type=int, default=100, help="photos of each class (default 100)")
+    parser.add_argument("--part", choices=("val", "test"), default="test", help="digits of this split (default test)")
+    args = parser.parse_args()
+    run = resolve_run(args.run)
+    data = digitlab.load_dataset("mnist")
+    split = data.val if args.part == "val" else data.test
+    photos = list(render_numbers(split, args.count, seed=0 if args.part == "test" else 1))
+    started = time.perf_counter()
+    readings = read_as_files(
+        lambda paths: run.read_number(paths, errors="collect"), ((f"{i:05d}.jpg", p.data) for i, p in enumerate(photos))
+    )
+    seconds = time.perf_counter() - started
+    exact = [reading.ok and reading.number == photo.truth for reading, photo in zip(readings, photos, strict=True)]
+    classes = {
+        kind: sum(hit for hit, photo in zip(exact, photos, strict=True) if photo.kind == kind) / args.count
+        for kind in CLASSES
+    }
+    misses = [
+        {"class": photo.kind, "truth": photo.truth, "read": reading.number if reading.ok else reading.error}
+        for hit, reading, photo in zip(exact, readings, photos, strict=True)
+        if not hit
+    ]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "run": args.run or "shipped",
+        "part": args.part,
+        "count": args.count,
+        "exact": sum(exact) / len(exact),
+        "classes": classes,
+        "photos_per_second": len(photos) / seconds,
+        "peak_mb": peak_mb,
+        "misses": misses[:50],
+        "goals": GOALS,
+    }
+    met = {
+        "exact": result["exact"] >= GOALS["exact"],
+        "each_class": min(classes.values()) >= GOALS["each_class"],
+        "photos_per_second": result["photos_per_second"] >= GOALS["photos_per_second"],
+        "peak_mb": peak_mb <= GOALS["peak_mb"],
+    }
+    result["goals_met"] = met
+    if args.part == "test":  # the validation part chooses settings; only the test part is a result
+        write_result("number_suite", result)
+    print(
+        f"{result['exact']:.1%} exact ("
+        + ", ".join(f"{kind} {value:.0%}" for kind, value in classes.items())
+        + f"); {result['photos_per_second']:.2f} photos/s; peak {peak_mb:.0f} MB; goals met: {met}"
+    )
+    return 0 if all(met.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

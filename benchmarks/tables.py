@@ -1,0 +1,737 @@
+"""The results files as Markdown tables, so a figure on a page is always the one in its file.
+
+A page (or the README) marks a table with `<!-- table: NAME -->` and `<!-- /table -->`; `fill(text)` puts
+the current table between the two. The docs site fills its pages while it builds (docs/hooks/results.py);
+`python benchmarks/tables.py README.md` rewrites the README's tables, and `--check` exits 1 when they
+differ from the files (the test suite runs it). Each table names the results files it reads, and
+RESULT_COMMANDS says which command writes each file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+AUGMENTATION = ROOT / "experiments" / "augmentation" / "results.json"
+MARKER = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
+
+# The command that writes each results file (paths relative to the repository root).
+RESULT_COMMANDS = {
+    "benchmarks/results/seed_recipe.json": "python benchmarks/seed_recipe.py",
+    "benchmarks/results/cnn_speed.json": "python benchmarks/cnn_speed.py",
+    "benchmarks/results/best.json": "python benchmarks/best.py",
+    "benchmarks/results/mlp_fast_sweep.json": "python benchmarks/mlp_fast_sweep.py",
+    "benchmarks/results/records.json": "python benchmarks/records.py --parts PART...",
+    "benchmarks/results/real_world.json": "python benchmarks/real_world.py",
+    "benchmarks/results/photos.json": "python benchmarks/photos.py --count 200",
+    "benchmarks/results/numbers.json": "python benchmarks/whole_numbers.py",
+    "benchmarks/results/ood.json": "python benchmarks/ood.py src/digitlab/weights/digitlab-cnn-robust.safetensors",
+    "benchmarks/results/nondigits-baseline-small.json": (
+        "python benchmarks/nondigits.py --count 100 --digits 50 --fashion 500 --name baseline-small"
+    ),
+    "benchmarks/results/web_export.json": "python benchmarks/web_export.py --loads 10",
+    "benchmarks/results/serve_load.json": "python benchmarks/serve_load.py RUN",
+    "benchmarks/results/serve_load_workers2.json": "python benchmarks/serve_load.py RUN --workers 2",
+    "benchmarks/results/serve_load_cnn.json": "python benchmarks/serve_load.py (the shipped model)",
+    "benchmarks/results/serve_explain_mlp.json": "python benchmarks/serve_load.py RUN --route explain --concurrency 4 --requests 500",
+    "benchmarks/results/serve_explain_cnn.json": "python benchmarks/serve_load.py --route explain --concurrency 4 --requests 500",
+    "benchmarks/results/serve_profile.json": "python benchmarks/serve_profile.py RUN",
+    "benchmarks/results/serve_soak.json": "python benchmarks/serve_soak.py src/digitlab/weights/digitlab-cnn-robust.safetensors --seconds 30",
+    "benchmarks/results/serve_hostile.json": "python benchmarks/serve_hostile.py",
+    "benchmarks/results/tune_mlp.json": "OMP_NUM_THREADS=1 python benchmarks/tune_mlp.py --trials 50 --timeout 720",
+    "benchmarks/results/tune_mlp_epochs_searched.json": "python benchmarks/tune_mlp.py --epochs 0 --trials 50 --timeout 720",
+    "experiments/augmentation/results.json": "digitlab experiment augmentation --seeds 3",
+    "src/digitlab/weights/digitlab-cnn-robust.safetensors": "python benchmarks/ship_model.py",
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A Markdown table drawn from results files (paths relative to the repository root)."""
+
+    sources: tuple[str, ...]
+    draw: Callable[..., list[list[str]]]  # one parsed file per source in; the header row, then the rows
+
+
+TABLES: dict[str, Table] = {}
+
+
+def table(*sources: str) -> Callable:
+    """Register the decorated function as the table of its name (underscores become hyphens)."""
+
+    def register(draw: Callable[..., list[list[str]]]) -> Callable[..., list[list[str]]]:
+        TABLES[draw.__name__.replace("_", "-")] = Table(sources, draw)
+        return draw
+
+    return register
+
+
+def load(source: str) -> dict:
+    """A results file parsed: JSON, or a model file's metadata."""
+    path = ROOT / source
+    if path.suffix == ".safetensors":
+        from digitlab.runs.run import read_model_metadata
+
+        return read_model_metadata(path) | {"file_bytes": path.stat().st_size}
+    return json.loads(path.read_text())
+
+
+def render(name: str) -> str:
+    """The table `name` as Markdown, drawn from its files as they are now."""
+    if name not in TABLES:
+        raise KeyError(f"no table named {name!r} (known: {', '.join(sorted(TABLES))})")
+    entry = TABLES[name]
+    header, *rows = entry.draw(*(load(source) for source in entry.sources))
+    lines = [header, ["---"] * len(header), *rows]
+    return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
+
+
+def fill(text: str) -> str:
+    """`text` with every marked table replaced by its current rendering."""
+    return MARKER.sub(lambda match: match[1] + render(match[2]) + match[4], text)
+
+
+def marked_tables(text: str) -> list[str]:
+    """The names of the tables `text` marks, in order."""
+    return [match[2] for match in MARKER.finditer(text)]
+
+
+# Number formats.
+def pct(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}%}"
+
+
+def secs(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f} s"
+
+
+def ms(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f} ms"
+
+
+def times(value: float) -> str:
+    return f"{value:.1f}×"
+
+
+def met(passed: bool) -> str:
+    return "met" if passed else "**missed**"
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{pct(statistics.mean(values))} ± {pct(statistics.stdev(values))}"
+
+
+def seed_list(runs: list[dict], key: str = "test_accuracy") -> str:
+    return ", ".join(pct(run[key]) for run in runs)
+
+
+SERVE_GOAL = (500, 100)  # the load issue's goal for the seed MLP: requests/s at least, p99 ms at most
+
+
+@table(
+    "benchmarks/results/seed_recipe.json",
+    "benchmarks/results/records.json",
+    "benchmarks/results/best.json",
+    "benchmarks/results/real_world.json",
+    "benchmarks/results/ood.json",
+    "benchmarks/results/nondigits-baseline-small.json",
+    "benchmarks/results/numbers.json",
+    "benchmarks/results/serve_load.json",
+)
+def headline(
+    seed: dict, records: dict, best: dict, world: dict, ood: dict, suite: dict, numbers: dict, load: dict
+) -> list[list[str]]:
+    fast, minute, shipped, detector = records["fast"], records["minute"], world["models"]["shipped"], ood["runs"][0]
+    worst = min(shipped["conditions"], key=shipped["conditions"].get)
+    throughput, p99 = load["throughput_per_second"], load["latency_ms"]["p99"]
+    return [
+        ["what", "result", "goal", "made by"],
+        [
+            f"the seed recipe (784-32-16-10 MLP, {seed['epochs']} epochs)",
+            f"{pct(seed['digitlab']['test_accuracy'])} test in {secs(seed['digitlab']['train_seconds'])}, "
+            f"{times(seed['speedup'])} faster than a notebook-style loop",
+            f"≥ {seed['goal']['speedup_at_least']:g}× faster, within {seed['goal']['accuracy_gap_at_most_points']:g} "
+            f"points: {met(seed['passed'])}",
+            "`python benchmarks/seed_recipe.py`",
+        ],
+        [
+            f"99% in seconds (`cnn-cpu --recipe fast`, {len(fast['runs'])} seeds)",
+            f"{pct(fast['test_accuracy_mean'])} mean test in {secs(fast['seconds_mean'], 2)} mean",
+            f"each ≥ 99.0%, mean ≤ 5 s: {met(fast['goals']['every seed >= 99.0%'] and fast['goals']['mean <= 5 s'])}",
+            "`python benchmarks/records.py --parts fast`",
+        ],
+        [
+            f"99.5% within a minute (`cnn-cpu --recipe best --epochs 12`, {len(minute['runs'])} seeds)",
+            f"{pct(minute['test_accuracy_mean'])} mean test in {secs(minute['seconds_mean'])} mean",
+            f"≥ 99.5% within 60 s: {met(minute['passed'])}",
+            "`python benchmarks/records.py --parts minute`",
+        ],
+        [
+            f"the best `cnn` (`--recipe best`, {len(best['cnn']['runs'])} seeds)",
+            mean_std([run["test_accuracy"] for run in best["cnn"]["runs"]]),
+            f"≥ {pct(best['cnn']['goal'], 1)}: {met(best['cnn']['passed'])}",
+            "`python benchmarks/best.py`",
+        ],
+        [
+            f"the shipped model on photos, scans and pens ({shipped['images']:,} pictures, "
+            f"{len(shipped['conditions'])} conditions)",
+            f"{pct(shipped['overall'])}; worst condition ({worst}) {pct(shipped['conditions'][worst], 1)}",
+            f"≥ {pct(world['goals']['overall'], 0)}, worst ≥ {pct(world['goals']['worst_condition'], 0)}: "
+            f"{met(world['passed']['overall'] and world['passed']['worst_condition'])}",
+            "`python benchmarks/real_world.py`",
+        ],
+        [
+            '"not a digit": Fashion-MNIST against MNIST test',
+            f"AUROC {detector['outliers']['fashion-mnist']['auroc']:.4f}; "
+            f"{pct(detector['false_rejection'])} of real digits turned away",
+            f"AUROC ≥ {ood['goal']['fashion_auroc']:g}, ≤ {pct(ood['goal']['false_rejection'], 0)} turned away: "
+            f"{met(detector['goal_met'])}",
+            "`python benchmarks/ood.py`",
+        ],
+        [
+            f'"not a digit" where users meet it: letters, doodles, photos… as files '
+            f"({suite['nondigits']['count']:,} pictures, {len(suite['nondigits']['kinds'])} kinds)",
+            f"{pct(suite['nondigits']['turned_away'], 1)} turned away",
+            f"≥ {pct(suite['goals']['turned_away'], 0)}: {met(suite['goals_met']['turned_away'])}",
+            f"`{RESULT_COMMANDS['benchmarks/results/nondigits-baseline-small.json']}`",
+        ],
+        [
+            f"whole numbers of 2 to 8 digits ({numbers['count']:,} composed numbers)",
+            f"{pct(numbers['all']['exact'], 1)} read exactly",
+            f"≥ {pct(numbers['goal']['exact'], 0)}: {met(numbers['passed'])}",
+            "`python benchmarks/whole_numbers.py`",
+        ],
+        [
+            f"the web demo under load (seed MLP, {load['concurrency']} clients)",
+            f"{throughput:.0f} right answers/s, p99 {ms(p99, 0)}, "
+            f"{load.get('wrong_answers', 0) + load.get('shed_503', 0) + load['errors']} not right",
+            f"≥ {SERVE_GOAL[0]}/s with p99 ≤ {SERVE_GOAL[1]} ms: {met(throughput >= SERVE_GOAL[0] and p99 <= SERVE_GOAL[1])}",
+            "`python benchmarks/serve_load.py RUN`",
+        ],
+    ]
+
+
+@table("benchmarks/results/seed_recipe.json")
+def seed_recipe(result: dict) -> list[list[str]]:
+    ours, theirs = result["digitlab"], result["baseline"]
+    return [
+        [f"seed recipe, {result['epochs']} epochs", "training time", "test accuracy"],
+        ["notebook-style baseline", secs(theirs["train_seconds"]), pct(theirs["test_accuracy"])],
+        ["digitlab", secs(ours["train_seconds"]), pct(ours["test_accuracy"])],
+        ["**ratio**", f"**{times(result['speedup'])} faster**", f"{result['accuracy_gap_points']:.2f} points apart"],
+    ]
+
+
+@table("benchmarks/results/cnn_speed.json")
+def cnn_speed(result: dict) -> list[list[str]]:
+    def row(name: str, part: dict) -> list[str]:
+        reached = next(epoch for epoch in part["epochs"] if epoch["test_accuracy"] >= result["target"])
+        return [name, secs(part["seconds_to_target"]), str(reached["epoch"]), pct(reached["test_accuracy"])]
+
+    return [
+        [f"to {pct(result['target'], 1)} test accuracy", "training time", "epochs", "accuracy then"],
+        row("PyTorch example recipe", result["reference"]),
+        row("digitlab `cnn --recipe fast`", result["digitlab"]),
+        ["**ratio**", f"**{times(result['speedup'])} faster**", "", ""],
+    ]
+
+
+@table("benchmarks/results/best.json")
+def best(result: dict) -> list[list[str]]:
+    rows = [["`--recipe best`", "seeds 1, 2, 3: test accuracy", "mean ± std", "goal"]]
+    for model in ("cnn", "cnn-tiny", "mlp"):
+        part = result[model]
+        accuracies = [run["test_accuracy"] for run in part["runs"]]
+        widths = part["config"]["model_kwargs"].get("channels")
+        seconds = statistics.mean(run["train_seconds"] for run in part["runs"])
+        about = [f"{'/'.join(map(str, widths))} channels"] if widths else []
+        about += [f"{part['config']['epochs']} epochs", f"{seconds:.0f} s a run on average"]
+        goal = f"≥ {pct(part['goal'], 1)}: {met(part['passed'])}"
+        rows.append([f"`{model}` ({', '.join(about)})", seed_list(part["runs"]), mean_std(accuracies), goal])
+    return rows
+
+
+@table("benchmarks/results/best.json")
+def mlp_fast(result: dict) -> list[list[str]]:
+    part = result["mlp_fast_to_96_5"]
+    epochs = {name: len(part[f"{name}_epochs"]) for name in ("baseline", "digitlab")}
+    return [
+        [f"to {pct(part['target'], 1)} test accuracy", "training time", "epochs"],
+        ["notebook-style baseline (seed recipe)", secs(part["baseline_seconds"]), str(epochs["baseline"])],
+        ["`mlp --recipe fast`", secs(part["digitlab_seconds"], 2), str(epochs["digitlab"])],
+        ["**ratio**", f"**{times(part['speedup'])} sooner** (goal ≥ {part['goal_speedup']:.0f}×)", ""],
+    ]
+
+
+@table("benchmarks/results/mlp_fast_sweep.json")
+def mlp_fast_sweep(result: dict) -> list[list[str]]:
+    seeds = [str(seed) for seed in result["seeds"]]
+    rows = [["learning rate", *(f"validation, seed {seed}" for seed in seeds), "mean"]]
+    for row in result["rows"]:
+        mean = pct(row["val_accuracy_mean"])
+        chosen = row["lr"] == result["best_lr"]
+        rows.append(
+            [f"{row['lr']:g}", *(pct(row["val_accuracy"][seed]) for seed in seeds), f"**{mean}**" if chosen else mean]
+        )
+    return rows
+
+
+@table("experiments/augmentation/results.json")
+def augmentation(result: dict) -> list[list[str]]:
+    views = [view for view in result["summary"][0]["robustness_mean"] if view != "clean"]
+    rows = [["model", "augmentation", "test accuracy", *views, "training s"]]
+    for part in result["summary"]:
+        cells = [f"{pct(part['robustness_mean'][view], 1)} ± {pct(part['robustness_std'][view], 1)}" for view in views]
+        test = f"{pct(part['test_accuracy_mean'])} ± {pct(part['test_accuracy_std'])}"
+        seconds = f"{part['train_seconds_mean']:.1f} ± {part['train_seconds_std']:.1f}"
+        rows.append([part["model"], "yes" if part["augment"] else "no", test, *cells, seconds])
+    return rows
+
+
+def records_runs(part: dict) -> str:
+    return ", ".join(f"{pct(run['test_accuracy'])} in {secs(run['train_seconds'], 2)}" for run in part["runs"])
+
+
+@table("benchmarks/results/records.json")
+def records_parts(result: dict) -> list[list[str]]:
+    rows = [["part", "runs", "wall time of the part (finished runs it reused count nothing)", "finished"]]
+    for name, part in result.items():
+        if isinstance(part, dict) and "wall_seconds" in part:
+            runs = len(part.get("runs", part.get("members", [])))
+            rows.append([f"`{name}`", str(runs), f"{part['wall_seconds'] / 60:.1f} min", part["date"]])
+    return rows
+
+
+@table("benchmarks/results/records.json")
+def records_fast(result: dict) -> list[list[str]]:
+    fast = result["fast"]
+    gpu, example = fast["gpu_recipe_reference"], fast["pytorch_example"]
+    goals = fast["goals"]
+    example_epochs = len(example["epochs"])
+    faster = goals["faster than the GPU recipe's reference"]
+    ratio = fast["gpu_recipe_reference"]["seconds_mean"] / fast["seconds_mean"]
+    return [
+        ["to 99.0% test accuracy", "seeds", "mean training time", "goal"],
+        [
+            "`cnn-cpu --recipe fast`",
+            records_runs(fast),
+            f"**{secs(fast['seconds_mean'], 2)}** ({pct(fast['test_accuracy_mean'])} ± {pct(fast['test_accuracy_std'])})",
+            f"each ≥ 99.0%, mean ≤ 5 s: {met(goals['every seed >= 99.0%'] and goals['mean <= 5 s'])}",
+        ],
+        [
+            "GPU recipe's reference on this CPU (1 epoch)",
+            records_runs(gpu),
+            f"{secs(gpu['seconds_mean'], 2)}",
+            f"ours faster: {met(faster)} ({times(ratio)})",
+        ],
+        [
+            "PyTorch example recipe",
+            f"{pct(example['epochs'][-1]['test_accuracy'])} after {example_epochs} epochs",
+            secs(example["seconds_to_target"]),
+            f"≥ 60× sooner: {met(goals['>= 60x sooner than the PyTorch example'])} ({times(fast['speedup_vs_example'])})",
+        ],
+    ]
+
+
+@table("benchmarks/results/records.json")
+def records_fp32(result: dict) -> list[list[str]]:
+    rows = [["`cnn-cpu --recipe fast`", "seeds", "mean test accuracy", "mean training time"]]
+    for name, label in (("fast", "`--precision bf16`"), ("fp32", "`--precision fp32`")):
+        part = result[name]
+        rows.append([label, records_runs(part), pct(part["test_accuracy_mean"]), secs(part["seconds_mean"], 2)])
+    return rows
+
+
+@table("benchmarks/results/records.json")
+def records_minute(result: dict) -> list[list[str]]:
+    part = result["minute"]
+    passed = part["goals"]["mean <= 60 s"] and part["goals"]["mean >= 99.5%"]
+    return [
+        ["seeds", "mean", "goal"],
+        [
+            records_runs(part),
+            f"**{pct(part['test_accuracy_mean'])}** in **{secs(part['seconds_mean'])}**",
+            f"≥ 99.5% within 60 s: {met(passed)}",
+        ],
+    ]
+
+
+@table("benchmarks/results/records.json")
+def records_profile(result: dict) -> list[list[str]]:
+    rows = [["recipe", "ms a step", "operator (self CPU time)", "ms/step", "share"]]
+    for name, part in result["profile"].items():
+        if not isinstance(part, dict):
+            continue
+        title = f"`{name}` ({part['precision']}, batch {part['batch_size']})"
+        for number, operator in enumerate(part["operators"]):
+            first = number == 0
+            rows.append(
+                [
+                    title if first else "",
+                    f"{part['ms_per_step']:.1f}" if first else "",
+                    f"`{operator['name'].removeprefix('aten::')}`",
+                    f"{operator['ms_per_step']:.2f}",
+                    pct(operator["share"], 0),
+                ]
+            )
+    return rows
+
+
+@table("benchmarks/results/records.json")
+def records_long(result: dict) -> list[list[str]]:
+    rows = [["part", "command", "seeds run", "test accuracy (validation)", "goal"]]
+    goals = {"best": "≥ 99.70% mean of 3 seeds", "mlp": "≥ 98.3% mean of 3 seeds"}
+    for name in ("best", "mlp", "teacher"):
+        part = result[name]
+        run = part["runs"][0]
+        scores = ", ".join(f"{pct(run['test_accuracy'])} ({pct(run['val_accuracy'])})" for run in part["runs"])
+        goal = f"{goals[name]}: {met(part['passed'])}" if name in goals else "—"
+        rows.append([f"`{name}`", f"`{run['command']}`", str(len(part["runs"])), scores, goal])
+    return rows
+
+
+@table("benchmarks/results/records.json")
+def records_ensemble(result: dict) -> list[list[str]]:
+    part = result["ensemble"]
+    members = part["members"]
+    return [
+        ["", "validation", "test"],
+        ["members", seed_list(members, "val_accuracy"), seed_list(members)],
+        [
+            f"ensemble of {len(members)}, average of probabilities",
+            pct(part["val_accuracy"]),
+            pct(part["test_accuracy"]),
+        ],
+        ["the same with `--tta`", pct(part["tta"]["val_accuracy"]), pct(part["tta"]["test_accuracy"])],
+    ]
+
+
+def conditions_row(name: str, scores: dict, conditions: list[str], bold: bool = False) -> list[str]:
+    overall = pct(scores["overall"])
+    test = [pct(scores["mnist_test"])] if "mnist_test" in scores else []
+    return [name, *test, f"**{overall}**" if bold else overall, *(pct(scores["conditions"][c], 1) for c in conditions)]
+
+
+@table("benchmarks/results/real_world.json")
+def real_world(result: dict) -> list[list[str]]:
+    conditions = result["conditions"]
+    rows = [["model", "MNIST test", "real world", *conditions]]
+    for name, scores in result["models"].items():
+        rows.append(conditions_row(name, scores, conditions, bold=name == "shipped"))
+    return rows
+
+
+@table("benchmarks/results/real_world.json")
+def real_world_steps(result: dict) -> list[list[str]]:
+    rows = [["preprocessing", "real world", "worst condition", "pictures refused"]]
+    for name, scores in result["ablation_shipped"].items():
+        worst = min(scores["conditions"], key=scores["conditions"].get)
+        label = "all steps (default)" if name == "default" else f"`{name}`"
+        refused = sum(scores["refused"].values())
+        rows.append([label, pct(scores["overall"]), f"{worst} {pct(scores['conditions'][worst], 1)}", str(refused)])
+    return rows
+
+
+@table("benchmarks/results/real_world.json")
+def real_world_reading(result: dict) -> list[list[str]]:
+    same, speed = result["idempotence"], result["speed"]
+    return [
+        ["pictures read again from `--save-preprocessed`", "answers changed", "`predict` on a folder of them"],
+        [f"{same['pictures']:,}", str(same["changed"]), f"{speed['images_per_second']:.0f} images/s"],
+    ]
+
+
+@table("benchmarks/results/photos.json")
+def photos(result: dict) -> list[list[str]]:
+    width, height = result["size"]
+    return [
+        ["photos", "size", "photos / s", "wall ms / photo", "CPU ms / photo", "correct", "decoding alone"],
+        [
+            str(result["photos"]),
+            f"{width}×{height}",
+            f"{result['photos_per_second']:.1f}",
+            f"{result['ms_per_photo']:.1f}",
+            f"{result['cpu_ms_per_photo']:.1f}",
+            f"{result['correct']} / {result['photos']}",
+            f"{result['decode_only_photos_per_second']:.1f} photos / s",
+        ],
+    ]
+
+
+@table("benchmarks/results/numbers.json")
+def numbers(result: dict) -> list[list[str]]:
+    rows = [["numbers", "read exactly", "digits right (where the count is right)", "dropped", "invented"]]
+    for name, label in (("all", "all"), ("clean", "clean spacing"), ("touching", "touching")):
+        part = result[name]
+        rows.append(
+            [
+                f"{label} ({part['numbers']:,})",
+                pct(part["exact"], 1),
+                pct(part["digit_accuracy"]),
+                str(part["dropped"]),
+                str(part["invented"]),
+            ]
+        )
+    return rows
+
+
+@table("benchmarks/results/ood.json")
+def ood(result: dict) -> list[list[str]]:
+    names = list(result["runs"][0]["outliers"])
+    header = ["run", "MNIST test rejected", *(f"{name}: AUROC (rejected)" for name in names), "max-softmax AUROC"]
+    rows = [header]
+    for run in result["runs"]:
+        outliers = run["outliers"]
+        cells = [f"{outliers[name]['auroc']:.4f} ({pct(outliers[name]['rejected'], 1)})" for name in names]
+        baseline = " / ".join(f"{outliers[name]['msp_auroc']:.3f}" for name in names)
+        rows.append([f"`{Path(run['run']).name}` ({run['model']})", pct(run["false_rejection"]), *cells, baseline])
+    return rows
+
+
+@table("benchmarks/results/nondigits-baseline-small.json")
+def nondigits(result: dict) -> list[list[str]]:
+    goals, passed, kinds = result["goals"], result["goals_met"], result["nondigits"]["kinds"]
+    rows = [["pictures", "count", "turned away", "goal"]]
+    for name, part in kinds.items():
+        rows.append([name, f"{part['count']:,}", pct(part["turned_away"], 0), f"≥ {pct(goals['each_kind'], 0)}"])
+    rows.append(
+        [
+            "**all non-digits**",
+            f"{result['nondigits']['count']:,}",
+            pct(result["nondigits"]["turned_away"], 1),
+            f"≥ {pct(goals['turned_away'], 0)}: {met(passed['turned_away'])}",
+        ]
+    )
+    rows.append(
+        [
+            "Fashion-MNIST items as files",
+            f"{result['fashion_files']['count']:,}",
+            pct(result["fashion_files"]["turned_away"], 1),
+            f"≥ {pct(goals['fashion_files'], 0)}: {met(passed['fashion_files'])}",
+        ]
+    )
+    digits = result["digits"]
+    rows.append(
+        [
+            "real-world digits (wrongly refused)",
+            f"{digits['count']:,}",
+            pct(digits["refused"], 1),
+            f"≤ {pct(goals['digits_refused'], 0)}: {met(passed['digits_refused'])}",
+        ]
+    )
+    return rows
+
+
+@table("benchmarks/results/web_export.json")
+def web_export(result: dict) -> list[list[str]]:
+    first, ready = result["first_prediction_ms"], result["model_ready_ms"]
+    return [
+        ["model", "folder", "cold loads", "first prediction, median", "slowest", "model ready, median", "goal"],
+        [
+            f"{result['model']} ({result['parameters']:,} parameters)",
+            f"{result['folder_bytes'] / 1e6:.1f} MB",
+            str(result["loads"]),
+            ms(first["median"], 0),
+            ms(first["max"], 0),
+            ms(ready["median"], 0),
+            f"≤ {result['goal_ms'] / 1000:g} s: {met(result['meets_goal'])}",
+        ],
+    ]
+
+
+def load_row(name: str, result: dict) -> list[str]:
+    """Throughput and latency of right answers; what was not right (wrong, shed with 503, an error) beside them.
+    (Files written before serve_load.py counted right answers alone had no wrong or shed request.)"""
+    latency = result["latency_ms"]
+    not_right = result.get("wrong_answers", 0) + result.get("shed_503", 0) + result["errors"]
+    return [
+        name,
+        f"{result['requests']:,}",
+        f"{result['throughput_per_second']:.0f} / s",
+        ms(latency["p50"], 0),
+        ms(latency["p99"], 0),
+        str(not_right),
+        ms(result["server_cpu_ms_per_request"]),
+    ]
+
+
+@table(
+    "benchmarks/results/serve_load.json",
+    "benchmarks/results/serve_load_workers2.json",
+    "benchmarks/results/serve_load_cnn.json",
+)
+def serve_load(mlp: dict, workers: dict, cnn: dict) -> list[list[str]]:
+    return [
+        [
+            "model, server",
+            "requests",
+            "right answers",
+            "p50 latency",
+            "p99 latency",
+            "not right",
+            "server CPU per request",
+        ],
+        load_row("seed MLP, 1 process", mlp),
+        load_row("seed MLP, `--workers 2`", workers),
+        load_row("shipped CNN, 1 process", cnn),
+    ]
+
+
+@table("benchmarks/results/serve_explain_mlp.json", "benchmarks/results/serve_explain_cnn.json")
+def serve_explain(mlp: dict, cnn: dict) -> list[list[str]]:
+    rows = [
+        [
+            "model",
+            "requests",
+            "right answers",
+            "p50",
+            "p99",
+            "not right",
+            "server CPU per request",
+            "answer size",
+            "goal",
+        ]
+    ]
+    for name, result, goal in (("seed MLP", mlp, 50), ("shipped CNN", cnn, 150)):
+        p99 = result["latency_ms"]["p99"]
+        verdict = met(p99 <= goal) + ("" if p99 <= goal else f" by {ms(p99 - goal)}")
+        rows.append([*load_row(name, result), f"{result['answer_bytes'] / 1000:.1f} kB", f"p99 ≤ {goal} ms: {verdict}"])
+    return rows
+
+
+@table("benchmarks/results/serve_profile.json")
+def serve_profile(result: dict) -> list[list[str]]:
+    return [["stage", "CPU ms per request"]] + [
+        [stage, f"{cost:.3f}"] for stage, cost in result["stages_cpu_ms"].items()
+    ]
+
+
+@table("benchmarks/results/serve_soak.json")
+def serve_soak(result: dict) -> list[list[str]]:
+    capacity, goals = result["capacity"], result["goals"]
+    return [
+        [
+            "capacity",
+            "offered",
+            "requests",
+            "right answers",
+            "shed with 503",
+            "wrong answers",
+            "server errors",
+            "bad requests not refused with their own 4xx",
+            "drawing accuracy",
+            "memory growth",
+        ],
+        [
+            f"{capacity['right_answers_per_second']:.0f} / s",
+            f"{pct(result['offered_load'], 0)} ({result['measured_offered_per_second']:.0f} / s)",
+            f"{result['requests_sent']:,} in {secs(result['duration_seconds'])}",
+            f"{result['right_answers']:,} ({result['right_answers_per_second']:.0f} / s)",
+            f"{result['shed_503']:,} ({pct(result['shed_share'], 1)}; goal ≤ {pct(goals['shed_ceiling'], 0)})",
+            f"**{result['wrong_answers']}**",
+            f"**{result['server_errors']}**",
+            str(result["bad_requests_not_refused_4xx"] + result["bad_requests_with_unexpected_4xx"]),
+            f"{pct(result['drawing_accuracy'], 1)} (goal ≥ {pct(goals['accuracy_floor'], 0)})",
+            f"{pct(result['memory_growth_from_reference'], 1)} (goal ≤ 10%)",
+        ],
+    ]
+
+
+@table("benchmarks/results/serve_hostile.json")
+def serve_hostile(result: dict) -> list[list[str]]:
+    rows = [["attack", "answers", "peak memory", "/healthz p99", "drawings answered right", "goals"]]
+    for attack in result["attacks"]:
+        statuses = ", ".join(f"{count:,} × {status}" for status, count in attack["statuses"].items())
+        peak = max(attack["peak_mb"], attack["peak_over_start_mb"])
+        missed = [goal for goal, passed in attack["goals_met"].items() if not passed]
+        rows.append(
+            [
+                attack["attack"],
+                statuses,
+                f"+{peak:.0f} MB",
+                ms(attack["health_p99_ms"], 0),
+                pct(attack["served_share"], 0),
+                "met" if not missed else f"**missed**: {', '.join(missed)}",
+            ]
+        )
+    return rows
+
+
+@table("benchmarks/results/tune_mlp.json", "benchmarks/results/tune_mlp_epochs_searched.json")
+def tune_mlp(fixed: dict, searched: dict) -> list[list[str]]:
+    rows = [
+        [
+            "study",
+            "trials (pruned), tuning time",
+            "best validation accuracy",
+            "its test accuracy",
+            f"vs the seed's {pct(fixed['seed_test_accuracy'])}",
+        ]
+    ]
+    for label, result in (("20 epochs per trial (default)", fixed), ("epochs searched, 5 … 40", searched)):
+        rows.append(
+            [
+                label,
+                f"{result['trials']} ({result['pruned']}), {result['tuning_seconds'] / 60:.0f} min",
+                f"{pct(result['best_val_accuracy'])} (trial {result['best_trial']})",
+                pct(result["retrained"]["test_accuracy"]),
+                f"{result['test_gain_points']:+.2f} points",
+            ]
+        )
+    return rows
+
+
+@table("benchmarks/results/tune_mlp.json")
+def tune_mlp_best(result: dict) -> list[list[str]]:
+    params = result["best_params"]
+    return [list(params), [f"{value:.3g}" if isinstance(value, float) else str(value) for value in params.values()]]
+
+
+@table("src/digitlab/weights/digitlab-cnn-robust.safetensors")
+def shipped(metadata: dict) -> list[list[str]]:
+    metrics = metadata["metrics"]
+    channels = "/".join(str(width) for width in metadata["model_kwargs"]["channels"])
+    return [
+        ["model", "parameters", "epochs", "training", "MNIST test", "validation", "weights", "file"],
+        [
+            f"`{metrics['recipe']}` ({channels} channels)",
+            f"{metrics['parameters']:,}",
+            str(metrics["epoch"]),
+            secs(metrics["train_seconds"], 0),
+            pct(metrics["test_accuracy"]),
+            pct(metrics["val_accuracy"]),
+            metadata["stored_dtype"],
+            f"{metadata['file_bytes'] / 1000:.0f} kB",
+        ],
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Refresh the tables marked in Markdown files from the results files.")
+    parser.add_argument("files", nargs="+", type=Path, help="Markdown files with <!-- table: NAME --> markers")
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in args.files:
+        text = path.read_text()
+        filled = fill(text)
+        if filled != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(filled)
+    if args.check and stale:
+        print(f"tables out of date in {', '.join(map(str, stale))}: run python benchmarks/tables.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
