@@ -86,7 +86,7 @@ def hover_shows_weights(page, unit_selector):
 
 
 def test_mlp_view_follows_the_drawing(browser, two_models_url, tmp_path):
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page = browser.new_page(viewport={"width": 1100, "height": 900}, bypass_csp=True)  # Playwright's waits eval
     problems = open_demo(page, two_models_url)
     page.wait_for_selector(".view")
     seven_label, seven = drawn_view(page, SEVEN)
@@ -109,7 +109,7 @@ def test_mlp_view_follows_the_drawing(browser, two_models_url, tmp_path):
 
 
 def test_cnn_view_and_a_comparison(browser, two_models_url, seed_run, tmp_path):
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page = browser.new_page(viewport={"width": 1300, "height": 900}, bypass_csp=True)  # as above
     problems = open_demo(page, two_models_url)
     page.select_option("#model", CNN)
     page.wait_for_function(f"document.querySelector('.view')?.dataset.model === '{CNN}'")
