@@ -48,9 +48,7 @@ class LearnedDetector:
 
     def features(self, seen: Observed) -> torch.Tensor:
         """(N, F) float32, standardised: base views (3), activations (D), logits (C), pixels at 14×14 (196)."""
-        views = ((self.base.views(seen) - self.base.centre) / self.base.spread).float()
-        raw = torch.cat([views, seen.activations, seen.logits, seen.pixels], 1)
-        return (raw - self.centre) / self.spread
+        return (_raw_features(self.base, seen) - self.centre) / self.spread
 
     def score(self, seen: Observed) -> torch.Tensor:
         """The judge's logit (N,) that a picture is not a digit; higher is less digit-like."""
@@ -127,7 +125,7 @@ def fit_learned_detector(
         raise ConfigError(f"the accepted quantile must be in [0.5, 1), got {quantile}")
     with _one_thread():
         detector = LearnedDetector(base, torch.zeros(1), torch.ones(1), {}, float("inf"), quantile)
-        raw = torch.cat([_raw(detector, model, digits), _raw(detector, model, nondigits)])
+        raw = torch.cat([_raw_features(base, observe(model, images)) for images in (digits, nondigits)])
         targets = torch.cat([torch.zeros(len(digits)), torch.ones(len(nondigits))])
         detector.centre, detector.spread = raw.mean(0), raw.std(0).clamp(min=1e-6)
         detector.weights = _train_judge((raw - detector.centre) / detector.spread, targets, seed)
@@ -135,9 +133,11 @@ def fit_learned_detector(
     return detector
 
 
-def _raw(detector: LearnedDetector, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    unit = LearnedDetector(detector.base, torch.zeros(1), torch.ones(1), {}, 0.0)
-    return unit.features(observe(model, images))
+def _raw_features(base: Detector, seen: Observed) -> torch.Tensor:
+    """The judge's input before standardisation (N, F): base views standardised as the base does (3),
+    activations (D), logits (C), pixels at 14×14 (196)."""
+    views = ((base.views(seen) - base.centre) / base.spread).float()
+    return torch.cat([views, seen.activations, seen.logits, seen.pixels], 1)
 
 
 def _train_judge(features: torch.Tensor, targets: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
