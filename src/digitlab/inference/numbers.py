@@ -24,7 +24,7 @@ from torch import nn
 
 from ..config import PreprocessOptions
 from ..errors import ConfigError, ImageError
-from ..images.ink import all_strokes, find_ink
+from ..images.ink import all_strokes
 from ..images.page import box_before_turn, level, line_tilt, writing_ink
 from ..images.preprocess import Preprocessed, digit_field, finish, load_image, working_gray
 from .evaluate import predict_logits
@@ -156,8 +156,7 @@ def number_digits(
     mask = all_strokes(ink, clean=options.clean)
     tilt = line_tilt(mask)
     if tilt:  # a line written at a slant is turned level, then read
-        gray = level(gray, tilt)
-        ink = find_ink(gray, flatten=options.flatten)
+        ink, gray = writing_ink(level(gray, tilt), flatten=options.flatten)  # dark areas dropped here too
         mask = all_strokes(ink, clean=options.clean)
     prepare = lambda keep: finish(*digit_field(ink, keep, options), scale, options)  # noqa: E731
     judge = None
