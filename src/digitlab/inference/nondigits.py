@@ -34,7 +34,7 @@ from ..data.datasets import Split
 from ..errors import DataError
 from ..images.preprocess import mnist_field
 from .doodles import DOODLES, Polyline
-from .realworld import CONDITIONS, Sample
+from .realworld import CONDITIONS, Sample, _encode
 
 KINDS = ("letters", "words", "symbols", "doodles", "scribbles", "pairs", "fashion", "photos", "paper")
 PARTS = ("train", "val", "test")
@@ -223,7 +223,7 @@ def _fashion(part, rng, digits, fashion):
 
     def draw(index: int, condition: str) -> NonDigit:
         item = fashion.images[int(rng.integers(len(fashion))), 0].numpy()
-        return NonDigit("fashion", "png-28", _png(item), ".png")
+        return NonDigit("fashion", "png-28", _encode(item), ".png")
 
     return draw
 
@@ -270,12 +270,6 @@ def _sample_picture(name: str) -> Image.Image:
     if pixels.dtype != np.uint8:
         pixels = np.rint(255 * (pixels - pixels.min()) / max(float(np.ptp(pixels)), 1e-6)).astype(np.uint8)
     return Image.fromarray(pixels).convert("RGB")
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 _DRAWERS = {
