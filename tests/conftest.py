@@ -10,6 +10,7 @@ import pytest
 
 import digitlab
 from digitlab import TrainConfig
+from digitlab.inference.nondigits import missing_font_packages
 
 # The real parts some tests need, each installed by `make deps` (tools/system-deps.sh), which `make test`
 # runs first: marker -> (is it here?, what it is, the Debian package). A test marked with one of these
@@ -24,18 +25,11 @@ PARTS = {
     ),
     "npm": (lambda: shutil.which("npm") is not None, "npm", "npm"),
     "fonts": (
-        lambda: all(Path("/usr/share/fonts", folder).is_dir() for folder in HANDWRITING_FONTS),
+        lambda: not missing_font_packages(),
         "the handwriting fonts of the non-digit suite",
-        "fonts-humor-sans fonts-comic-neue fonts-breip fonts-femkeklaver fonts-sjfonts",
+        " ".join(missing_font_packages()),
     ),
 }
-HANDWRITING_FONTS = (
-    "truetype/humor-sans",
-    "opentype/comic-neue",
-    "truetype/breip",
-    "truetype/femkeklaver",
-    "truetype/sjfonts",
-)
 # fixtures that need a part: every test using one is marked with it, so `-m "not browser"` leaves it out
 FIXTURE_PARTS = {"browser": "browser", "postgres": "postgres", "fashion": "fashion", "web_page": "npm"}
 

@@ -12,8 +12,10 @@ missing=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' > /dev/null || missing+=(postgresql)
 command -v npm > /dev/null || missing+=(npm)
 # the handwriting fonts the non-digit suite draws letters with (digitlab.inference.nondigits)
-for font in humor-sans comic-neue breip femkeklaver sjfonts; do
-    compgen -G "/usr/share/fonts/*/$font" > /dev/null || missing+=("fonts-$font")
+# (folder:package where the package is named otherwise)
+for font in humor-sans comic-neue breip femkeklaver sjfonts bwht dancingscript kristi ecolier-court \
+    fifthhorseman:dkg-handwriting; do
+    compgen -G "/usr/share/fonts/*/${font%%:*}" > /dev/null || missing+=("fonts-${font##*:}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get > /dev/null; then

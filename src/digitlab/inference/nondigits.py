@@ -41,17 +41,42 @@ PARTS = ("train", "val", "test")
 LATIN = "".join(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz" if c not in "OoIl")
 GREEK = "ABGDEZHQKLMNXPRSTUFCYWabgdezhqiklmnxprstufcyw"  # Hershey's Greek fonts map ASCII to Greek letters
 SYMBOLS = "+=*#%&@?<>~$^{}"  # no / | ( ) [ ] ! - . , : each of which a hand draws as a 1 or a dot
+GREEK_FONTS = ("greek", "greeks", "greekc", "timesg")
 HERSHEY = {  # Hershey stroke fonts per part; the Greek ones draw GREEK
-    "train": ("futural", "rowmans", "scripts", "greek", "timesi", "gothiceng"),
+    "train": (
+        "futural",
+        "rowmans",
+        "scripts",
+        "greek",
+        "timesi",
+        "gothiceng",
+        "rowmant",
+        "timesrb",
+        "timesg",
+        "gothicita",
+    ),
     "val": ("futuram", "greeks", "timesib"),
     "test": ("cursive", "scriptc", "greekc", "rowmand", "timesr"),
 }
 HANDWRITING = {  # Debian's handwriting fonts per part (tools/system-deps.sh installs them)
-    "train": ("humor-sans/Humor-Sans.ttf", "comic-neue/ComicNeue-Regular.otf", "breip/breipfont.ttf"),
+    "train": (
+        "humor-sans/Humor-Sans.ttf",
+        "comic-neue/ComicNeue-Regular.otf",
+        "breip/breipfont.ttf",
+        "fifthhorseman/dkg.ttf",
+        "bwht/BecauseWeBuild-Regular.otf",
+        "bwht/BecauseWeConnect-Regular.otf",
+        "bwht/BecauseWeCreate-Regular.otf",
+        "bwht/BecauseWeLearn-Regular.otf",
+        "dancingscript/DancingScript-Regular.otf",
+        "kristi/Kristi.ttf",
+        "ecolier-court/Ecolier-court.ttf",
+    ),
     "val": ("comic-neue/ComicNeue-Italic.otf",),
     "test": ("femkeklaver/femkeklaver.ttf", "sjfonts/SteveHand.ttf", "sjfonts/Delphine.ttf", "breip/Breip.ttf"),
 }
 FONT_FOLDERS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
+FONT_PACKAGES = {"fifthhorseman": "fonts-dkg-handwriting"}  # font folders not named after their package
 PHOTOS = {  # scikit-image's sample pictures per part (none shows text or digits)
     "train": ("astronaut", "camera", "coffee", "chelsea", "coins", "rocket", "brick", "grass", "horse", "logo"),
     "val": ("cat", "clock", "colorwheel"),
@@ -141,12 +166,12 @@ def _text_field(part: str, rng: np.random.Generator, index: int, letters: int, a
     """`letters` characters in one of the part's fonts (Hershey strokes or a handwriting font, in turn)."""
     if index % 2 == 0:
         name = HERSHEY[part][(index // 2) % len(HERSHEY[part])]
-        chars = alphabet or (GREEK if name.startswith("greek") else LATIN)
+        chars = alphabet or (GREEK if name in GREEK_FONTS else LATIN)
         strokes: list[Polyline] = []
         while not strokes:  # a few fonts lack a glyph (a symbol), drawn as nothing: draw another
             strokes = _hershey_strokes(name, "".join(rng.choice(list(chars), letters)))
         return _field_of(_draw_polylines(strokes, rng))
-    path = _font_file(HANDWRITING[part][(index // 2) % len(HANDWRITING[part])])
+    path = _installed_font(HANDWRITING[part][(index // 2) % len(HANDWRITING[part])])
     text = "".join(rng.choice(list(alphabet or LATIN), letters))
     return _field_of(_draw_font_text(path, text, rng))
 
@@ -159,12 +184,28 @@ def _hershey_strokes(name: str, text: str) -> list[Polyline]:
     return [np.asarray(stroke, np.float32) for stroke in font.strokes_for_text(text) if len(stroke) > 1]
 
 
-def _font_file(relative: str) -> Path:
-    for folder in FONT_FOLDERS:
-        if (folder / relative).is_file():
-            return folder / relative
-    package = "fonts-" + relative.split("/")[0]
-    raise DataError(f"font {relative} is missing: apt-get install {package} (make deps installs it)")
+def _font_file(relative: str) -> Path | None:
+    return next((folder / relative for folder in FONT_FOLDERS if (folder / relative).is_file()), None)
+
+
+def _font_package(relative: str) -> str:
+    folder = relative.split("/")[0]
+    return FONT_PACKAGES.get(folder, "fonts-" + folder)
+
+
+def missing_font_packages() -> list[str]:
+    """The Debian packages of the suite's handwriting fonts (every part) that this machine lacks."""
+    fonts = [relative for part in PARTS for relative in HANDWRITING[part]]
+    return sorted({_font_package(relative) for relative in fonts if _font_file(relative) is None})
+
+
+def _installed_font(relative: str) -> Path:
+    path = _font_file(relative)
+    if path is None:
+        raise DataError(
+            f"font {relative} is missing: apt-get install {_font_package(relative)} (make deps installs it)"
+        )
+    return path
 
 
 def _draw_polylines(strokes: list[Polyline], rng: np.random.Generator) -> np.ndarray:
