@@ -126,6 +126,21 @@ def add_parsers(commands) -> None:
         metavar="Q",
         help="share of validation digits the threshold accepts (default 0.995)",
     )
+    calibrate.add_argument(
+        "--learn",
+        action="store_true",
+        help="teach it from pictures that are not digits, as predict reads them: fine-tune the model with them "
+        "mixed in (outlier exposure), then fit a learned judge (needs digitlab[suites] and the suite's fonts)",
+    )
+    calibrate.add_argument(
+        "--epochs", type=int, default=1, help="with --learn: fine-tuning passes (default 1; 0: none)"
+    )
+    calibrate.add_argument(
+        "--digits", type=int, default=250, metavar="N", help="with --learn: digits rendered per condition (default 250)"
+    )
+    calibrate.add_argument(
+        "--nondigits", type=int, default=2000, metavar="N", help="with --learn: non-digits of each kind (default 2000)"
+    )
     _add_device(calibrate)
     calibrate.set_defaults(handler=cmd_calibrate)
 
@@ -442,10 +457,33 @@ def cmd_calibrate(args) -> int:
     run = load_run(args.run, args.device)
     if run.path is None:
         raise RunError(f"{args.run}: calibrate needs a run folder (it rewrites RUN/model.safetensors)")
+    if args.learn:
+        return _learn_rejection(run, args)
     detector = run.calibrate_ood(args.quantile or QUANTILE)
     print(
         f"{run.path}: 'not a digit' above score {detector.threshold:.2f} "
         f"(accepts {detector.quantile:.1%} of validation digits); stored in {run.path}/model.safetensors"
+    )
+    return 0
+
+
+def _learn_rejection(run, args) -> int:
+    from ..inference.ood import QUANTILE
+    from ..training.outliers import Exposure, teach_run
+
+    report = teach_run(
+        run,
+        args.digits,
+        args.nondigits,
+        Exposure(epochs=args.epochs),
+        args.quantile or QUANTILE,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    kinds = ", ".join(f"{kind} {share:.0%}" for kind, share in report["val_turned_away"].items() if kind != "all")
+    print(
+        f"{run.path}: validation non-digits {report['val_turned_away']['all']:.1%} turned away ({kinds}); "
+        f"validation accuracy {report['val_accuracy']:.2%}, test {report['test_accuracy']:.2%}; "
+        f"stored in {run.path}/model.safetensors"
     )
     return 0
 

@@ -172,8 +172,10 @@ def _text_field(part: str, rng: np.random.Generator, index: int, letters: int, a
             strokes = _hershey_strokes(name, "".join(rng.choice(list(chars), letters)))
         return _field_of(_draw_polylines(strokes, rng))
     path = _installed_font(HANDWRITING[part][(index // 2) % len(HANDWRITING[part])])
-    text = "".join(rng.choice(list(alphabet or LATIN), letters))
-    return _field_of(_draw_font_text(path, text, rng))
+    ink = np.zeros((1, 1), np.float32)
+    while not ink.any():  # as above: a glyph the font lacks may draw as nothing
+        ink = _draw_font_text(path, "".join(rng.choice(list(alphabet or LATIN), letters)), rng)
+    return _field_of(ink)
 
 
 def _hershey_strokes(name: str, text: str) -> list[Polyline]:
