@@ -45,6 +45,7 @@ RESULT_COMMANDS = {
     "benchmarks/results/serve_explain_mlp.json": "python benchmarks/serve_load.py RUN --route explain --concurrency 4 --requests 500",
     "benchmarks/results/serve_explain_cnn.json": "python benchmarks/serve_load.py --route explain --concurrency 4 --requests 500",
     "benchmarks/results/serve_profile.json": "python benchmarks/serve_profile.py RUN",
+    "benchmarks/results/cli_start.json": "python benchmarks/cli_start.py --against ../main/src",
     "benchmarks/results/serve_soak.json": "python benchmarks/serve_soak.py src/digitlab/weights/digitlab-cnn-robust.safetensors --seconds 30",
     "benchmarks/results/serve_hostile.json": "python benchmarks/serve_hostile.py",
     "benchmarks/results/tune_mlp.json": "OMP_NUM_THREADS=1 python benchmarks/tune_mlp.py --trials 50 --timeout 720",
@@ -620,6 +621,43 @@ def serve_explain(mlp: dict, cnn: dict) -> list[list[str]]:
 def serve_profile(result: dict) -> list[list[str]]:
     return [["stage", "CPU ms per request"]] + [
         [stage, f"{cost:.3f}"] for stage, cost in result["stages_cpu_ms"].items()
+    ]
+
+
+@table("benchmarks/results/cli_start.json")
+def cli_start(result: dict) -> list[list[str]]:
+    """Median wall time of each command from a fresh process; beside it the other tree's, when timed."""
+    seconds, goals, against = result["seconds"], result["goals_seconds"], result["seconds"].get("against")
+    rows = [["command", "median wall time", *(["before (same rounds)", "speed-up"] if against else []), "goal"]]
+    for command, argv in (
+        ("help", "digitlab --help"),
+        ("predict", "digitlab predict photo.jpg"),
+        ("import torch", None),
+    ):
+        ours = seconds["this tree"][command]["median"]
+        row = [f"`{argv}`" if argv else "`python -c 'import torch'` (for scale)", secs(ours, 2)]
+        if against:
+            before = against[command]["median"]
+            row += [secs(before, 2), times(before / ours) if argv else "(the same torch)"]
+        goal = goals.get(command)
+        row.append(f"≤ {secs(goal)}: {met(ours <= goal)}" if goal else "")
+        rows.append(row)
+    return rows
+
+
+@table("benchmarks/results/cli_start.json")
+def cli_start_imports(result: dict) -> list[list[str]]:
+    imports = result["import_ms_by_package"]
+    packages = list(dict.fromkeys([*imports["predict"], *imports["help"]]))
+    return [["package imported", "`--help` (ms)", "`predict photo.jpg` (ms)"]] + [
+        [
+            package,
+            *(
+                f"{imports[command][package]:.0f}" if package in imports[command] else ""
+                for command in ("help", "predict")
+            ),
+        ]
+        for package in packages
     ]
 
 
