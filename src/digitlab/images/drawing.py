@@ -49,7 +49,7 @@ def drawing_pixels(picture: Image.Image) -> np.ndarray | None:
     per-band operations decide, without a copy of the pixels."""
     if max(picture.size) > MAX_SIDE or picture.mode not in ("L", "LA", "RGB", "RGBA"):
         return None
-    if "A" in picture.mode and picture.getchannel("A").getextrema()[0] < 255:
+    if "A" in picture.mode and any(picture.getchannel("A").histogram()[:255]):  # a pixel not fully opaque
         return None
     gray = picture.getchannel(0)
     if picture.mode.startswith("RGB") and any(
