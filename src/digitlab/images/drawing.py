@@ -24,10 +24,12 @@ The steps, per picture (B, 1, H, W gray levels in [0, 255]):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageChops
+from PIL import Image
 from torch import nn
 
 FIELD, BOX = 28, 20  # output side, and the side the digit's longer dimension is fitted into
@@ -37,28 +39,32 @@ PEN_TARGET = 2.5  # ... at MNIST's median width
 INK = 0.25  # a pixel at a quarter of full ink or more belongs to the digit's box
 ZOOM = 2  # frame pixels per output pixel while the pen is measured and changed
 MARGIN = 0.25  # paper added round the digit's square in the frame (of its side), room for a thickened pen
-STEPS = 12  # erosions or dilations at most: pens up to 2·STEPS frame px (12 output px) are measured
+STEPS = 12  # erosions of the strokes at most: pens up to 2·STEPS frame px (12 output px) are measured
 COARSE = 2  # the pad is read area-averaged over COARSE² pixels (its box found to COARSE px)
 SUPERSAMPLE = 2  # samples per frame pixel and side, averaged: a pad of up to COARSE·SUPERSAMPLE·60 px without gaps
+# erosions of the paper: a pen thinner than PEN_RANGE grows by at most this many frame px (see _with_mnist_pen)
+THICKEN_STEPS = math.ceil(PEN_TARGET / (2 - 2 * PEN_TARGET / BOX) * ZOOM)
 MAX_SIDE = 1024  # a larger picture is never taken for a drawing
 
 
 def drawing_pixels(picture: Image.Image) -> np.ndarray | None:
     """The gray levels (H, W) uint8 of `picture` when it is a drawing, else None: a gray, opaque picture of no
-    more than MAX_SIDE a side whose pixels are mostly exactly black (a canvas, not paper). Pillow's own
-    per-band operations decide, without a copy of the pixels."""
+    more than MAX_SIDE a side whose pixels are mostly exactly black (a canvas, not paper)."""
     if max(picture.size) > MAX_SIDE or picture.mode not in ("L", "LA", "RGB", "RGBA"):
         return None
-    if "A" in picture.mode and any(picture.getchannel("A").histogram()[:255]):  # a pixel not fully opaque
+    pixels = np.asarray(picture)
+    if pixels.ndim == 3:
+        if picture.mode.endswith("A") and pixels[..., -1].min() < 255:
+            return None
+        if (
+            picture.mode.startswith("RGB")
+            and not ((pixels[..., 0] == pixels[..., 1]) & (pixels[..., 1] == pixels[..., 2])).all()
+        ):
+            return None
+        pixels = pixels[..., 0]
+    if np.count_nonzero(pixels) * 2 > pixels.size:
         return None
-    gray = picture.getchannel(0)
-    if picture.mode.startswith("RGB") and any(
-        ImageChops.difference(gray, picture.getchannel(band)).getbbox() for band in (1, 2)
-    ):
-        return None
-    if gray.histogram()[0] * 2 < picture.size[0] * picture.size[1]:
-        return None
-    return np.asarray(gray)
+    return pixels
 
 
 def stack_drawings(drawings: list[np.ndarray]) -> torch.Tensor:
@@ -139,11 +145,11 @@ def _erode(mask: torch.Tensor, square: bool, beyond: float = 1.0) -> torch.Tenso
     return torch.minimum(vertical[..., 1:-1], horizontal)
 
 
-def _distances(mask: torch.Tensor) -> torch.Tensor:
-    """Each pixel's distance (frame px, 1 at the edge) to the other side of `mask` (1.0/0.0), up to STEPS + 1,
+def _distances(mask: torch.Tensor, steps: int) -> torch.Tensor:
+    """Each pixel's distance (frame px, 1 at the edge) to the other side of `mask` (1.0/0.0), up to steps + 1,
     counting how many alternating square and cross erosions it survives."""
     distance, current = mask, mask
-    for step in range(STEPS):
+    for step in range(steps):
         current = _erode(current, square=step % 2 == 0)
         distance = distance + current
     return distance
@@ -155,8 +161,8 @@ def _with_mnist_pen(frame: torch.Tensor) -> torch.Tensor:
     the pen is PEN_TARGET wide. (Thinning by c output px each side also shortens the digit by 2c, which the
     second fit scales back up: pen - 2c = PEN_TARGET (BOX - 2c) / BOX gives c; thickening alike.)"""
     strokes = (frame > 0.5 * frame.amax((1, 2, 3), keepdim=True)).to(frame.dtype)
-    inside = _distances(strokes)
-    outside = _distances(1 - strokes)
+    inside = _distances(strokes, STEPS)
+    outside = _distances(1 - strokes, THICKEN_STEPS)
     ridge = strokes * (inside >= -_erode(-inside, square=True, beyond=0.0)).to(frame.dtype)  # local maxima
     pen = 2 * (ridge * inside).sum((1, 2, 3)) / ridge.sum((1, 2, 3)).clamp(min=1) / ZOOM
     change = torch.round((pen - PEN_TARGET).abs() / (2 - 2 * PEN_TARGET / BOX) * ZOOM).view(-1, 1, 1, 1)  # frame px
