@@ -16,6 +16,10 @@ floor (--accuracy-floor, default 0.9; a model that answers one class scores abou
     python benchmarks/serve_load.py RUN --serve-args "--max-batch 1"   # any other `digitlab serve` options
     python benchmarks/serve_load.py --url http://127.0.0.1:8000
 
+With --against SRC (the src folder of another checkout, e.g. main's), the same benchmark first runs whole
+with SRC first on the path (its server, its own in-process answers), just before this one, and its figures
+go into the file beside these ("against") with the speed-up: the ratio measured side by side.
+
 writes benchmarks/results/serve_load.json and exits 1 if any answer was not right (wrong, shed or an error),
 the accuracy is under the floor, or the cap cut the run short.
 The client runs on the same machine as the server and takes part of its CPU.
@@ -42,6 +46,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -256,12 +261,14 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, help=f"results file (default {RESULTS}; serve_explain_<model>.json for --route explain)"
     )
+    parser.add_argument("--against", type=Path, help="src folder of another digitlab checkout, run just before")
     args = parser.parse_args()
     if not args.run and not args.url:
         parser.error("give a RUN to serve, or the --url of a running server")
     if args.requests < 1 or args.concurrency < 1 or args.digits < 10:
         parser.error("--requests and --concurrency must be at least 1, --digits at least 10")
 
+    against = run_against(args.against) if args.against else None
     work, headers = items(args.run, args.digits, args.mode)
     load_before = os.getloadavg()[0]  # other work on the machine skews the figures: keep a note of it
     options = (["--workers", str(args.workers)] if args.workers != 1 else []) + shlex.split(args.serve_args)
@@ -299,12 +306,46 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
     }
+    if against:
+        report["against"] = against
+        report["speedup"] = report["throughput_per_second"] / against["throughput_per_second"]
     out = args.out or (
         RESULTS.with_name(f"serve_explain_{about['model']}.json") if args.route == "explain" else RESULTS
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return verdict(report, args, out)
+
+
+def run_against(source: Path) -> dict:
+    """This benchmark, with the same arguments but --against and --out, run whole on the tree at `source`:
+    its figures (throughput, latency, server CPU, what was not right, the load before it)."""
+    with tempfile.TemporaryDirectory(prefix="serve-load-against-") as folder:
+        out = Path(folder) / "against.json"
+        arguments = _without(sys.argv[1:], {"--against", "--out"})
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source.resolve()), os.environ.get("PYTHONPATH", "")])}
+        subprocess.run([sys.executable, __file__, *arguments, "--out", str(out)], env=env, check=False)
+        found = json.loads(out.read_text())
+    keys = ("throughput_per_second", "latency_ms", "server_cpu_ms_per_request", "requests")
+    return {
+        "source": str(source),
+        **{key: found[key] for key in keys},
+        "not_right": found["wrong_answers"] + found["shed_503"] + found["errors"],
+        "load_average_1min_before": found["load_average_1min_before"],
+    }
+
+
+def _without(arguments: list[str], options: set[str]) -> list[str]:
+    """`arguments` less each of `options` and its value (given as the next word or after '=')."""
+    kept, skipping = [], False
+    for argument in arguments:
+        if skipping:
+            skipping = False
+        elif argument in options:
+            skipping = True
+        elif argument.split("=", 1)[0] not in options:
+            kept.append(argument)
+    return kept
 
 
 def verdict(report: dict, args: argparse.Namespace, out: Path) -> int:

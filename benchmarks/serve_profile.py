@@ -3,9 +3,9 @@
 The request is the one benchmarks/serve_load.py sends: MNIST test image 0 drawn as the page's canvas
 sends it (280×280 PNG in base64 JSON). Each stage runs --repeat times (default 200) and its CPU
 milliseconds per request are recorded, best of --rounds (default 5) rounds: reading the JSON and the
-base64, decoding the PNG, preprocessing (with the exact shortcuts for clean drawings, and without
-them as the full pipeline runs), the forward pass alone and as one of 16 in a batch, building the
-answer and encoding it as JSON. What is left of the server's CPU per request (serve_load.py's
+base64, checking the picture's header, decoding the PNG, recognising it as a drawing, the drawing path
+(digitlab.images.drawing) alone and as one of 16 in a batch, the forward pass alone and as one of 16,
+building the answer and encoding it as JSON. What is left of the server's CPU per request (serve_load.py's
 `server_cpu_ms_per_request`) beyond these is HTTP, ASGI and thread hand-offs.
 
     python benchmarks/serve_profile.py [RUN] [--repeat 200] [--rounds 5] [--threads 1]   (no RUN: the shipped CNN)
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-from digitlab.images import ink
-from digitlab.images.preprocess import decode_image, prepare
+from digitlab.images.preprocess import as_drawing, decode_image, inspect_image, prepare, prepare_drawings
 from digitlab.inference.predict import Prediction, classify_prepared
 from digitlab.runs.shipped import resolve_run
 from digitlab.serving.app import Limits, answer_of
@@ -70,18 +69,16 @@ def main() -> int:
     answer = answer_of(predicted)
     measure = lambda work, per=1: round(cpu_ms(work, args.repeat, args.rounds, per), 3)  # noqa: E731
 
-    def without_shortcuts():
-        ink.SHORTCUTS = False
-        try:
-            prepare(picture, run.preprocess)
-        finally:
-            ink.SHORTCUTS = True
+    drawing = as_drawing(picture, run.preprocess)
+    assert drawing is not None, "the page's canvas is a drawing"
 
     stages = {
         "read JSON and base64": measure(lambda: from_json(body, Limits())),
+        "check the header": measure(lambda: inspect_image(data)),
         "decode the PNG": measure(lambda: decode_image(data)),
-        "preprocess (with the exact shortcuts)": measure(lambda: prepare(picture, run.preprocess)),
-        "preprocess (full pipeline, shortcuts off)": measure(without_shortcuts),
+        "recognise a drawing": measure(lambda: as_drawing(picture, run.preprocess)),
+        "drawing path, alone": measure(lambda: prepare_drawings([drawing], run.preprocess)),
+        "drawing path, one of a batch of 16": measure(lambda: prepare_drawings([drawing] * 16, run.preprocess), per=16),
         "forward pass, alone": measure(
             lambda: classify_prepared(run.model, one, [Prediction(source, box=prepared.box)], run.classes)
         ),

@@ -10,7 +10,7 @@ its first prediction was shown. The issue's goal: the first prediction within 2 
     python benchmarks/web_export.py [RUN] [--loads 10]
 
 writes benchmarks/results/web_export.json. Run it on an idle machine: the page's WebAssembly
-compile and the JavaScript preprocessing take all the CPU they can get.
+compile and the graph (the drawing path and the model) take all the CPU they can get.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "digitlab"
 # Floors from the bottom up, by subpackage (or top-level module): every module of a floor imports only from
 # its own floor or below. docs/architecture.md draws the same table (a test below keeps the two equal).
 LAYERS: dict[str, tuple[str, ...]] = {
-    "base": ("errors", "files", "version"),
+    "base": ("errors", "files", "version", "faces"),
     "foundations": ("models", "data"),
     "config": ("config",),
     "images": ("images",),

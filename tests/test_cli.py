@@ -91,3 +91,42 @@ def test_corrupt_data_file_is_a_one_line_error(tmp_path):
         write_idx(folder / name, array)
     result = run_cli("data", "info", env={"DIGITLAB_DATA": str(tmp_path)})
     assert_one_line_error(result, "SHA-256 mismatch", "train-images-idx3-ubyte")
+
+
+HEAVY = ("torch", "matplotlib", "scipy", "mlflow", "tensorboard", "optuna", "onnx", "fastapi")
+QUICK_COMMANDS = (
+    ["--help"],
+    ["--version"],
+    ["predict", "--help"],
+    ["serve", "--help"],
+    ["runs", "--sort"],
+    ["bogus"],
+    ["predict"],
+    ["train", "--epochs", "many"],
+    ["tune", "--trials"],
+)
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    """`digitlab --help` and usage mistakes answer without loading torch, matplotlib or a tracker: each is
+    parsed in a fresh interpreter, which then names every heavy package it holds."""
+    script = (
+        "import sys\n"
+        "from digitlab.cli import build_parser\n"
+        "try:\n"
+        "    build_parser().parse_args(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('loaded:' + ','.join(name for name in {HEAVY!r} if name in sys.modules), file=sys.stderr)\n"
+    )
+    for argv in QUICK_COMMANDS:
+        result = subprocess.run(
+            [sys.executable, "-c", script, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60
+        )
+        assert result.stderr.splitlines()[-1] == "loaded:", f"digitlab {' '.join(argv)}: {result.stderr}"
+
+
+def test_a_registry_choice_is_still_checked():
+    """The model names are read lazily, but a wrong one is still a one-line error naming the right ones."""
+    result = run_cli("train", "--model", "nope")
+    assert_one_line_error(result, "invalid choice: 'nope'", "'mlp'")

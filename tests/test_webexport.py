@@ -3,34 +3,42 @@
 The page itself, in a real browser, is tested in test_webexport_browser.py.
 """
 
+import base64
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime
 import pytest
+from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
+from PIL import Image
 
 import digitlab
 from digitlab.data.fetch import data_root, fetch_npm_package
 from digitlab.errors import DataError, ExportError
 from digitlab.export import web as webexport
+from digitlab.inference.realworld import DEFAULT_COUNT
+from digitlab.serving.app import create_app
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def test_folder_holds_the_page_the_model_and_only_the_runtime_files_it_needs(web_page, seed_run):
     out, report = web_page
-    names = {"index.html", "page.js", "page.css", "preprocess.js", "model.onnx", "model.js"}
+    names = {"index.html", "page.js", "page.css", "model.onnx", "model.js"}
     assert set(report["files"]) == names | {"ort.wasm.min.js", "ort-wasm.js"}
     assert {path.name for path in out.iterdir()} == set(report["files"])
     assert report["bytes"] < 8_000_000 and report["hidden"] == [32, 16]
-    assert report["count"] == 1000 and report["disagreements"] == 0 and report["max_abs_diff"] < 1e-4
+    assert report["count"] == DEFAULT_COUNT and report["disagreements"] == 0 and report["max_abs_diff"] < 1e-4
 
     proto = onnx.load(out / "model.onnx")
-    assert [output.name for output in proto.graph.output] == ["logits", "hidden0", "hidden1"]
+    assert [output.name for output in proto.graph.output] == ["logits", "image", "hidden0", "hidden1"]
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
     assert metadata["model"] == "mlp" and metadata["hidden_outputs"].startswith("hidden0, hidden1:")
     model_script = (out / "model.js").read_text()
@@ -39,7 +47,7 @@ def test_folder_holds_the_page_the_model_and_only_the_runtime_files_it_needs(web
     assert about["preprocess"] == seed_run.preprocess.to_dict()
     html = (out / "index.html").read_text()
     assert "http" not in html  # nothing from a CDN or any other host
-    assert all(f'src="{name}"' in html for name in ("ort.wasm.min.js", "ort-wasm.js", "model.js", "preprocess.js"))
+    assert all(f'src="{name}"' in html for name in ("ort.wasm.min.js", "ort-wasm.js", "model.js"))
 
 
 def test_unsupported_operator_is_named_and_nothing_is_written(seed_run, tmp_path, monkeypatch):
@@ -125,5 +133,23 @@ def test_convolutional_model_exports_without_hidden_outputs(tmp_path):
     report = digitlab.export_web(load_shipped(), out=tmp_path / "page", verify_count=200)
     assert report["hidden"] == [] and report["disagreements"] == 0
     proto = onnx.load(tmp_path / "page" / "model.onnx")
-    assert [output.name for output in proto.graph.output] == ["logits"]
+    assert [output.name for output in proto.graph.output] == ["logits", "image"]
     assert "Conv" in {node.op_type for node in proto.graph.node}
+
+
+def test_page_graph_answers_as_the_server_does_on_canvas_drawings(web_page, seed_run):
+    """The canvas pictures of the real-world suite, posted to the server as the served page posts its pad, and
+    run through the exported page's graph in ONNX Runtime (the kernels Runtime Web compiles): the same
+    answer, and the same 28×28 within one gray level."""
+    out, _ = web_page
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    test = seed_run.data("tested on").test
+    samples = list(webexport.render_suite(test.images, test.labels, 40, conditions=("canvas",)))
+    with TestClient(create_app(seed_run), base_url="http://127.0.0.1") as client:  # one event loop for the batcher
+        for sample in samples:
+            url = "data:image/png;base64," + base64.b64encode(sample.data).decode()
+            served = client.post("/api/predict", json={"image": url, "name": "drawing"}).json()
+            pad = np.asarray(Image.open(io.BytesIO(sample.data)))[..., 0].astype(np.float32)
+            logits, image, *_ = session.run(None, {"pad": pad[None, None]})
+            assert seed_run.classes[int(logits.argmax())] == served["label"]
+            assert np.abs(image[0, 0] - np.array(served["image"])).max() <= 1

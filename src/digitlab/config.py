@@ -6,10 +6,12 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the command line starts without it
+    import torch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ENGINES = ("auto", "autograd", "fused")
@@ -216,12 +218,16 @@ class TrainConfig:
 
 def mps_available() -> bool:
     """Whether Apple's Metal (MPS) backend can run here: built into torch and a device present."""
+    import torch
+
     return torch.backends.mps.is_available()
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
     """The one device choice every tensor follows: 'auto' takes CUDA, then Apple's MPS, then the CPU;
     naming cuda or mps where it is missing is a ConfigError. A torch.device passes through."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -241,6 +247,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AMX tiles or AVX-512 BF16): without either, oneDNN
     emulates bf16 and autocast only slows training down."""
+    import torch
+
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
@@ -250,6 +258,8 @@ def resolve_precision(name: str, device: torch.device) -> tuple[torch.dtype | No
     bf16 runs only where the hardware has it: a CPU with AMX or AVX-512 BF16, a CUDA device that
     supports bf16; anywhere else the run falls back to fp32 and the note says why.
     """
+    import torch
+
     if name != "bf16":
         return None, "fp32"
     if device.type == "cpu":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Collection, Iterator
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,3 +32,39 @@ def _format_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(_format_value, value))
     return str(value)
+
+
+class Names:
+    """The choices of an option read from a registry (models, datasets, recipes) only when argparse checks a
+    value or prints the option's help, so building the parser imports no torch. Give the option a metavar
+    (argparse would otherwise list the names when the option is added) and say %(choices)s in its help."""
+
+    def __init__(self, read: Callable[[], Collection[str]]):
+        self._read = read
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._read()
+
+
+def _models() -> list[str]:
+    from ..models.nets import list_models
+
+    return list_models()
+
+
+def _datasets() -> list[str]:
+    from ..data.datasets import list_datasets
+
+    return list_datasets()
+
+
+def _recipes() -> list[str]:
+    from ..training.recipes import list_recipes
+
+    return list_recipes()
+
+
+MODELS, DATASETS, RECIPES = Names(_models), Names(_datasets), Names(_recipes)

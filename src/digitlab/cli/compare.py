@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 
+from .common import Names
+
 
 def add_parsers(commands) -> None:
-    from ..runs.table import SORT_KEYS
-
     listing = commands.add_parser("runs", help="list the runs in a folder: model, recipe, epochs, accuracy, time, date")
     listing.add_argument("folder", nargs="?", default="runs", help="folder of run folders, searched at any depth")
     listing.add_argument(
-        "--sort", choices=SORT_KEYS, default="date", help="column to sort by (accuracies best first, others ascending)"
+        "--sort",
+        choices=Names(_sort_keys),
+        metavar="COLUMN",
+        default="date",
+        help="column to sort by: %(choices)s (accuracies best first, others ascending)",
     )
     listing.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
     listing.set_defaults(handler=cmd_runs)
@@ -46,3 +50,9 @@ def cmd_compare(args) -> int:
     print(comparison.table())
     print(f"\ncomparison written to {comparison.path}")
     return 0
+
+
+def _sort_keys() -> tuple[str, ...]:
+    from ..runs.table import SORT_KEYS
+
+    return SORT_KEYS

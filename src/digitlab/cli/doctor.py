@@ -7,15 +7,12 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import log
+from .common import DATASETS, log
 
 DATA = "data"  # `digitlab doctor data` examines the dataset; a run folder named data is ./data
 
 
 def add_parsers(commands) -> None:
-    from ..data.datasets import list_datasets
-    from ..runs.checkup import Probes
-
     doctor = commands.add_parser(
         "doctor",
         help="find what is wrong with a run (RUN) or with a dataset (data), show the evidence and say what to try",
@@ -32,11 +29,13 @@ def add_parsers(commands) -> None:
     doctor.add_argument(
         "--real-world",
         type=int,
-        default=Probes().real_world,
         metavar="N",
-        help="RUN: real-world pictures per condition for the real-world gap, 0 to skip (default %(default)s)",
+        help="RUN: real-world pictures per condition for the real-world gap, 0 to skip (default: the checkup's, "
+        "Probes.real_world)",
     )
-    doctor.add_argument("--dataset", choices=list_datasets(), help="data: which dataset (default mnist)")
+    doctor.add_argument(
+        "--dataset", choices=DATASETS, metavar="DATASET", help="data: which dataset, %(choices)s (default mnist)"
+    )
     doctor.add_argument("--folds", type=int, default=4, help="data: cross-validation folds (default 4)")
     doctor.add_argument(
         "--epochs", type=int, default=None, help="data: epochs per fold's model (default that of its recipe, 2)"
@@ -68,10 +67,10 @@ def cmd_doctor(args) -> int:
     from ..runs.checkup import Probes, write_checkup
     from ..runs.run import load_run
 
-    if args.real_world < 0:
+    if args.real_world is not None and args.real_world < 0:
         raise ConfigError(f"--real-world must not be negative, got {args.real_world}")
     run = load_run(args.target, args.device)
-    findings = run.doctor(probes=Probes(real_world=args.real_world))
+    findings = run.doctor(probes=Probes() if args.real_world is None else Probes(real_world=args.real_world))
     folder = Path(args.out) if args.out else (run.path / "doctor" if run.path and not args.json else None)
     if folder is not None:
         index = write_checkup(findings, folder, f"digitlab doctor: {run.path.name if run.path else args.target}")

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import Parser, format_settings, log
+from .common import DATASETS, MODELS, RECIPES, Parser, format_settings, log
 
 
 def add_parsers(commands) -> None:
-    from ..data.datasets import list_datasets
-    from ..models.nets import list_models
-    from ..training.recipes import list_recipes
-
     data = commands.add_parser("data", help="fetch datasets and describe them")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     for name, handler, text in (
@@ -19,7 +15,7 @@ def add_parsers(commands) -> None:
         ("info", cmd_data_info, "counts and class distribution per split"),
     ):
         sub = data_commands.add_parser(name, help=text)
-        sub.add_argument("--dataset", choices=list_datasets(), default="mnist")
+        sub.add_argument("--dataset", choices=DATASETS, metavar="DATASET", default="mnist", help="%(choices)s")
         sub.add_argument("--root", help="cache folder (default $DIGITLAB_DATA or ~/.cache/digitlab)")
         sub.set_defaults(handler=handler)
         if name == "info":
@@ -29,9 +25,16 @@ def add_parsers(commands) -> None:
     experiment.add_argument("study", choices=("augmentation",), help="the study to run")
     experiment.add_argument("--seeds", type=int, default=3, help="seeds per condition")
     experiment.add_argument(
-        "--models", nargs="+", default=["mlp", "cnn"], choices=list_models(), help="models to compare"
+        "--models",
+        nargs="+",
+        default=["mlp", "cnn"],
+        choices=MODELS,
+        metavar="MODEL",
+        help="models to compare, of %(choices)s",
     )
-    experiment.add_argument("--recipe", default="fast", choices=list_recipes(), help="recipe of every run")
+    experiment.add_argument(
+        "--recipe", default="fast", choices=RECIPES, metavar="RECIPE", help="recipe of every run, one of %(choices)s"
+    )
     experiment.add_argument("--epochs", type=int, help="epochs of every run (default: the recipe's)")
     experiment.add_argument("--out", default="experiments/augmentation", help="output folder")
     experiment.set_defaults(handler=cmd_experiment)
@@ -41,7 +44,7 @@ def add_parsers(commands) -> None:
     preview.add_argument("--index", type=int, default=0, help="training image to use (when no --digit)")
     preview.add_argument("--draws", type=int, default=16, help="number of random draws")
     preview.add_argument("--seed", type=int, default=0, help="seed of the draws")
-    preview.add_argument("--dataset", choices=list_datasets(), default="mnist")
+    preview.add_argument("--dataset", choices=DATASETS, metavar="DATASET", default="mnist", help="%(choices)s")
     for name, text in (
         ("rotate", "rotation, ± degrees"),
         ("translate", "shift, ± pixels"),
@@ -56,7 +59,9 @@ def add_parsers(commands) -> None:
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(handler=cmd_models)
     recipes = commands.add_parser("recipes", help="show what each --recipe sets, per model")
-    recipes.add_argument("name", nargs="?", choices=list_recipes(), help="only this recipe")
+    recipes.add_argument(
+        "name", nargs="?", choices=RECIPES, metavar="NAME", help="only this recipe, one of %(choices)s"
+    )
     recipes.set_defaults(handler=cmd_recipes)
 
 
@@ -137,9 +142,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from ..training.recipes import RECIPES, recipe_settings
+    from ..training.recipes import RECIPES as SETTINGS
+    from ..training.recipes import recipe_settings
 
-    for name in [args.name] if args.name else sorted(RECIPES):
-        for model in sorted(RECIPES[name]):
+    for name in [args.name] if args.name else sorted(SETTINGS):
+        for model in sorted(SETTINGS[name]):
             print(f"{name:5} {model:9} {format_settings(recipe_settings(name, model))}")
     return 0

@@ -8,6 +8,7 @@ import os
 import sys
 
 from ..errors import ConfigError, DigitlabError
+from .common import DATASETS, MODELS, RECIPES
 
 
 def add_parsers(commands) -> None:
@@ -21,15 +22,16 @@ def add_parsers(commands) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from ..config import DEVICES, ENGINES, OPTIMIZERS, PRECISIONS, SCHEDULES, TRACKERS, TrainConfig
-    from ..data.datasets import list_datasets
-    from ..models.nets import list_models
-    from ..training.recipes import list_recipes
 
     defaults = TrainConfig()
     parser.add_argument("--config", metavar="FILE", help="JSON config to start from (flags override it)")
-    parser.add_argument("--model", choices=list_models(), help=f"model name (default {defaults.model})")
+    parser.add_argument(
+        "--model", choices=MODELS, metavar="MODEL", help=f"model name: %(choices)s (default {defaults.model})"
+    )
     parser.add_argument("--hidden", type=_int_list, metavar="W,W", help="hidden sizes for mlp (default 32,16)")
-    parser.add_argument("--dataset", choices=list_datasets(), help=f"dataset (default {defaults.dataset})")
+    parser.add_argument(
+        "--dataset", choices=DATASETS, metavar="DATASET", help=f"dataset: %(choices)s (default {defaults.dataset})"
+    )
     parser.add_argument("--epochs", type=int, help=f"epochs (default {defaults.epochs})")
     parser.add_argument("--batch-size", type=int, help=f"batch size (default {defaults.batch_size})")
     parser.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr})")
@@ -54,7 +56,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<timestamp>)")
     recipe = parser.add_argument_group("recipe (all off by default, so the seed recipe stays exact)")
-    recipe.add_argument("--recipe", choices=list_recipes(), help="named preset for the model; flags given win")
+    recipe.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        metavar="RECIPE",
+        help="named preset for the model, one of %(choices)s; flags given win",
+    )
     recipe.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default constant)")
     recipe.add_argument("--warmup", type=float, help="fraction of steps warming up (default 0)")
     recipe.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from .common import format_settings, log
+from .common import DATASETS, MODELS, Names, format_settings, log
 
 
 def add_parsers(commands) -> None:
     from ..config import DEVICES
-    from ..data.datasets import list_datasets
-    from ..models.nets import list_models
-    from ..tuning.study import GRACE_SECONDS, PRUNERS
 
     tune = commands.add_parser(
         "tune",
         help="search hyperparameters with Optuna on the validation split "
         "(resumable, prunable, parallel; the test set is never used)",
     )
-    tune.add_argument("--model", choices=list_models(), help="model to tune (default mlp, or the --config's)")
+    tune.add_argument(
+        "--model",
+        choices=MODELS,
+        metavar="MODEL",
+        help="model to tune: %(choices)s (default mlp, or the --config's)",
+    )
     tune.add_argument(
         "--trials",
         type=int,
@@ -40,23 +42,26 @@ def add_parsers(commands) -> None:
     )
     tune.add_argument("--space", metavar="FILE", help="TOML or JSON file overriding parts of the search space")
     tune.add_argument(
-        "--pruner", choices=PRUNERS, default="median", help="stop unpromising trials early (default median)"
+        "--pruner",
+        choices=Names(_pruners),
+        metavar="PRUNER",
+        default="median",
+        help="stop unpromising trials early: %(choices)s (default median)",
     )
     tune.add_argument("--seed", type=int, help="seed of the sampler (default random)")
     tune.add_argument(
         "--grace",
         type=int,
-        default=GRACE_SECONDS,
         metavar="S",
         help="a worker that dies mid-trial has its trial failed and retried S s after its last heartbeat "
-        f"(heartbeats every S/6 s; default {GRACE_SECONDS})",
+        "(heartbeats every S/6 s; default: digitlab.tuning.study.GRACE_SECONDS)",
     )
     tune.add_argument(
         "--out", metavar="DIR", help="study folder for best.json, trials.csv and figures (default tunes/STUDY)"
     )
     base = tune.add_argument_group("what every trial starts from (default: the model's fast recipe)")
     base.add_argument("--config", metavar="FILE", help="JSON config to start from")
-    base.add_argument("--dataset", choices=list_datasets(), help="dataset (default mnist)")
+    base.add_argument("--dataset", choices=DATASETS, metavar="DATASET", help="dataset: %(choices)s (default mnist)")
     base.add_argument(
         "--train-size", type=int, metavar="N", help="train on the first N training images only (default all)"
     )
@@ -82,7 +87,7 @@ def cmd_tune(args) -> int:
         out=args.out,
         on_trial=_print_trial,
         log=log,
-        grace=args.grace,
+        **({} if args.grace is None else {"grace": args.grace}),
     )
     print(f"study {result.study}: {result.finished} finished trials ({result.pruned} pruned, {result.new} new)", end="")
     if result.best_trial is None:
@@ -124,3 +129,9 @@ def _print_trial(record: dict) -> None:
         best = f"best {record['best_value']:.2%} (trial {record['best_trial']})"
     settings = format_settings(record["params"])
     print(f"trial {record['number']}: {outcome}, {record['seconds']:.1f} s | {settings} | {best}", flush=True)
+
+
+def _pruners() -> tuple[str, ...]:
+    from ..tuning.study import PRUNERS
+
+    return PRUNERS

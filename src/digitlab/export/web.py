@@ -1,15 +1,16 @@
 """A static web page that runs a run's model in the browser: `digitlab export RUN --format web`.
 
-The folder holds index.html, the page's script and style, digitlab's preprocessing in
-JavaScript (preprocess.js, the same steps as digitlab.images.preprocess for a drawing on the pad),
-model.onnx, and ONNX Runtime Web from the npm package onnxruntime-web. The page loads only
+The folder holds index.html, the page's script and style, model.onnx, and ONNX Runtime Web from the npm
+package onnxruntime-web. The graph takes the pad's gray levels and holds digitlab's drawing path
+(digitlab.images.drawing: ink box, pen width, fit to 20 px, centre of mass) in front of the model, so the
+page runs one graph and the server and the page prepare a drawing with the same computation. The page loads only
 classic scripts, never fetch(), so it works from a static host and from disk (file://, where
 Chromium fetches nothing): the ONNX file and Runtime Web's WebAssembly (gzipped) travel as base64
 inside two scripts, and Runtime Web's module loader is imported from a blob: URL. For an MLP the
 model also answers its hidden layers' activations, which the page shows as rows of cells.
 
-The ONNX graph is verified against PyTorch on real test digits (as `export --format onnx`) and
-its operators are checked against the ones ONNX Runtime's CPU kernels (what Runtime Web compiles
+The ONNX graph is verified against PyTorch on the canvas drawings of the real-world suite (the 28×28 it
+makes within one gray level, the logits of the model on it, every answer) and its operators are checked against the ones ONNX Runtime's CPU kernels (what Runtime Web compiles
 to WebAssembly) implement, before anything is written; the folder is built beside its
 destination and renamed into place.
 """
@@ -32,24 +33,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.datasets import to_float
 from ..data.fetch import Log, NpmPackage, fetch_npm_package
 from ..errors import ExportError
+from ..images.drawing import Drawings, drawing_pixels, stack_drawings
+from ..images.preprocess import decode_image
+from ..inference.realworld import DEFAULT_COUNT, render_suite
 from ..models.nets import MLP, count_parameters
 from ..runs.run import Run, load_run
-from .onnx import OPSET, TOLERANCE, VERIFY_COUNT, _onnx_packages, compare, contract
+from .onnx import OPSET, TOLERANCE, _onnx_packages, compare, contract
 
 ORT_WEB = NpmPackage("onnxruntime-web", "1.30.0", "d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71")
 ORT_SCRIPT = "package/dist/ort.wasm.min.js"  # the WebAssembly-only build, a classic script
 ORT_LOADER = "package/dist/ort-wasm-simd-threaded.mjs"
 ORT_WASM = "package/dist/ort-wasm-simd-threaded.wasm"
-PAGE_FILES = ("index.html", "page.js", "page.css", "preprocess.js")
+PAGE_FILES = ("index.html", "page.js", "page.css")
+CHUNK = 100  # drawings per verification pass (a 280×280 pad is 300 kB as floats)
 
 
 def export_web(
     run: Run | str | Path,
     out: str | Path | None = None,
-    verify_count: int = VERIFY_COUNT,
+    verify_count: int = DEFAULT_COUNT,
     tolerance: float = TOLERANCE,
     root: str | Path | None = None,
     log: Log = lambda message: None,
@@ -58,9 +62,10 @@ def export_web(
     return {path, files, bytes, count, max_abs_diff, disagreements, hidden}.
 
     ONNX Runtime Web comes from the cache under `root` (default ~/.cache/digitlab), fetched with
-    `npm pack` and its checksum verified when missing. Raises ExportError, before writing
-    anything, for preprocessing the page does not reproduce, an operator Runtime Web cannot run,
-    or an export that does not match PyTorch; DataError when Runtime Web cannot be had.
+    `npm pack` and its checksum verified when missing. `verify_count` canvas drawings of the real-world
+    suite check the graph (by default every one of its test part). Raises ExportError, before writing anything, for preprocessing the page does
+    not reproduce, an operator Runtime Web cannot run, or an export that does not match PyTorch;
+    DataError when Runtime Web cannot be had.
     """
     source = None if isinstance(run, Run) else Path(run)
     run = run if isinstance(run, Run) else load_run(run)
@@ -85,52 +90,75 @@ def export_web(
     }
 
 
-class _WithHidden(nn.Module):
-    """An MLP that answers its logits and every hidden layer's activations (after the ReLU)."""
+class _Page(nn.Module):
+    """What the page runs: the pad's gray levels (N, 1, H, W) in [0, 255] through the drawing path and the model;
+    answers the logits, the 28×28 the model saw (gray levels) and, for an MLP, every hidden layer's
+    activations (after the ReLU)."""
 
-    def __init__(self, mlp: MLP):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        self.mlp = mlp
+        self.drawings, self.model = Drawings(), model
 
-    def forward(self, images):
-        values, hidden = images.flatten(1), []
-        for layer in self.mlp.net:
+    def forward(self, pads):
+        images, _ = self.drawings(pads)
+        return self.answers(images)
+
+    def answers(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The outputs for 28×28 gray-level `images` (N, 1, 28, 28): the model part of the graph."""
+        values, hidden = images / 255, []
+        if not isinstance(self.model, MLP):
+            return self.model(values), images
+        values = values.flatten(1)
+        for layer in self.model.net:
             values = layer(values)
             if isinstance(layer, nn.ReLU):
                 hidden.append(values)
-        return (values, *hidden)
+        return (values, images, *hidden)
+
+
+def canvas_drawings(run: Run, count: int) -> torch.Tensor:
+    """`count` canvas drawings of the real-world suite (the web page's pad, from test digits) as gray levels
+    (count, 1, 280, 280)."""
+    test = run.data("exported on").test
+    samples = render_suite(test.images, test.labels, count, conditions=("canvas",))
+    drawings = [drawing_pixels(decode_image(sample.data, "canvas")) for sample in samples]
+    return stack_drawings([drawing for drawing in drawings if drawing is not None])
 
 
 def verified_onnx(run: Run, verify_count: int, tolerance: float) -> tuple[bytes, list[int], dict]:
-    """The model as ONNX bytes (an MLP with its hidden layers as extra outputs hidden0, hidden1, …), the hidden
-    widths, and the comparison with PyTorch on `verify_count` test digits; ExportError when they differ."""
+    """The page's graph as ONNX bytes (outputs logits, image and, for an MLP, hidden0, hidden1, …), the hidden
+    widths, and the comparison with PyTorch on `verify_count` canvas drawings; ExportError when they differ."""
     onnx, onnxruntime = _onnx_packages()
     if verify_count < 1:
-        raise ExportError(f"verification needs at least 1 test digit, got {verify_count}")
+        raise ExportError(f"verification needs at least 1 drawing, got {verify_count}")
     model = copy.deepcopy(run.model).float().cpu().eval()
     hidden = list(model.hidden) if isinstance(model, MLP) else []
-    wrapped = _WithHidden(model) if isinstance(model, MLP) else model
-    names = ["logits"] + [f"hidden{index}" for index in range(len(hidden))]
-    images = to_float(run.data("exported on").test.images[:verify_count])
+    page = _Page(model).eval()
+    names = ["logits", "image"] + [f"hidden{index}" for index in range(len(hidden))]
+    pads = canvas_drawings(run, verify_count)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes read as numbers
             torch.onnx.export(
-                wrapped,
-                (images[:2],),
+                page,
+                (pads[:2],),
                 buffer,  # type: ignore[arg-type]  # the exporter writes to file objects too
                 dynamo=False,
                 opset_version=OPSET,
-                input_names=["images"],
+                input_names=["pad"],
                 output_names=names,
-                dynamic_axes={name: {0: "N"} for name in ["images", *names]},
+                dynamic_axes={"pad": {0: "N", 2: "H", 3: "W"}, **{name: {0: "N"} for name in names}},
             )
         proto = onnx.load_from_string(buffer.getvalue())
-        about = contract(run)
+        _constants_as_initializers(proto)
+        about = contract(run) | {
+            "input": "pad: the drawing's gray levels (N, 1, H, W) float in [0, 255], white ink on black",
+            "image_output": "image: the 28×28 the model saw (N, 1, 28, 28) gray levels, all 0 for a blank pad",
+        }
         if hidden:
             about["hidden_outputs"] = (
-                f"{', '.join(names[1:])}: each hidden layer's activations after its ReLU (N, width)"
+                f"{', '.join(names[2:])}: each hidden layer's activations after its ReLU (N, width)"
             )
         for key, value in about.items():
             entry = proto.metadata_props.add()
@@ -138,18 +166,47 @@ def verified_onnx(run: Run, verify_count: int, tolerance: float) -> tuple[bytes,
         onnx.checker.check_model(proto)
         data = proto.SerializeToString()
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-        found = session.run(None, {"images": images.numpy()})
+        found = [
+            [torch.from_numpy(array) for array in session.run(None, {"pad": chunk.numpy()})]
+            for chunk in pads.split(CHUNK)
+        ]
     except Exception as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"web export failed: {first_line}") from None
+    return data, hidden, _agreement(page, pads, [torch.cat(parts) for parts in zip(*found, strict=True)], tolerance)
+
+
+def _constants_as_initializers(proto) -> None:
+    """Move the graph's Constant nodes (the drawing path's shapes and fill values) into its initializers, as ONNX
+    Runtime does when it loads a graph, so the graph holds only operators that have kernels."""
+    from onnx import numpy_helper
+
+    constants = [node for node in proto.graph.node if node.op_type == "Constant" and node.domain in ("", "ai.onnx")]
+    for node in constants:
+        (attribute,) = node.attribute
+        if attribute.name != "value":  # value_float and the like are not written by torch's exporter
+            raise ExportError(f"web export cannot turn a Constant holding {attribute.name} into an initializer")
+        proto.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(attribute.t), node.output[0]))
+        proto.graph.node.remove(node)
+
+
+def _agreement(page: _Page, pads: torch.Tensor, found: list[torch.Tensor], tolerance: float) -> dict:
+    """The graph's answers (`found`: logits, image, hidden…) held to PyTorch's: the 28×28 within one gray level
+    (float sums may round a pixel the other way), the model's logits and hidden layers on the graph's own image
+    within `tolerance`, and the same answer as PyTorch's whole path for every drawing."""
     with torch.no_grad():
-        expected = wrapped(images)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    report = compare(expected[0], torch.from_numpy(found[0]), tolerance, "web")
-    for name, want, got in zip(names[1:], expected[1:], found[1:], strict=True):
-        if not (torch.from_numpy(got) - want).abs().max().item() < tolerance:
-            raise ExportError(f"web export's {name} does not match PyTorch's hidden activations; nothing written")
-    return data, hidden, report
+        expected = [torch.cat(parts) for parts in zip(*(page(chunk) for chunk in pads.split(CHUNK)), strict=True)]
+        model_part = page.answers(found[1])  # the model part alone, fed the graph's own 28×28
+    if not (found[1] - expected[1]).abs().max().item() <= 1:
+        raise ExportError("web export's drawing path does not match PyTorch's; nothing written")
+    report = compare(model_part[0], found[0], tolerance, "web")
+    for index, (want, got) in enumerate(zip(model_part[2:], found[2:], strict=True)):
+        if not (got - want).abs().max().item() < tolerance:
+            raise ExportError(f"web export's hidden{index} does not match PyTorch's; nothing written")
+    disagreements = int((found[0].argmax(1) != expected[0].argmax(1)).sum())
+    if disagreements:
+        raise ExportError(f"web export answers {disagreements} drawing(s) differently from PyTorch; nothing written")
+    return report
 
 
 def web_operators() -> set[str]:
@@ -190,11 +247,13 @@ def check_web_operators(onnx_bytes: bytes, supported: set[str] | None = None) ->
 
 
 def _check_preprocessing(run: Run) -> None:
+    """The page carries the drawing path, which is what the server runs for a drawing unless the run wants the
+    legacy pipeline, deskewed digits or its strokes left as they came."""
     options = run.preprocess
-    if options.legacy or options.deskew:
-        step = "legacy" if options.legacy else "deskew"
+    if options.legacy or options.deskew or not options.stroke:
+        step = "legacy" if options.legacy else "deskew" if options.deskew else "no-stroke"
         raise ExportError(
-            f"the web page reproduces digitlab's default preprocessing steps (flatten, clean, stroke), "
+            f"the web page reproduces digitlab's drawing path (default preprocessing), "
             f"not '{step}', which this run uses; nothing written"
         )
 

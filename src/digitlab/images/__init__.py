@@ -1,5 +1,6 @@
-"""Pictures into 28×28 digits: finding the ink (`ink`), decoding big pictures reduced (`decode`, `heif`) and
-preprocessing photos, scans and drawings (`preprocess`)."""
+"""Pictures into 28×28 digits: finding the ink (`ink`), decoding big pictures reduced (`decode`, `heif`), a
+drawing's path as batched tensor operations (`drawing`) and preprocessing photos, scans and drawings
+(`preprocess`)."""
 
 from .ink import Ink, find_ink
 from .preprocess import (

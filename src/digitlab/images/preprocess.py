@@ -11,7 +11,9 @@ already reduced, a band of rows or a tile at a time (digitlab.images.decode), so
 never exists at full size, let alone as a float array; `inspect_image` reads only the header and says
 what decoding would cost, so a server can refuse before it decodes. The ink is found on a copy of about ANALYSIS_SIDE px
 (a 12-megapixel photo costs what a small scan does); a digit that comes out small there is read
-again from the picture's own pixels around it, so its thin strokes are not averaged away.
+again from the picture's own pixels around it, so its thin strokes are not averaged away. A drawing
+(white strokes on a pure black pad, recognised exactly) needs none of that: it takes the drawing path of
+digitlab.images.drawing, batched tensor operations that the web export also carries (`prepare_drawings`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,9 @@ from scipy import ndimage
 from ..config import PreprocessOptions
 from ..errors import ImageError, ImageTooLarge
 from .decode import SCALE_KEY, WORKING_SIDE, DecodeCost, decode_cost, decode_reduced, gray_levels, reduce_any
+from .drawing import BOX, CENTRE, FIELD, PEN_RANGE, PEN_TARGET, Drawings, drawing_pixels, stack_drawings
 from .ink import NOISE_SIGMAS, Ink, find_ink, strokes, towards_ink
 
-FIELD, BOX = 28, 20  # output side, and the side the digit's longer dimension is fitted into
-CENTRE = 14.0  # where MNIST puts the centre of mass (row and column index; measured mean 14.0 ± 0.3)
 MAX_PIXELS = (
     100_000_000  # decompression-bomb guard, checked on the declared size before decoding (a 108-MP phone: 12000×9000)
 )
@@ -42,8 +43,6 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 ANALYSIS_SIDE = 512  # a single digit's ink is first found on a copy box-averaged to about this (speed) ...
 DETAIL_SIDE = 64  # ... and looked at again in the picture's own pixels when its box came out smaller than this
 ZOOM = 160  # the digit's longer side while its strokes are redrawn: 8 px per output pixel
-PEN_RANGE = (1.6, 5.0)  # stroke widths (output px) left as they are: MNIST spans 1.8-3.6 (10th-90th percentile)
-PEN_TARGET = 2.5  # ... at MNIST's median width
 # digitlab 0.1's pipeline (PreprocessOptions(legacy=True)), kept for models saved before the options existed
 LEGACY_MIN_CONTRAST = 24.0  # gray levels (of 255) between background and ink below which an image is blank
 FAINT_INK = 0.05  # fraction of the ink's reach below which pixels count as background
@@ -82,6 +81,7 @@ IMAGE_SUFFIXES = frozenset(
 )
 READABLE = "PNG, JPEG, HEIC, WebP, BMP, GIF, TIFF or PNM"
 
+DRAWINGS = Drawings()
 pillow_heif.register_heif_opener()  # iPhones save HEIC by default
 # Pillow warns from 89 megapixels on; the guard here (max_pixels, judged from the header) decides instead.
 # Pillow's own error, at twice that, still stands and is caught in _decode.
@@ -105,6 +105,12 @@ def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preproce
     (or [0, 255] when larger values occur). Either polarity works. Transparent pixels show the
     background. Raises ImageError when no ink stands out from the paper (blank).
     """
+    drawing = as_drawing(image, options)
+    if drawing is not None:
+        (prepared,) = prepare_drawings([drawing], options)
+        if prepared is None:
+            raise ImageError("no ink found (blank image)")
+        return prepared
     if options.legacy:
         gray, scale = working_gray(image)
         crop, ink_box = _legacy_crop(gray)
@@ -118,6 +124,37 @@ def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preproce
     if max(box[2] - box[0], box[3] - box[1]) < DETAIL_SIDE and _finer(image, gray, scale):
         field, box = _closer_look(image, gray.shape, box, options) or (field, box)
     return finish(field, box, scale, options)
+
+
+@dataclass
+class Drawing:
+    """A picture that takes the drawing path: its gray levels (H, W) uint8 and its pixels per gray pixel (for
+    boxes in the picture's own coordinates, as decoding may have reduced it)."""
+
+    pixels: np.ndarray
+    scale: float = 1.0
+
+
+def as_drawing(image, options: PreprocessOptions = PreprocessOptions()) -> Drawing | None:
+    """`image` as a Drawing when it takes the drawing path (digitlab.images.drawing), else None. A drawing has no
+    paper to flatten and no specks to clean, so only legacy and no-stroke keep it on the full pipeline; an
+    MNIST-sized picture stays there too (it may already be MNIST's layout, which is left as it is)."""
+    if options.legacy or not options.stroke or not isinstance(image, Image.Image) or image.size == (FIELD, FIELD):
+        return None
+    pixels = drawing_pixels(image)
+    return None if pixels is None else Drawing(pixels, float(image.info.get(SCALE_KEY, 1.0)))
+
+
+def prepare_drawings(
+    drawings: list[Drawing], options: PreprocessOptions = PreprocessOptions()
+) -> list[Preprocessed | None]:
+    """Drawings prepared together, one batch of tensor operations (a server's micro-batch); None for a blank one."""
+    with torch.no_grad():
+        digits, boxes = DRAWINGS(stack_drawings([drawing.pixels for drawing in drawings]))
+    return [
+        finish(digit[0].numpy() / 255, box.tolist(), drawing.scale, options) if digit.amax() > 0 else None
+        for digit, box, drawing in zip(digits, boxes, drawings, strict=True)
+    ]
 
 
 def _digit(gray: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, tuple[float, ...]]:

@@ -11,9 +11,6 @@ import base64
 import html
 import io
 
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 ACCURACY_COLOR, LOSS_COLOR = "#ff7f0e", "#1f77b4"  # the report's validation and training colours
 
 
@@ -22,6 +19,9 @@ def curves_thumbnail(history: list[dict]) -> bytes | None:
     loss per epoch, on two small axes without decoration; None without a history."""
     if not history:
         return None
+    from matplotlib.figure import Figure  # here, so loading a run to predict does not load matplotlib
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [record["epoch"] for record in history]
     split = "val" if all(record.get("val_accuracy") is not None for record in history) else "train"
     figure = Figure(figsize=(3, 1.2), dpi=80, layout="constrained")

@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,7 +44,9 @@ from ..inference.segmenter import NONE, SEGMENTER_FILE
 from ..models.nets import create_model
 from ..version import __version__
 from .card import card_html
-from .checkup import Findings, Patient, Probes, examine
+
+if TYPE_CHECKING:
+    from .checkup import Findings, Probes
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
@@ -287,13 +290,16 @@ class Run:
         """Accuracy on the clean split and on rotated, shifted and scaled copies of it."""
         return robustness(self.model, self.data().splits()[split])
 
-    def doctor(self, dataset: Dataset | None = None, probes: Probes = Probes()) -> Findings:
+    def doctor(self, dataset: Dataset | None = None, probes: Probes | None = None) -> Findings:
         """What the doctor finds wrong with this run, worst first (see digitlab.runs.checkup): its curves
         (chance, learning rate, stopping), its insides (input scale, dead or saturated units, gradient
         flow), its fit, calibration, confusions, label noise and real-world gap, each with its evidence
         and the fix to try. `dataset` is the data it trained on (default: its registered dataset, which
-        must be fetched, with the run's train_size); Jupyter shows the findings beside their pictures.
+        must be fetched, with the run's train_size); `probes` how much it looks at (default Probes());
+        Jupyter shows the findings beside their pictures.
         """
+        from .checkup import Patient, Probes, examine  # the checkup draws figures: matplotlib only when asked
+
         if self.path is not None and "history" not in self.metrics:
             raise RunError(
                 f"{self.path} has no training history in {METRICS_FILE} (saved by an older digitlab): "
@@ -301,7 +307,7 @@ class Run:
             )
         data = dataset or self._fetched_data()
         patient = Patient(self.model, self.metrics.get("history"), data, self.config, self.preprocess, self.path)
-        return examine(patient, probes)
+        return examine(patient, probes or Probes())
 
     def _fetched_data(self) -> Dataset:
         """The run's dataset as it trained on it, without downloading; RunError if its files differ."""

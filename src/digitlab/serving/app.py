@@ -41,7 +41,16 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from ..errors import ImageError, ImageTooLarge, ServeError
-from ..images.preprocess import Preprocessed, decode_image, inspect_image, megapixels, prepare
+from ..images.preprocess import (
+    Drawing,
+    Preprocessed,
+    as_drawing,
+    decode_image,
+    inspect_image,
+    megapixels,
+    prepare,
+    prepare_drawings,
+)
 from ..inference.predict import Prediction, classify_prepared, predict
 from ..models.nets import count_parameters
 from ..runs.run import Run
@@ -210,7 +219,7 @@ def create_app(
         name, picked = served.pick(model)
         # prepare_upload is looked up per request (not bound once), so a test can stand in for it
         prepare = lambda data, source, limits: prepare_upload(picked, data, source, limits)  # noqa: E731
-        return JSONResponse(await _through_gate(app, request, prepare, batchers[name].submit))
+        return JSONResponse(await _through_gate(app, request, prepare, functools.partial(_batched, batchers[name])))
 
     @app.post(
         "/api/number",
@@ -289,6 +298,14 @@ async def _through_gate(app: FastAPI, request: Request, work, then=None):
             return result if then is None else await then(result)
 
 
+async def _batched(batcher: MicroBatcher, item):
+    """The item's answer from its micro-batch; a drawing the batch found blank is answered 422."""
+    answer = await batcher.submit(item)
+    if isinstance(answer, ImageError):
+        raise HTTPException(422, str(answer))
+    return answer
+
+
 async def _image_work(function: Callable, *arguments):
     """function(*arguments) in a worker thread, its ImageTooLarge answered 413 and other ImageErrors 422."""
     try:
@@ -364,24 +381,40 @@ def answer(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> dic
     return answer_of(classify(run, data, source, limits))
 
 
-def prepare_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> tuple[str, Preprocessed]:
+def prepare_upload(run: Run, data: bytes, source: str, limits: Limits = Limits()) -> tuple[str, Preprocessed | Drawing]:
     """Decode `data` with the upload guards and prepare it as `digitlab predict` does: (source, the 28×28 and its
-    box), ready for `classify_batch`. The first half of `classify`, run per request in a worker thread."""
+    box), ready for `classify_batch`; a drawing is only recognised here, and prepared with the rest of its batch
+    there. The first half of `classify`, run per request in a worker thread."""
     image = _decoded(data, source, limits)
+    drawing = as_drawing(image, run.preprocess)
+    if drawing is not None:
+        return source, drawing
     try:
         return source, prepare(image, run.preprocess)
     except ImageError as error:
         raise ImageError(error.problem, source) from None
 
 
-def classify_batch(run: Run, prepared: list[tuple[str, Preprocessed]]) -> list[dict]:
-    """The JSON answers for prepared uploads, classified in one forward pass (the second half of `answer`).
+def classify_batch(run: Run, prepared: list[tuple[str, Preprocessed | Drawing]]) -> list[dict | ImageError]:
+    """The JSON answers for prepared uploads, the drawings among them prepared together (the drawing path on the
+    whole batch) and all classified in one forward pass (the second half of `answer`); an ImageError in place of
+    the answer of a drawing found blank.
 
     Runs in the micro-batcher's thread, the list-building included, so the event loop only moves bytes.
     """
-    images = torch.stack([picture.image for _, picture in prepared])
-    results = [Prediction(source, box=picture.box) for source, picture in prepared]
-    return [answer_of(result) for result in classify_prepared(run.model, images, results, run.classes)]
+    pictures: list = [picture for _, picture in prepared]  # each a Preprocessed, a Drawing, or None once blank
+    drawn = [index for index, picture in enumerate(pictures) if isinstance(picture, Drawing)]
+    if drawn:
+        for index, picture in zip(drawn, prepare_drawings([pictures[i] for i in drawn], run.preprocess), strict=True):
+            pictures[index] = picture
+    answers: list[dict | ImageError] = [ImageError("no ink found (blank image)", source) for source, _ in prepared]
+    ready = [index for index, picture in enumerate(pictures) if picture is not None]
+    if ready:
+        images = torch.stack([pictures[index].image for index in ready])
+        results = [Prediction(prepared[index][0], box=pictures[index].box) for index in ready]
+        for index, result in zip(ready, classify_prepared(run.model, images, results, run.classes), strict=True):
+            answers[index] = answer_of(result)
+    return answers
 
 
 def answer_of(result: Prediction) -> dict:

@@ -25,6 +25,7 @@ from ..runs.checkpoint import CHECKPOINT_FILE, BestEpoch, Progress, load_checkpo
 from ..runs.checkup import Commands
 from ..runs.checkup.curves import end_of_training_alarm
 from ..runs.run import CONFIG_FILE, METRICS_FILE, Run, load_run, new_run_folder, save_config, save_run
+from ..tracking import trackers as _registering  # noqa: F401  registers the trackers config.log names
 from ..tracking.registry import EpochBar, Trackers, all_of
 from .distributed import World, init_from_environment, local_device
 from .divergence import LossWatch

@@ -1,6 +1,6 @@
 "use strict";
-// The exported page: the pad, digitlab's preprocessing (preprocess.js) and the model, all in the
-// browser. ONNX Runtime Web is set up from the scripts beside this one (ort-wasm.js, model.js), so
+// The exported page: the pad and one ONNX graph, digitlab's drawing path (ink box, pen width, fit to
+// 20 px, centre of mass: digitlab.images.drawing) in front of the model, all in the browser. ONNX Runtime Web is set up from the scripts beside this one (ort-wasm.js, model.js), so
 // nothing is fetched: the page works from any static host and from disk.
 
 const DEBOUNCE_MS = 120;
@@ -158,17 +158,15 @@ async function predictPad() {
   try {
     const started = performance.now();
     const pixels = pen.getImageData(0, 0, pad.width, pad.height).data;
-    let image;
-    try {
-      image = digitlabPreprocess.prepare(pixels, pad.height, pad.width, digitlabModel.preprocess);
-    } catch (error) {
-      if (!(error instanceof digitlabPreprocess.Blank)) throw error;
+    const gray = new Float32Array(pad.width * pad.height); // the pad is gray: its red channel is its gray level
+    for (let i = 0; i < gray.length; i++) gray[i] = pixels[4 * i];
+    const outputs = await session.run({ pad: new ort.Tensor("float32", gray, [1, 1, pad.height, pad.width]) });
+    const image = Uint8Array.from(outputs.image.data);
+    digitlabPage.timings.lastRunMs = performance.now() - started;
+    if (!image.some((value) => value > 0)) {
       resetResult("no ink found: draw a digit");
       return;
     }
-    digitlabPage.timings.lastPreprocessMs = performance.now() - started;
-    const input = new ort.Tensor("float32", Float32Array.from(image, (value) => value / 255), [1, 1, 28, 28]);
-    const outputs = await session.run({ images: input });
     show(image, outputs);
   } catch (error) {
     statusOut.textContent = `prediction failed: ${error.message || error}`;

@@ -1,0 +1,27 @@
+"""A package's public face imported on first use (PEP 562), so importing one module of a room, or the
+command line, does not load every heavy library the room's other modules need (torch, matplotlib)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+
+def lazy_face(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """`__getattr__` and `__dir__` for `package`, whose public `names` map each to 'module' or
+    'module:attribute' (module relative to the package; no attribute: the name is that attribute)."""
+    namespace = importlib.import_module(package).__dict__
+
+    def getattr_(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module, _, attribute = names[name].partition(":")
+        value = getattr(importlib.import_module(module, package), attribute or name)
+        namespace[name] = value  # looked up once
+        return value
+
+    def dir_() -> list[str]:
+        return sorted(set(namespace) | set(names))
+
+    return getattr_, dir_
