@@ -10,7 +10,11 @@ of the non-digit suite (`--nondigits` of each kind), read the same way. The thre
 non-digit suite is scored and printed; the test split is evaluated once at the end, and the test
 parts of the suites are never touched here (benchmarks/nondigits.py reports on them).
 
-    python benchmarks/ship_rejection.py [--digits 250] [--nondigits 2000] [--epochs 1] [--quantile 0.995]
+    python benchmarks/ship_rejection.py [--digits 250] [--nondigits 2000 | KIND=N,...] [--epochs 1] [--quantile 0.995]
+
+The shipped file was made with
+
+    python benchmarks/ship_rejection.py --digits 150 --nondigits letters=1500,words=500,symbols=800,doodles=400,scribbles=400,pairs=400,fashion=400,photos=400,paper=200
 
 The prepared pictures are cached in runs/exposure-DIGITS-NONDIGITS.pt (delete it to prepare them again).
 """
@@ -33,14 +37,22 @@ from real_world import RUNS
 CACHE = "runs/exposure-{digits}-{nondigits}.pt"  # prepared pictures, by the counts that made them
 
 
-def prepared(run, digits: int, nondigits: int) -> ExposurePictures:
-    cache = Path(CACHE.format(digits=digits, nondigits=nondigits))
+def prepared(run, digits: int, nondigits: int | dict[str, int]) -> ExposurePictures:
+    named = nondigits if isinstance(nondigits, int) else "-".join(f"{k}{n}" for k, n in nondigits.items())
+    cache = Path(CACHE.format(digits=digits, nondigits=named))
     if cache.is_file():
         return ExposurePictures(**torch.load(cache))
-    pictures = prepare_pictures(run.preprocess, digits, nondigits)
+    pictures = prepare_pictures(run.preprocess, digits, nondigits, log=print)
     cache.parent.mkdir(exist_ok=True)
     torch.save(dataclasses.asdict(pictures), cache)
     return pictures
+
+
+def counts(text: str) -> int | dict[str, int]:
+    """'2000' -> 2000; 'letters=1500,words=500' -> {'letters': 1500, 'words': 500}."""
+    if "=" not in text:
+        return int(text)
+    return {kind: int(count) for kind, count in (pair.split("=") for pair in text.split(","))}
 
 
 def starting_model():
@@ -58,7 +70,9 @@ def starting_model():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digits", type=int, default=250, help="training digits rendered per condition")
-    parser.add_argument("--nondigits", type=int, default=2000, help="training non-digits of each kind")
+    parser.add_argument(
+        "--nondigits", type=counts, default=2000, help="training non-digits of each kind: N, or KIND=N,KIND=N,..."
+    )
     parser.add_argument("--epochs", type=int, default=1, help="passes of outlier exposure (0: judge only)")
     parser.add_argument("--quantile", type=float, default=QUANTILE, help="share of validation digits accepted")
     parser.add_argument("--out", type=Path, default=SHIPPED_MODEL, help="model file to write")

@@ -18,7 +18,7 @@ import dataclasses
 import math
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -80,24 +80,26 @@ class Exposure:
 def prepare_pictures(
     preprocess: PreprocessOptions,
     digits: int,
-    nondigits: int,
+    nondigits: int | Mapping[str, int],
     workers: int = 2,
     log: Callable[[str], None] = lambda message: None,
 ) -> ExposurePictures:
     """Render and read `digits` digits per real-world condition and `nondigits` non-digits of each kind
-    (training part), and a fifth as many of each from the validation split and part, in `workers` processes."""
-    if digits < 1 or nondigits < 1:
-        raise ConfigError("outlier exposure needs at least one digit and one non-digit of each kind")
-    log(f"rendering and reading {digits} digits per condition and {nondigits} non-digits of each kind")
-    options = preprocess.to_dict()
+    (or so many of the kinds a mapping names) of the training part; for validation a fifth as many
+    digits (at least 100 per condition) and a tenth as many non-digits of every kind (at least 50).
+    Each set is made in one of `workers` processes, and each is the same whenever it is made again."""
+    counts = {kind: nondigits for kind in KINDS} if isinstance(nondigits, int) else dict(nondigits)
+    if digits < 1 or set(counts) - set(KINDS) or min(counts.values(), default=0) < 1:
+        raise ConfigError(f"outlier exposure needs at least one digit and one non-digit of kinds among {KINDS}")
+    log(f"rendering and reading {digits} digits per condition and non-digits {counts}")
+    val_count = max(50, round(sum(counts.values()) / len(counts) / 10))
     tasks = [("digits", "", digits), ("val_digits", "", max(100, digits // 5))]
-    tasks += [("nondigits", kind, nondigits) for kind in KINDS]
-    tasks += [("val_nondigits", kind, max(50, nondigits // 10)) for kind in KINDS]
+    tasks += [("nondigits", kind, count) for kind, count in counts.items()]
+    tasks += [("val_nondigits", kind, val_count) for kind in KINDS]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:  # fork hangs torch
-        jobs = [pool.submit(_prepare, task, kind, count, options) for task, kind, count in tasks]
-        done = [job.result() for job in jobs]
+        done = list(pool.map(_prepare, *zip(*tasks, strict=True), [preprocess.to_dict()] * len(tasks)))
     sets = {
-        task: [result for (name, _, _), result in zip(tasks, done, strict=True) if name == task] for task, *_ in tasks
+        name: [result for (task, _, _), result in zip(tasks, done, strict=True) if task == name] for name, *_ in tasks
     }
     (digit_images, digit_refused), (val_images, val_refused) = sets["digits"][0], sets["val_digits"][0]
     nondigit_images, nondigit_refused, _ = (torch.cat(parts) for parts in zip(*sets["nondigits"], strict=True))
@@ -223,7 +225,7 @@ def turned_away_by_kind(model: nn.Module, detector: LearnedDetector, pictures: E
 def teach_run(
     run: Run,
     digits: int = 250,
-    nondigits: int = 2000,
+    nondigits: int | Mapping[str, int] = 2000,
     exposure: Exposure = Exposure(),
     quantile: float = QUANTILE,
     pictures: ExposurePictures | None = None,
