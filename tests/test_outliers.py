@@ -68,7 +68,9 @@ def test_exposure_changes_the_features_keeps_batch_norm_and_the_digits(small_cnn
 
 def test_the_exposed_judge_turns_away_held_out_non_digits(small_cnn, mnist, fashion, pictures):
     model = digitlab.load_run(small_cnn.path).model
-    detector, _ = teach_rejection(model, small(mnist), pictures, small_cnn.config.augmentation(), Exposure(), 0.99)
+    detector, _ = teach_rejection(
+        model, small(mnist), pictures, small_cnn.config.augmentation(), Exposure(epochs=1), 0.99
+    )
     rejected = lambda images: detector.rejects(detector.score(observe(model, images))).double().mean()  # noqa: E731
     assert rejected(mnist.val.images[:2000]) == pytest.approx(0.01, abs=0.002)  # its threshold: the 0.99 quantile
     assert rejected(mnist.test.images[:2000]) <= 0.03

@@ -133,7 +133,7 @@ def add_parsers(commands) -> None:
         "mixed in (outlier exposure), then fit a learned judge (needs digitlab[suites] and the suite's fonts)",
     )
     calibrate.add_argument(
-        "--epochs", type=int, default=1, help="with --learn: fine-tuning passes (default 1; 0: none)"
+        "--epochs", type=int, default=2, help="with --learn: fine-tuning passes (default 2; 0: none)"
     )
     calibrate.add_argument(
         "--digits", type=int, default=250, metavar="N", help="with --learn: digits rendered per condition (default 250)"

@@ -60,7 +60,7 @@ class Exposure:
     """How `expose` fine-tunes: passes over MNIST's training digits, the peak learning rate (cosine to 0),
     the weight of the not-a-digit loss, and digits and non-digits per batch."""
 
-    epochs: int = 1
+    epochs: int = 2
     lr: float = 5e-4
     weight: float = 1.0
     digits_per_batch: int = 128
