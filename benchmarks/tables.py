@@ -514,7 +514,15 @@ def ood(result: dict) -> list[list[str]]:
 @table("benchmarks/results/nondigits-baseline-small.json", "benchmarks/results/nondigits.json")
 def nondigits(before: dict, now: dict) -> list[list[str]]:
     goals, passed = now["goals"], now["goals_met"]
-    rows = [["pictures", "count (before / now)", "Mahalanobis detector (before)", "exposed model + learned judge (now)", "goal"]]
+    rows = [
+        [
+            "pictures",
+            "count (before / now)",
+            "Mahalanobis detector (before)",
+            "exposed model + learned judge (now)",
+            "goal",
+        ]
+    ]
     for name, part in now["nondigits"]["kinds"].items():
         earlier = before["nondigits"]["kinds"][name]
         rows.append(
