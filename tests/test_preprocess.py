@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from digitlab.config import PreprocessOptions
 from digitlab.errors import ImageError
-from digitlab.images.preprocess import image_files, load_image, preprocess_file, preprocess_image
+from digitlab.images.preprocess import deskew, image_files, load_image, prepare, preprocess_file, preprocess_image
 from scans import png_bytes, render_scan
 
 
@@ -206,3 +207,52 @@ def test_a_small_digit_on_a_big_page_is_read_from_the_pages_own_pixels(mnist, mo
     monkeypatch.setattr(preprocess, "DETAIL_SIDE", 0)
     coarse = preprocess.prepare(picture).image.float()
     assert (closer.image.float() - reference).abs().mean() < 0.5 * (coarse - reference).abs().mean()
+
+
+def test_the_legacy_pipeline_also_turns_a_scan_into_its_mnist_digit(mnist):
+    # digitlab 0.1's pipeline, which model files saved before preprocessing was recorded still get
+    legacy = PreprocessOptions(legacy=True)
+    rng = np.random.default_rng(2)
+    correlations = []
+    for digit in mnist.test.images[:10]:
+        out = preprocess_image(render_scan(digit[0].numpy(), rng), legacy)
+        assert out[0, :2].max() == out[0, :, :2].max() == 0  # paper becomes exactly black
+        assert all(abs(c - 14) <= 0.5 for c in centre_of_mass(out))
+        correlations.append(np.corrcoef(out.flatten().float(), digit.flatten().float())[0, 1])
+    assert np.median(correlations) > 0.9
+    with pytest.raises(ImageError, match="no ink"):
+        preprocess_image(
+            np.full((80, 80), 200, np.uint8) + np.random.default_rng(0).integers(0, 3, (80, 80), np.uint8), legacy
+        )
+
+
+def ink_moments(image: torch.Tensor) -> tuple[float, float, float, float]:
+    """Mass, centre (row, column) and slope cov(row, column) / var(row) of one (1, H, W) float image."""
+    pixels = image[0].double()
+    rows = torch.arange(pixels.shape[0], dtype=torch.double).view(-1, 1)
+    cols = torch.arange(pixels.shape[1], dtype=torch.double).view(1, -1)
+    mass = pixels.sum()
+    row, col = (pixels * rows).sum() / mass, (pixels * cols).sum() / mass
+    slope = (pixels * (rows - row) * (cols - col)).sum() / (pixels * (rows - row) ** 2).sum()
+    return float(mass), float(row), float(col), float(slope)
+
+
+def test_deskew_stands_a_slanted_stroke_upright_and_centres_it():
+    slanted = torch.zeros(2, 1, 28, 28)
+    for row in range(6, 22):
+        slanted[0, 0, row, 8 + int(0.6 * (row - 6)) : 11 + int(0.6 * (row - 6))] = 1  # leaning right, off-centre
+    slanted[1, 0, 4:24, 13:15] = 1  # already upright and centred
+    straight = deskew(slanted)
+    for before, after in zip(slanted, straight, strict=True):
+        mass, row, col, slope = ink_moments(after)
+        assert mass == pytest.approx(ink_moments(before)[0], rel=0.02)  # ink moved, not lost
+        assert abs(row - 14) < 0.1 and abs(col - 14) < 0.1 and abs(slope) < 0.02
+    assert ink_moments(slanted[0])[3] > 0.5
+
+
+def test_the_box_of_a_digit_surrounds_its_ink_evenly():
+    page = np.full((200, 160), 235, np.uint8)
+    page[30:150, 60:80] = 20  # ink in columns 60..79 and rows 30..149
+    x0, y0, x1, y1 = prepare(page).box
+    assert x0 <= 60 and y0 <= 30 and x1 >= 80 and y1 >= 150 and x1 - x0 <= 24 and y1 - y0 <= 124
+    assert x0 + x1 == 60 + 80 and y0 + y1 == 30 + 150  # the soft edge is as wide on each side
