@@ -11,6 +11,7 @@ from PIL import Image
 
 from digitlab.config import PreprocessOptions
 from digitlab.errors import ImageError
+from digitlab.images.ink import find_ink, strokes
 from digitlab.images.preprocess import deskew, image_files, load_image, prepare, preprocess_file, preprocess_image
 from scans import png_bytes, render_scan
 
@@ -214,8 +215,9 @@ def test_the_legacy_pipeline_also_turns_a_scan_into_its_mnist_digit(mnist):
     legacy = PreprocessOptions(legacy=True)
     rng = np.random.default_rng(2)
     correlations = []
-    for digit in mnist.test.images[:10]:
-        out = preprocess_image(render_scan(digit[0].numpy(), rng), legacy)
+    for number, digit in enumerate(mnist.test.images[:10]):
+        scan = np.asarray(render_scan(digit[0].numpy(), rng))
+        out = preprocess_image(scan if number % 2 else 255 - scan, legacy)  # light ink on dark paper too
         assert out[0, :2].max() == out[0, :, :2].max() == 0  # paper becomes exactly black
         assert all(abs(c - 14) <= 0.5 for c in centre_of_mass(out))
         correlations.append(np.corrcoef(out.flatten().float(), digit.flatten().float())[0, 1])
@@ -256,3 +258,18 @@ def test_the_box_of_a_digit_surrounds_its_ink_evenly():
     x0, y0, x1, y1 = prepare(page).box
     assert x0 <= 60 and y0 <= 30 and x1 >= 80 and y1 >= 150 and x1 - x0 <= 24 and y1 - y0 <= 124
     assert x0 + x1 == 60 + 80 and y0 + y1 == 30 + 150  # the soft edge is as wide on each side
+
+
+def test_strokes_keep_the_digit_with_the_pieces_near_it_and_drop_specks_and_strays():
+    page = np.full((240, 240), 230.0)
+    page[60:180, 100:112] = 30  # the digit's main stroke: 120 x 12 px
+    page[60:70, 118:160] = 30  # a flag beside it (a 5's), 4 px away: kept
+    page[120:122, 116:118] = 30  # a speck as near, under 2% of the main stroke's ink: dropped
+    page[100:140, 215:225] = 30  # a stroke far off (more than 0.6 x the digit's size away): dropped
+    for gray in (page, 255 - page):  # dark ink on light paper, and light on dark
+        kept = strokes(find_ink(gray))
+        assert kept[60:180, 100:112].all() and kept[60:70, 118:160].all()
+        assert not kept[120:122, 116:118].any() and not kept[:, 200:].any()
+        assert not kept[:50].any() and not kept[190:].any()  # paper is never ink
+    with pytest.raises(ImageError, match="no ink"):
+        find_ink(np.full((240, 240), 230.0) + np.random.default_rng(0).normal(0, 2, (240, 240)))
