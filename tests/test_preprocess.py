@@ -11,7 +11,8 @@ from PIL import Image
 
 from digitlab.config import PreprocessOptions
 from digitlab.errors import ImageError
-from digitlab.images.ink import find_ink, strokes
+from digitlab.images import ink as ink_module
+from digitlab.images.ink import all_strokes, find_ink, strokes
 from digitlab.images.preprocess import deskew, image_files, load_image, prepare, preprocess_file, preprocess_image
 from scans import png_bytes, render_scan
 
@@ -266,10 +267,59 @@ def test_strokes_keep_the_digit_with_the_pieces_near_it_and_drop_specks_and_stra
     page[60:70, 118:160] = 30  # a flag beside it (a 5's), 4 px away: kept
     page[120:122, 116:118] = 30  # a speck as near, under 2% of the main stroke's ink: dropped
     page[100:140, 215:225] = 30  # a stroke far off (more than 0.6 x the digit's size away): dropped
+    page[100:140, 162:170] = 30  # one 50 px off, within 0.6 x the digit's height of 120 px: kept
     for gray in (page, 255 - page):  # dark ink on light paper, and light on dark
         kept = strokes(find_ink(gray))
-        assert kept[60:180, 100:112].all() and kept[60:70, 118:160].all()
+        assert kept[60:180, 100:112].all() and kept[60:70, 118:160].all() and kept[100:140, 162:170].all()
         assert not kept[120:122, 116:118].any() and not kept[:, 200:].any()
         assert not kept[:50].any() and not kept[190:].any()  # paper is never ink
     with pytest.raises(ImageError, match="no ink"):
         find_ink(np.full((240, 240), 230.0) + np.random.default_rng(0).normal(0, 2, (240, 240)))
+
+
+def test_ruled_lines_go_and_a_stroke_that_crosses_one_stays_whole():
+    page = np.full((300, 300), 230.0)
+    for row in range(40, 300, 40):
+        page[row : row + 2, :] = 120  # ruled lines across the whole sheet
+    page[:, 30:32] = 120  # a margin line down it
+    page[70:190, 150:158] = 30  # the digit: a stroke crossing the lines at rows 80, 120 and 160
+    page[100:106, 120:200] = 30  # its bar, long and level but far from either side: not a line
+    kept = strokes(find_ink(page))
+    assert kept[70:190, 150:158].all()  # whole, where it crosses a line too
+    assert kept[100:106, 120:200].all()
+    assert not kept[80:82, :140].any() and not kept[80:82, 170:].any() and not kept[:, 30:32].any()
+    # a line's ink only leaves where nothing crosses it: under a stroke that stands on it, it stays
+    page[200:240, 240:246] = 30  # a stroke standing on the line at row 240 (a second digit: all_strokes)
+    every = all_strokes(find_ink(page))
+    assert every[240:242, 240:246].all() and not every[240:242, 40:140].any()
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+def test_the_paper_statistics_match_their_definitions(shortcuts, monkeypatch):
+    monkeypatch.setattr(ink_module, "SHORTCUTS", shortcuts)
+    rng = np.random.default_rng(0)
+    cases = [
+        rng.normal(0, 3, 1001),
+        np.concatenate([np.zeros(500), rng.uniform(1, 9, 500)]),  # half exactly 0: the middle straddles 0
+        np.concatenate([np.zeros(501), rng.uniform(1, 9, 500)]),
+        np.concatenate([-np.ones(3), np.zeros(10), np.ones(10)]),
+        np.concatenate([-np.ones(12), np.zeros(10), np.ones(2)]),
+        np.concatenate([np.zeros(300), np.ones(701)]),  # zeros, but not up to the middle
+    ]
+    for values in cases:
+        assert ink_module._fast_median(values) == float(np.median(values))
+    noise = rng.normal(0, 5, 200_000)
+    assert ink_module._robust_std(noise) == pytest.approx(5, rel=0.03)  # 1.4826 x MAD estimates the std
+    page = np.full((200, 200), 220.0) + rng.normal(0, 6, (200, 200))
+    page[50:150, 95:105] = 40
+    # the paper's noise, measured after a 3 x 3 mean: 6 / 3 = 2, and a little more from subtracting the
+    # flattened paper (2.35 measured)
+    assert 2 <= find_ink(page).noise <= 2.7
+
+
+def test_a_shadow_across_the_page_is_paper_not_ink():
+    page = np.full((400, 400), 225.0)
+    page[:, :200] -= np.linspace(0, 110, 200)[::-1]  # light falling off to the left edge: a shadow
+    page[140:260, 270:282] = 20
+    kept = strokes(find_ink(page))
+    assert kept[140:260, 270:282].all() and not kept[:, :240].any()
