@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -59,6 +60,18 @@ def test_same_config_and_seed_give_identical_metrics(mnist):
     assert strip(first.metrics["history"]) == strip(second.metrics["history"])
     for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_epochs_are_timed_and_a_resumed_run_goes_on_from_the_next_epoch(mnist, tmp_path):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(3000), mnist.val.take(500), mnist.test.take(500))
+    config = TrainConfig(epochs=1, batch_size=128, out=str(tmp_path / "run"))
+    started = time.perf_counter()
+    digitlab.train(config, dataset=small)
+    wall = time.perf_counter() - started
+    resumed = digitlab.resume(tmp_path / "run", epochs=2, dataset=small)
+    history = resumed.metrics["history"]
+    assert [record["epoch"] for record in history] == [1, 2]  # (exactness of a resume: test_reliability)
+    assert 0 < history[0]["seconds"] <= wall
 
 
 def test_defaults_are_the_seed_recipe():
