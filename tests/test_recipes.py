@@ -18,7 +18,7 @@ from digitlab.inference.evaluate import accuracy, predict_logits
 from digitlab.models.nets import count_parameters
 from digitlab.training.fastmlp import FusedMLPTrainer
 from digitlab.training.recipes import RECIPES, apply_recipe, learning_rate
-from digitlab.training.steps import Objective
+from digitlab.training.steps import Objective, Schedule
 from digitlab.training.train import build, build_optimizer
 from test_cli import run_cli
 
@@ -173,3 +173,18 @@ def test_convolutional_models_learn_with_augmentation(model, mnist, tmp_path):
     run = digitlab.train(config, dataset=small)
     assert run.metrics["test_accuracy"] > CONVOLUTIONAL_FLOORS[model]
     assert (tmp_path / "run" / "best.safetensors").exists() and digitlab.load_run(tmp_path / "run").model
+
+
+def test_the_schedule_sets_each_steps_rate_from_the_global_step_and_resumes_mid_run():
+    config = TrainConfig(lr=1e-2, schedule="onecycle", warmup=0.25, epochs=3)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    schedule = Schedule(optimizer, config, steps_per_epoch=10, done_epochs=0)
+    rates = []
+    for _ in range(30):
+        schedule.on_step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == [learning_rate(step, 30, config) for step in range(30)]
+    resumed = Schedule(optimizer, config, steps_per_epoch=10, done_epochs=2)  # after a resume: step 20 of 30
+    resumed.on_step()
+    assert optimizer.param_groups[0]["lr"] == learning_rate(20, 30, config)
+    assert Schedule(optimizer, TrainConfig(schedule="constant"), 10, 0).on_step is None  # nothing to set
