@@ -103,3 +103,10 @@ def test_bad_settings_are_config_errors(change, message):
 def test_training_into_a_finished_run_folder_is_refused(seed_run, mnist):
     with pytest.raises(digitlab.RunError, match="already holds a run"):
         digitlab.train(TrainConfig(epochs=1, out=str(seed_run.path)), dataset=mnist)
+
+
+def test_the_fused_engine_is_refused_where_it_cannot_run(mnist):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(256), mnist.val.take(64), mnist.test.take(64))
+    for config in (TrainConfig(model="cnn", engine="fused"), TrainConfig(engine="fused", optimizer="sgd")):
+        with pytest.raises(ConfigError, match="engine 'fused' needs an MLP without dropout or teacher"):
+            digitlab.train(config.replace(epochs=1), dataset=small, save=False)
