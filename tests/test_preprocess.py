@@ -277,17 +277,28 @@ def test_strokes_keep_the_digit_with_the_pieces_near_it_and_drop_specks_and_stra
         find_ink(np.full((240, 240), 230.0) + np.random.default_rng(0).normal(0, 2, (240, 240)))
 
 
+def test_a_piece_is_near_by_the_digits_longer_side_whichever_way_it_lies():
+    page = np.full((240, 300), 230.0)
+    page[100:112, 60:180] = 30  # a wide digit, 120 x 12 px (a dash-like 1 lying down, or a long bar)
+    page[150:190, 120:128] = 30  # 38 px below it, within 0.6 x its width: kept
+    page[190:200, 120:128] = 30  # 78 px below, beyond 0.6 x 120 + 2 = 74 px: dropped
+    kept = strokes(find_ink(page))
+    assert kept[100:112, 60:180].all() and kept[150:190, 120:128].all() and not kept[190:200].any()
+
+
 def test_ruled_lines_go_and_a_stroke_that_crosses_one_stays_whole():
     page = np.full((300, 300), 230.0)
     for row in range(40, 300, 40):
         page[row : row + 2, :] = 120  # ruled lines across the whole sheet
     page[:, 30:32] = 120  # a margin line down it
+    page[20:22, 100:] = 120  # a line from mid-sheet to the right edge (it touches that side only)
     page[70:190, 150:158] = 30  # the digit: a stroke crossing the lines at rows 80, 120 and 160
     page[100:106, 120:200] = 30  # its bar, long and level but far from either side: not a line
     kept = strokes(find_ink(page))
     assert kept[70:190, 150:158].all()  # whole, where it crosses a line too
     assert kept[100:106, 120:200].all()
     assert not kept[80:82, :140].any() and not kept[80:82, 170:].any() and not kept[:, 30:32].any()
+    assert not kept[20:22].any()
     # a line's ink only leaves where nothing crosses it: under a stroke that stands on it, it stays
     page[200:240, 240:246] = 30  # a stroke standing on the line at row 240 (a second digit: all_strokes)
     every = all_strokes(find_ink(page))
