@@ -301,8 +301,11 @@ def test_ruled_lines_go_and_a_stroke_that_crosses_one_stays_whole():
     assert not kept[20:22].any()
     # a line's ink only leaves where nothing crosses it: under a stroke that stands on it, it stays
     page[200:240, 240:246] = 30  # a stroke standing on the line at row 240 (a second digit: all_strokes)
+    page[162:200, 260:266] = 30  # one hanging from the line at row 160
+    page[258:270, :160] = 30  # a thick band from the left edge, too stout for a line (a desk's edge)
     every = all_strokes(find_ink(page))
     assert every[240:242, 240:246].all() and not every[240:242, 40:140].any()
+    assert every[160:162, 260:266].all() and every[258:270, 5:160].all()
 
 
 @pytest.mark.parametrize("shortcuts", [True, False])
@@ -316,6 +319,7 @@ def test_the_paper_statistics_match_their_definitions(shortcuts, monkeypatch):
         np.concatenate([-np.ones(3), np.zeros(10), np.ones(10)]),
         np.concatenate([-np.ones(12), np.zeros(10), np.ones(2)]),
         np.concatenate([np.zeros(300), np.ones(701)]),  # zeros, but not up to the middle
+        np.concatenate([-np.ones(600), np.zeros(401)]),  # zeros, but the middle is below them
     ]
     for values in cases:
         assert ink_module._fast_median(values) == float(np.median(values))
