@@ -32,6 +32,7 @@ RESULT_COMMANDS = {
     "benchmarks/results/records.json": "python benchmarks/records.py --parts PART...",
     "benchmarks/results/real_world.json": "python benchmarks/real_world.py",
     "benchmarks/results/photos.json": "python benchmarks/photos.py --count 200",
+    "benchmarks/results/mutation.json": "make mutation",
     "benchmarks/results/numbers.json": "python benchmarks/whole_numbers.py",
     "benchmarks/results/ood.json": "python benchmarks/ood.py src/digitlab/weights/digitlab-cnn-robust.safetensors",
     "benchmarks/results/nondigits-baseline-small.json": (
@@ -495,6 +496,26 @@ def photos(result: dict) -> list[list[str]]:
             goal,
         ],
     ]
+
+
+@table("benchmarks/results/mutation.json")
+def mutation(result: dict) -> list[list[str]]:
+    rows = [["module", "file", "tests", "mutants (sampled)", "killed", "survived", "could not run", "goal"]]
+    for name, module in result["modules"].items():
+        share = module["killed_share"]
+        rows.append(
+            [
+                name,
+                f"`{module['module'].removeprefix('src/digitlab/')}`",
+                ", ".join(f"`{Path(test).stem}`" for test in module["tests"]),
+                f"{module['mutants']:,} ({module['sampled']})",
+                f"{module['killed']} ({'none ran' if share is None else pct(share, 0)})",
+                str(module["survived"]),
+                str(module["incompetent"]),
+                f"≥ {pct(result['goal'], 0)}: {met(module['meets_goal'])}",
+            ]
+        )
+    return rows
 
 
 @table("benchmarks/results/numbers.json")
