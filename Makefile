@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test test-fast deps lint install dev data bench docs clean
+.PHONY: train test test-fast deps lint install dev data bench docs mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test-fast: data
 # mkdocstrings cannot read, a results file no page shows) stops the build
 docs: dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# how strong the tests are: cosmic-ray's mutants of the modules that decide answers, a seeded sample of each
+# module's, against the fast tests that cover it (not part of make test: CPU for the best part of an hour)
+mutation: dev data
+	nice -n 15 $(BIN)/python benchmarks/mutation.py
 
 bench: install data
 	$(BIN)/python benchmarks/seed_recipe.py

@@ -122,6 +122,21 @@ def time_to(epochs: list[dict], target: float) -> float | None:
     )
 
 
+def tally(predictions, labels) -> dict:
+    """Predictions against their true labels (strings), four ways that never overlap: right, wrong (a
+    digit named, not this one), refused (turned away as not a digit) and errors (no answer at all).
+    Only `right` is a throughput's numerator; the other three are figures of their own."""
+    counts = {"right": 0, "wrong": 0, "refused": 0, "errors": 0}
+    for prediction, label in zip(predictions, labels, strict=True):
+        if not prediction.ok:
+            counts["errors"] += 1
+        elif prediction.rejected:
+            counts["refused"] += 1
+        else:
+            counts["right" if prediction.label == label else "wrong"] += 1
+    return counts
+
+
 def machine() -> dict:
     return {
         "threads": torch.get_num_threads(),

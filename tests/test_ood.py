@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 import digitlab
 from digitlab.cli import main
 from digitlab.errors import RunError
-from digitlab.inference.ood import auroc, blank_noise, observe, random_strokes
+from digitlab.inference.ood import RIDGE, Detector, Gaussians, Observed, auroc, blank_noise, observe, random_strokes
 from digitlab.models.nets import create_model, list_models
 from digitlab.runs.run import load_model, read_model_metadata, save_model
 from digitlab.serving.app import create_app
@@ -167,3 +167,37 @@ def test_calibrate_cli_adds_a_detector_to_an_existing_run(seed_run, tmp_path, ca
     calibrated = digitlab.load_run(folder).ood
     assert calibrated is not None and calibrated.quantile == 0.99
     assert calibrated.threshold < seed_run.ood.threshold  # a lower quantile of the same validation scores
+
+
+def test_the_gaussians_and_the_score_match_their_definitions_in_numpy():
+    # class means, one shared covariance with a ridge of RIDGE x its mean variance, Mahalanobis distance to
+    # the nearest mean; the score sums the views standardised by the validation centre and spread
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(300, 5)) * [1, 2, 3, 0.5, 1], np.arange(300) % 3
+    features[labels == 1] += 4
+    gaussians = Gaussians.fit(torch.from_numpy(features), torch.from_numpy(labels), 3)
+    means = np.stack([features[labels == digit].mean(0) for digit in range(3)])
+    centred = features - means[labels]
+    covariance = centred.T @ centred / len(features)
+    precision = np.linalg.inv(covariance + RIDGE * np.diag(covariance).mean() * np.eye(5))
+    np.testing.assert_allclose(gaussians.means.numpy(), means, rtol=1e-12)
+    np.testing.assert_allclose(gaussians.precision.numpy(), precision, rtol=1e-9)
+    probes = rng.normal(size=(7, 5)) * 3
+    offsets = probes[:, None, :] - means[None]
+    expected = np.einsum("ncd,de,nce->nc", offsets, precision, offsets).min(1)
+    np.testing.assert_allclose(gaussians.distance(torch.from_numpy(probes)).numpy(), expected, rtol=1e-9)
+    centre, spread = (
+        torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64),
+        torch.tensor([0.7, 1.3, 2.9], dtype=torch.float64),
+    )
+    detector = Detector(gaussians, gaussians, centre, spread, threshold=1.5)
+    seen = Observed(
+        torch.from_numpy(probes), torch.from_numpy(probes[::-1].copy()), torch.from_numpy(rng.normal(size=(7, 3)))
+    )
+    views = detector.views(seen).numpy()
+    energy = -np.log(np.exp(seen.logits.numpy()).sum(1))
+    np.testing.assert_allclose(views[:, 0], expected, rtol=1e-9)
+    np.testing.assert_allclose(views[:, 2], energy, rtol=1e-9)
+    scores = detector.score(seen)
+    np.testing.assert_allclose(scores.numpy(), ((views - centre.numpy()) / spread.numpy()).sum(1), rtol=1e-12)
+    assert torch.equal(detector.rejects(scores), scores > 1.5)

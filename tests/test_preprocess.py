@@ -9,8 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from digitlab.config import PreprocessOptions
 from digitlab.errors import ImageError
-from digitlab.images.preprocess import image_files, load_image, preprocess_file, preprocess_image
+from digitlab.images import ink as ink_module
+from digitlab.images.ink import all_strokes, find_ink, strokes
+from digitlab.images.preprocess import deskew, image_files, load_image, prepare, preprocess_file, preprocess_image
 from scans import png_bytes, render_scan
 
 
@@ -206,3 +209,132 @@ def test_a_small_digit_on_a_big_page_is_read_from_the_pages_own_pixels(mnist, mo
     monkeypatch.setattr(preprocess, "DETAIL_SIDE", 0)
     coarse = preprocess.prepare(picture).image.float()
     assert (closer.image.float() - reference).abs().mean() < 0.5 * (coarse - reference).abs().mean()
+
+
+def test_the_legacy_pipeline_also_turns_a_scan_into_its_mnist_digit(mnist):
+    # digitlab 0.1's pipeline, which model files saved before preprocessing was recorded still get
+    legacy = PreprocessOptions(legacy=True)
+    rng = np.random.default_rng(2)
+    correlations = []
+    for number, digit in enumerate(mnist.test.images[:10]):
+        scan = np.asarray(render_scan(digit[0].numpy(), rng))
+        out = preprocess_image(scan if number % 2 else 255 - scan, legacy)  # light ink on dark paper too
+        assert out[0, :2].max() == out[0, :, :2].max() == 0  # paper becomes exactly black
+        assert all(abs(c - 14) <= 0.5 for c in centre_of_mass(out))
+        correlations.append(np.corrcoef(out.flatten().float(), digit.flatten().float())[0, 1])
+    assert np.median(correlations) > 0.9
+    with pytest.raises(ImageError, match="no ink"):
+        preprocess_image(
+            np.full((80, 80), 200, np.uint8) + np.random.default_rng(0).integers(0, 3, (80, 80), np.uint8), legacy
+        )
+
+
+def ink_moments(image: torch.Tensor) -> tuple[float, float, float, float]:
+    """Mass, centre (row, column) and slope cov(row, column) / var(row) of one (1, H, W) float image."""
+    pixels = image[0].double()
+    rows = torch.arange(pixels.shape[0], dtype=torch.double).view(-1, 1)
+    cols = torch.arange(pixels.shape[1], dtype=torch.double).view(1, -1)
+    mass = pixels.sum()
+    row, col = (pixels * rows).sum() / mass, (pixels * cols).sum() / mass
+    slope = (pixels * (rows - row) * (cols - col)).sum() / (pixels * (rows - row) ** 2).sum()
+    return float(mass), float(row), float(col), float(slope)
+
+
+def test_deskew_stands_a_slanted_stroke_upright_and_centres_it():
+    slanted = torch.zeros(2, 1, 28, 28)
+    for row in range(6, 22):
+        slanted[0, 0, row, 8 + int(0.6 * (row - 6)) : 11 + int(0.6 * (row - 6))] = 1  # leaning right, off-centre
+    slanted[1, 0, 4:24, 13:15] = 1  # already upright and centred
+    straight = deskew(slanted)
+    for before, after in zip(slanted, straight, strict=True):
+        mass, row, col, slope = ink_moments(after)
+        assert mass == pytest.approx(ink_moments(before)[0], rel=0.02)  # ink moved, not lost
+        assert abs(row - 14) < 0.1 and abs(col - 14) < 0.1 and abs(slope) < 0.02
+    assert ink_moments(slanted[0])[3] > 0.5
+
+
+def test_the_box_of_a_digit_surrounds_its_ink_evenly():
+    page = np.full((200, 160), 235, np.uint8)
+    page[30:150, 60:80] = 20  # ink in columns 60..79 and rows 30..149
+    x0, y0, x1, y1 = prepare(page).box
+    assert x0 <= 60 and y0 <= 30 and x1 >= 80 and y1 >= 150 and x1 - x0 <= 24 and y1 - y0 <= 124
+    assert x0 + x1 == 60 + 80 and y0 + y1 == 30 + 150  # the soft edge is as wide on each side
+
+
+def test_strokes_keep_the_digit_with_the_pieces_near_it_and_drop_specks_and_strays():
+    page = np.full((240, 240), 230.0)
+    page[60:180, 100:112] = 30  # the digit's main stroke: 120 x 12 px
+    page[60:70, 118:160] = 30  # a flag beside it (a 5's), 4 px away: kept
+    page[120:122, 116:118] = 30  # a speck as near, under 2% of the main stroke's ink: dropped
+    page[100:140, 215:225] = 30  # a stroke far off (more than 0.6 x the digit's size away): dropped
+    page[100:140, 162:170] = 30  # one 50 px off, within 0.6 x the digit's height of 120 px: kept
+    for gray in (page, 255 - page):  # dark ink on light paper, and light on dark
+        kept = strokes(find_ink(gray))
+        assert kept[60:180, 100:112].all() and kept[60:70, 118:160].all() and kept[100:140, 162:170].all()
+        assert not kept[120:122, 116:118].any() and not kept[:, 200:].any()
+        assert not kept[:50].any() and not kept[190:].any()  # paper is never ink
+    with pytest.raises(ImageError, match="no ink"):
+        find_ink(np.full((240, 240), 230.0) + np.random.default_rng(0).normal(0, 2, (240, 240)))
+
+
+def test_a_piece_is_near_by_the_digits_longer_side_whichever_way_it_lies():
+    page = np.full((240, 300), 230.0)
+    page[100:112, 60:180] = 30  # a wide digit, 120 x 12 px (a dash-like 1 lying down, or a long bar)
+    page[150:190, 120:128] = 30  # 38 px below it, within 0.6 x its width: kept
+    page[193:203, 120:128] = 30  # 81 px below, beyond 0.6 x 120 + 2 = 74 px (and soft edges): dropped
+    kept = strokes(find_ink(page))
+    assert kept[100:112, 60:180].all() and kept[150:190, 120:128].all() and not kept[193:203].any()
+
+
+def test_ruled_lines_go_and_a_stroke_that_crosses_one_stays_whole():
+    page = np.full((300, 300), 230.0)
+    for row in range(40, 300, 40):
+        page[row : row + 2, :] = 120  # ruled lines across the whole sheet
+    page[:, 30:32] = 120  # a margin line down it
+    page[20:22, 100:] = 120  # a line from mid-sheet to the right edge (it touches that side only)
+    page[70:190, 150:158] = 30  # the digit: a stroke crossing the lines at rows 80, 120 and 160
+    page[100:106, 120:200] = 30  # its bar, long and level but far from either side: not a line
+    kept = strokes(find_ink(page))
+    assert kept[70:190, 150:158].all()  # whole, where it crosses a line too
+    assert kept[100:106, 120:200].all()
+    assert not kept[80:82, :140].any() and not kept[80:82, 170:].any() and not kept[:, 30:32].any()
+    assert not kept[20:22].any()
+    # a line's ink only leaves where nothing crosses it: under a stroke that stands on it, it stays
+    page[200:240, 240:246] = 30  # a stroke standing on the line at row 240 (a second digit: all_strokes)
+    page[162:200, 260:266] = 30  # one hanging from the line at row 160
+    page[258:270, :160] = 30  # a thick band from the left edge, too stout for a line (a desk's edge)
+    every = all_strokes(find_ink(page))
+    assert every[240:242, 240:246].all() and not every[240:242, 40:140].any()
+    assert every[160:162, 260:266].all() and every[258:270, 5:160].all()
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+def test_the_paper_statistics_match_their_definitions(shortcuts, monkeypatch):
+    monkeypatch.setattr(ink_module, "SHORTCUTS", shortcuts)
+    rng = np.random.default_rng(0)
+    cases = [
+        rng.normal(0, 3, 1001),
+        np.concatenate([np.zeros(500), rng.uniform(1, 9, 500)]),  # half exactly 0: the middle straddles 0
+        np.concatenate([np.zeros(501), rng.uniform(1, 9, 500)]),
+        np.concatenate([-np.ones(3), np.zeros(10), np.ones(10)]),
+        np.concatenate([-np.ones(12), np.zeros(10), np.ones(2)]),
+        np.concatenate([np.zeros(300), np.ones(701)]),  # zeros, but not up to the middle
+        np.concatenate([-np.ones(600), np.zeros(401)]),  # zeros, but the middle is below them
+    ]
+    for values in cases:
+        assert ink_module._fast_median(values) == float(np.median(values))
+    noise = rng.normal(0, 5, 200_000)
+    assert ink_module._robust_std(noise) == pytest.approx(5, rel=0.03)  # 1.4826 x MAD estimates the std
+    page = np.full((200, 200), 220.0) + rng.normal(0, 6, (200, 200))
+    page[50:150, 95:105] = 40
+    # the paper's noise, measured after a 3 x 3 mean: 6 / 3 = 2, and a little more from subtracting the
+    # flattened paper (2.35 measured)
+    assert 2 <= find_ink(page).noise <= 2.7
+
+
+def test_a_shadow_across_the_page_is_paper_not_ink():
+    page = np.full((400, 400), 225.0)
+    page[:, :200] -= np.linspace(0, 110, 200)[::-1]  # light falling off to the left edge: a shadow
+    page[140:260, 270:282] = 20
+    kept = strokes(find_ink(page))
+    assert kept[140:260, 270:282].all() and not kept[:, :240].any()

@@ -1,8 +1,10 @@
 """Recipes: schedules as pure functions, presets recorded in the config, label smoothing, best epoch, distillation."""
 
+import contextlib
 import itertools
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -12,11 +14,11 @@ import digitlab
 from digitlab import TrainConfig
 from digitlab.data.datasets import to_float
 from digitlab.errors import ConfigError
-from digitlab.inference.evaluate import accuracy
+from digitlab.inference.evaluate import accuracy, predict_logits
 from digitlab.models.nets import count_parameters
 from digitlab.training.fastmlp import FusedMLPTrainer
 from digitlab.training.recipes import RECIPES, apply_recipe, learning_rate
-from digitlab.training.steps import Objective
+from digitlab.training.steps import Objective, Schedule
 from digitlab.training.train import build, build_optimizer
 from test_cli import run_cli
 
@@ -120,21 +122,69 @@ def test_keep_best_ends_on_the_best_validation_epoch(mnist, tmp_path):
     assert (tmp_path / "r" / "best.safetensors").exists()
 
 
-def test_a_student_learns_from_a_teacher_run(mnist, seed_run):
+def _permuted_teacher(seed_run, folder):
+    """A copy of the seed run whose output layer is rotated: it answers (d + 1) % 10 where it read d."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    shutil.copytree(seed_run.path, folder)
+    model_file = folder / "model.safetensors"
+    with safe_open(str(model_file), "pt") as stored:
+        metadata = stored.metadata()
+        tensors = {name: stored.get_tensor(name) for name in stored.keys()}  # noqa: SIM118 (safe_open is no dict)
+    for name in ("net.4.weight", "net.4.bias"):
+        tensors[name] = tensors[name].roll(1, 0)  # row d moves to d + 1
+    save_file(tensors, str(model_file), metadata=metadata)
+    return folder
+
+
+@pytest.mark.parametrize("permuted", [False, True], ids=["teacher", "permuted-teacher"])
+def test_a_student_follows_its_teacher_not_the_labels(mnist, seed_run, tmp_path, permuted):
     small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(5000), mnist.val.take(500), mnist.test.take(2000))
-    # weight 1: the labels play no part, so whatever the student learns comes from the teacher
-    config = TrainConfig(epochs=1, lr=5e-3, teacher=str(seed_run.path), distill_weight=1.0)
-    run = digitlab.train(config, dataset=small, save=False)
-    assert run.metrics["engine"] == "autograd" and run.metrics["test_accuracy"] > 0.75
+    teacher = _permuted_teacher(seed_run, tmp_path / "teacher") if permuted else seed_run.path
+    # weight 1: the labels play no part, so whatever the student learns comes from the teacher. A student
+    # that ignored the teacher would read the true digits (over 80%) whichever teacher it was given.
+    config = TrainConfig(epochs=1, lr=5e-3, teacher=str(teacher), distill_weight=1.0)
+    # measured against the true labels, the permuted teacher's pupil is at chance and the trainer says so
+    alarm = pytest.warns(UserWarning, match="chance level") if permuted else contextlib.nullcontext()
+    with alarm:
+        run = digitlab.train(config, dataset=small, save=False)
+    assert run.metrics["engine"] == "autograd"
+    answers = predict_logits(run.model, small.test.images).argmax(1)
+    taught = (small.test.labels + 1) % 10 if permuted else small.test.labels
+    assert (answers == taught).double().mean() > 0.75
+    if permuted:
+        assert (answers == small.test.labels).double().mean() < 0.05
+
+
+# measured at the test's seed 24 and seeds 0..2 (test accuracy on 1000 images, 2 epochs of 6000): cnn 97.4..98.1%,
+# cnn-tiny 96.0..96.8%, lenet5 84.7..86.1% (the fast recipe's 2 epochs are short for LeNet-5); a net that does
+# not learn scores about 10%, one whose augmentation garbles the digits far below these
+CONVOLUTIONAL_FLOORS = {"cnn": 0.95, "cnn-tiny": 0.94, "lenet5": 0.80}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["cnn", "cnn-tiny", "lenet5"])
+@pytest.mark.parametrize("model", sorted(CONVOLUTIONAL_FLOORS))
 def test_convolutional_models_learn_with_augmentation(model, mnist, tmp_path):
     small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(6000), mnist.val.take(500), mnist.test.take(1000))
     config = apply_recipe(TrainConfig(model=model), "fast").replace(
         epochs=2, augment_rotate=10, augment_translate=2, keep_best=True, out=str(tmp_path / "run")
     )
     run = digitlab.train(config, dataset=small)
-    assert run.metrics["test_accuracy"] > 0.6
+    assert run.metrics["test_accuracy"] > CONVOLUTIONAL_FLOORS[model]
     assert (tmp_path / "run" / "best.safetensors").exists() and digitlab.load_run(tmp_path / "run").model
+
+
+def test_the_schedule_sets_each_steps_rate_from_the_global_step_and_resumes_mid_run():
+    config = TrainConfig(lr=1e-2, schedule="onecycle", warmup=0.25, epochs=3)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    schedule = Schedule(optimizer, config, steps_per_epoch=10, done_epochs=0)
+    rates = []
+    for _ in range(30):
+        schedule.on_step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == [learning_rate(step, 30, config) for step in range(30)]
+    resumed = Schedule(optimizer, config, steps_per_epoch=10, done_epochs=2)  # after a resume: step 20 of 30
+    resumed.on_step()
+    assert optimizer.param_groups[0]["lr"] == learning_rate(20, 30, config)
+    assert Schedule(optimizer, TrainConfig(schedule="constant"), 10, 0).on_step is None  # nothing to set

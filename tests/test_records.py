@@ -6,10 +6,12 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import digitlab
 from digitlab import TrainConfig
 from digitlab.config import resolve_precision
+from digitlab.data.augment import transform_batch
 from digitlab.errors import ConfigError, RunError
 from digitlab.inference.evaluate import TTA_VIEWS, TestTimeAugmented, evaluate
 from digitlab.models.nets import count_parameters, create_model
@@ -27,12 +29,15 @@ def small_val():
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("model", digitlab.list_models())
-def test_every_recipe_trains_a_few_steps(recipe, model, small_val):
+def test_every_recipe_learns_in_a_few_steps(recipe, model, small_val):
+    # 32 steps of 64: every recipe x model measured 0.95..1.96 mean train loss and 52..89% validation
+    # accuracy. A model that learns nothing scores ln 10 = 2.30 and about 10% (one class: 9..11% here).
     config = apply_recipe(TrainConfig(model=model), recipe).replace(
-        epochs=1, train_size=4 * 64, batch_size=64, val_size=500, teacher=None
+        epochs=1, train_size=32 * 64, batch_size=64, val_size=500, teacher=None
     )
     run = digitlab.train(config, dataset=small_val, save=False, test=False)
-    assert len(run.metrics["history"]) == 1 and run.metrics["history"][0]["train_loss"] < 10
+    [record] = run.metrics["history"]
+    assert record["train_loss"] < 2.1 and record["val_accuracy"] > 0.4
     assert run.metrics["precision"] in ("fp32", "bf16") or run.metrics["precision"].startswith("fp32 (")
 
 
@@ -71,15 +76,34 @@ def test_cnn_cpu_is_the_gpu_recipes_net_by_default():
     assert getattr(model, "prefers_channels_last", False)
 
 
-def test_tta_views_never_flip_and_average_probabilities():
-    assert (0, (0, 0)) in TTA_VIEWS
-    for degrees, shift in TTA_VIEWS:
-        assert abs(degrees) <= 10 and max(map(abs, shift)) <= 2  # small: a digit keeps its label
+def shifted(images: torch.Tensor, right: int, down: int) -> torch.Tensor:
+    """`images` moved by whole pixels with zeros coming in: the shift views written without grid_sample."""
+    padded = F.pad(images, (2, 2, 2, 2))
+    height, width = images.shape[-2:]
+    return padded[..., 2 - down : 2 - down + height, 2 - right : 2 - right + width]
+
+
+def seven_views_mean(model, images: torch.Tensor) -> torch.Tensor:
+    """The mean of the probabilities of the seven views TTA promises: as is, one pixel right, left, down
+    and up, and turned by -8 and +8 degrees."""
+    views = [images, *(shifted(images, *step) for step in ((1, 0), (-1, 0), (0, 1), (0, -1)))]
+    views += [transform_batch(images, rotate=degrees) for degrees in (-8, 8)]
+    with torch.no_grad():
+        return torch.stack([model(view).softmax(1) for view in views]).mean(0)
+
+
+def test_tta_is_the_mean_of_its_seven_views_probabilities():
+    # a TTA that averaged logits, dropped or repeated a view, or shifted the wrong way would differ by
+    # far more than float rounding (a shift of one pixel moves most probabilities by > 1e-3)
+    assert sorted(TTA_VIEWS) == sorted(
+        [(0, (0, 0)), (0, (1, 0)), (0, (-1, 0)), (0, (0, 1)), (0, (0, -1)), (-8, (0, 0)), (8, (0, 0))]
+    )
     torch.manual_seed(0)
     model = create_model("cnn-cpu").eval()
     images = torch.rand(4, 1, 28, 28)
-    logits = TestTimeAugmented(model)(images)
-    torch.testing.assert_close(logits.exp().sum(1), torch.ones(4))
+    with torch.no_grad():
+        logits = TestTimeAugmented(model)(images)
+    torch.testing.assert_close(logits.exp(), seven_views_mean(model, images), rtol=1e-5, atol=1e-6)
     identity = TestTimeAugmented(model, views=[(0, (0, 0))])(images)
     torch.testing.assert_close(identity, model(images).log_softmax(1))
 
@@ -172,7 +196,10 @@ def test_ensemble_names_a_run_whose_model_file_is_missing_or_corrupt(two_runs, t
     assert_one_line_error(run_cli("ensemble", str(two_runs[0].path)), "at least two runs")
 
 
-def test_evaluate_with_tta_on_a_split(two_runs, mnist):
-    plain = evaluate(two_runs[0].model, mnist.val, mnist.classes)
-    augmented = evaluate(two_runs[0].model, mnist.val, mnist.classes, tta=True)
-    assert abs(plain["accuracy"] - augmented["accuracy"]) < 0.05 and augmented["count"] == len(mnist.val)
+def test_evaluate_with_tta_scores_the_seven_views_mean(two_runs, mnist):
+    model = two_runs[0].model.eval()
+    augmented = evaluate(model, mnist.val, mnist.classes, tta=True)
+    mean = seven_views_mean(model, mnist.val.images.float() / 255)
+    expected = (mean.argmax(1) == mnist.val.labels).double().mean().item()
+    assert augmented["accuracy"] == pytest.approx(expected, abs=1.5 / len(mnist.val))  # a near tie may round either way
+    assert augmented["count"] == len(mnist.val)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import digitlab
-from digitlab.errors import DataError, RunError
+from digitlab.errors import ConfigError, DataError, RunError
 from digitlab.images.preprocess import decode_image, mnist_field
 from digitlab.inference.doodles import DOODLES
 from digitlab.inference.nondigits import HANDWRITING, HERSHEY, KINDS, PHOTOS, render_nondigits
@@ -129,3 +129,12 @@ def test_evaluate_non_digits_scores_every_kind_from_the_cli(seed_run, capsys):
     scores = __import__("json").loads(capsys.readouterr().out)["non_digits"]
     assert scores["part"] == "val" and set(scores["kinds"]) == set(KINDS)
     assert all(kind["count"] == 2 and 0 <= kind["turned_away"] <= 1 for kind in scores["kinds"].values())
+
+
+@pytest.mark.parametrize("quantile", [0.3, 0.49, 1.0, 1.5])
+def test_a_quantile_outside_half_to_one_or_a_missing_set_is_refused(seed_run, quantile):
+    some = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match=f"quantile must be in \\[0.5, 1\\), got {quantile}"):
+        fit_learned_detector(seed_run.model, seed_run.ood, some, some, some, quantile=quantile)
+    with pytest.raises(ConfigError, match="needs digits, non-digits and validation digits"):
+        fit_learned_detector(seed_run.model, seed_run.ood, some, some[:0], some)

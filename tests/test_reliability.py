@@ -24,33 +24,59 @@ from test_cli import assert_one_line_error, run_cli
 SRC = Path(digitlab.__file__).parent
 
 
-def start_cli(*args, **popen):
-    return subprocess.Popen(
-        [sys.executable, "-m", "digitlab", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        **popen,
-    )
-
-
-def wait_for_checkpoint(folder: Path, process, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not (folder / CHECKPOINT_FILE).exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-
-
 def comparable(metrics: dict) -> dict:
     """metrics.json without wall-clock times, which no two runs share."""
     history = [{k: v for k, v in record.items() if k != "seconds"} for record in metrics["history"]]
     return {**{k: v for k, v in metrics.items() if k != "train_seconds"}, "history": history}
 
 
-# Slow enough (autograd, batch 16: ~1 s an epoch) that a kill lands inside an epoch.
-KILL_ARGS = ["--epochs", "3", "--engine", "autograd", "--batch-size", "16", "--train-size", "12000"]
+KILL_ARGS = ["--epochs", "3", "--engine", "autograd", "--batch-size", "16", "--train-size", "4000"]
+# `digitlab train` as the CLI runs it, except that after step 100 of the second epoch (of 250) it writes
+# the file argv[1] and waits there, so a signal the test sends on seeing the file lands mid-epoch, always
+PAUSED_MID_EPOCH = """
+import sys, threading
+from pathlib import Path
+from digitlab.cli import main
+from digitlab.training import steps
+
+marker, epochs, whole_epoch = Path(sys.argv[1]), [], steps.autograd_epoch
+
+def paused_in_the_second_epoch(model, optimizer, batches, *rest):
+    epochs.append(len(epochs) + 1)
+    def watched():
+        for number, batch in enumerate(batches):
+            if epochs[-1] == 2 and number == 100:
+                marker.write_text("step 100 of epoch 2")
+                threading.Event().wait()  # until a signal ends the process
+            yield batch
+    return whole_epoch(model, optimizer, watched(), *rest)
+
+steps.autograd_epoch = paused_in_the_second_epoch
+sys.exit(main(["train", *sys.argv[2:]]))
+"""
+
+
+def start_paused_training(folder: Path, marker: Path):
+    """`digitlab train KILL_ARGS --out folder` in a child process; returns it once it waits mid-epoch 2."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_MID_EPOCH, str(marker), *KILL_ARGS, "--out", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    wait_for_file(marker, process)
+    assert (folder / CHECKPOINT_FILE).exists()  # epoch 1's: what a resume must start from
+    return process
+
+
+def wait_for_file(path: Path, process, timeout=120):
+    """Until `path` exists (polled), failing when the process ends first or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -58,9 +84,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mn
     straight = run_cli("train", *KILL_ARGS, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
     killed = tmp_path / "killed"
-    process = start_cli("train", *KILL_ARGS, "--out", str(killed))
-    wait_for_checkpoint(killed, process)
-    time.sleep(0.3)  # into the second epoch
+    process = start_paused_training(killed, tmp_path / "mid-epoch")
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert process.returncode == -signal.SIGKILL and not (killed / "model.safetensors").exists()
@@ -77,8 +101,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mn
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, mnist):
     folder = tmp_path / "run"
-    process = start_cli("train", *KILL_ARGS, "--out", str(folder))
-    wait_for_checkpoint(folder, process)
+    process = start_paused_training(folder, tmp_path / "mid-epoch")
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -89,7 +112,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, mnist):
     model = digitlab.create_model("mlp")
     optimizer = torch.optim.Adam(model.parameters())
     progress = load_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, torch.Generator())
-    assert 1 <= progress.epoch < 3 and len(progress.history) == progress.epoch
+    assert progress.epoch == 1 and len(progress.history) == 1
 
 
 @pytest.mark.slow

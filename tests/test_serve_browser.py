@@ -7,7 +7,6 @@ README's pictures (serve.png, serve-phone.png) on purpose.
 import itertools
 import os
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 
@@ -37,9 +36,23 @@ def server_url(seed_run):
         server.wait(10)
 
 
+# The page's fetches in flight, counted in the page (window.fetching()), so a test waits for the last answer
+# to land rather than for a while
+COUNT_FETCHES = """(() => {
+  const fetchOnce = window.fetch.bind(window);
+  let inFlight = 0;
+  window.fetching = () => inFlight;
+  window.fetch = (...args) => {
+    inFlight += 1;
+    return fetchOnce(...args).finally(() => { inFlight -= 1; });
+  };
+})();"""
+
+
 def open_demo(page, url):
     """Load the demo in `page`, collecting every console error, page error and failed request; returns the list."""
     problems = watch(page)
+    page.add_init_script(COUNT_FETCHES)
     page.goto(url, wait_until="load")
     page.wait_for_function("document.getElementById('model-info').textContent.includes('parameters')")
     return problems
@@ -60,11 +73,9 @@ def stroke(page, path, release=True):
 def settled_result(page):
     """Wait for the answer to the latest request, then read the label, the bars and the 28×28 preview."""
     page.wait_for_function(
-        "!document.getElementById('label').classList.contains('empty') && "
+        "window.fetching() === 0 && !document.getElementById('label').classList.contains('empty') && "
         "document.getElementById('status').textContent === ''"
     )
-    time.sleep(0.3)  # a request sent on pointer-up may still be on its way; let it land
-    page.wait_for_function("document.getElementById('status').textContent === ''")
     return page.evaluate("""() => ({
         label: document.getElementById('label').textContent,
         confidence: document.getElementById('confidence').textContent,

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -61,6 +62,18 @@ def test_same_config_and_seed_give_identical_metrics(mnist):
         assert torch.equal(a, b)
 
 
+def test_epochs_are_timed_and_a_resumed_run_goes_on_from_the_next_epoch(mnist, tmp_path):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(3000), mnist.val.take(500), mnist.test.take(500))
+    config = TrainConfig(epochs=1, batch_size=128, out=str(tmp_path / "run"))
+    started = time.perf_counter()
+    digitlab.train(config, dataset=small)
+    wall = time.perf_counter() - started
+    resumed = digitlab.resume(tmp_path / "run", epochs=2, dataset=small)
+    history = resumed.metrics["history"]
+    assert [record["epoch"] for record in history] == [1, 2]  # (exactness of a resume: test_reliability)
+    assert 0 < history[0]["seconds"] <= wall
+
+
 def test_defaults_are_the_seed_recipe():
     config = TrainConfig()
     assert (config.model, config.optimizer, config.lr, config.batch_size, config.epochs, config.seed) == (
@@ -90,3 +103,10 @@ def test_bad_settings_are_config_errors(change, message):
 def test_training_into_a_finished_run_folder_is_refused(seed_run, mnist):
     with pytest.raises(digitlab.RunError, match="already holds a run"):
         digitlab.train(TrainConfig(epochs=1, out=str(seed_run.path)), dataset=mnist)
+
+
+def test_the_fused_engine_is_refused_where_it_cannot_run(mnist):
+    small = digitlab.Dataset("mnist", mnist.classes, mnist.train.take(256), mnist.val.take(64), mnist.test.take(64))
+    for config in (TrainConfig(model="cnn", engine="fused"), TrainConfig(engine="fused", optimizer="sgd")):
+        with pytest.raises(ConfigError, match="engine 'fused' needs an MLP without dropout or teacher"):
+            digitlab.train(config.replace(epochs=1), dataset=small, save=False)

@@ -508,8 +508,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from ..runs.run import require_segmenter
     from ..serving.app import Limits, serve
 
+    require_segmenter()  # /api/number needs it: a broken installation stops here, not at a request
     limits = Limits(
         max_upload_bytes=round(args.max_upload_mb * 1e6),
         max_pixels=round(args.max_megapixels * 1e6),

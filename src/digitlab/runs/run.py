@@ -237,12 +237,12 @@ class Run:
     def segmenter(self) -> nn.Module | None:
         """The judge that parts touching digits for `read_number` (digitlab.inference.segmenter): the one shipped with
         the package, for a model of the digits 0-9 on the same device; None (the model judges itself) for
-        other classes or where the file is missing."""
-        if tuple(self.classes) != SEGMENTER_CLASSES[:NONE] or not SEGMENTER_FILE.is_file():
+        other classes. RunError when the package lacks the file (see require_segmenter)."""
+        if tuple(self.classes) != SEGMENTER_CLASSES[:NONE]:
             return None
         device = next(self.model.parameters()).device
         if device not in _SEGMENTERS:
-            _SEGMENTERS[device] = load_model(SEGMENTER_FILE, device)[0]
+            _SEGMENTERS[device] = load_model(require_segmenter(), device)[0]
         return _SEGMENTERS[device]
 
     def real_world(
@@ -430,6 +430,14 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         **_dataset_fields(saved.get("dataset", {})),
         preprocess=_preprocessing(metadata, path),
     )
+
+
+def require_segmenter() -> Path:
+    """The segmenter's weight file shipped inside the package; RunError naming it when it is missing (a broken
+    installation: numbers would be read without it, worse, and nobody would know)."""
+    if not SEGMENTER_FILE.is_file():
+        raise RunError(f"the segmenter shipped with digitlab is missing ({SEGMENTER_FILE}): reinstall digitlab")
+    return SEGMENTER_FILE
 
 
 def _preprocessing(metadata: dict, path: Path) -> PreprocessOptions:
