@@ -30,6 +30,7 @@ from ..files import atomic_write, make_folder, read_json, write_json
 from ..images.preprocess import deskew
 from ..inference.evaluate import evaluate, robustness
 from ..inference.explain import STEPS, Explanation, explain_picture
+from ..inference.linereader import LINE_READER_FILE
 from ..inference.nondigits import DEFAULT_COUNT as NONDIGIT_COUNT
 from ..inference.nondigits import score_nondigits
 from ..inference.numbers import read_numbers
@@ -47,7 +48,7 @@ from .checkup import Findings, Patient, Probes, examine
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
-_SEGMENTERS: dict[torch.device, nn.Module] = {}  # loaded once per device: read_number is called per request
+_SEGMENTERS: dict = {}  # the judges read_number uses, loaded once per device: it is called per request
 
 
 def versions() -> dict:
@@ -229,7 +230,20 @@ class Run:
         """Read the whole number written in each picture (file paths, folders, PIL images, arrays): one
         NumberReading per input, see digitlab.inference.numbers.read_numbers. A single picture gives a list of one."""
         options = preprocess or self.preprocess
-        return read_numbers(self.model, images, self.classes, options, errors, judge=self.segmenter())
+        reader = self.line_reader()
+        judge = None if reader is not None else self.segmenter()
+        return read_numbers(self.model, images, self.classes, options, errors, judge=judge, reader=reader)
+
+    def line_reader(self) -> nn.Module | None:
+        """The reader of whole lines of digits for `read_number` (digitlab.inference.linereader): the one shipped
+        with the package, for a model of the digits 0-9, on the same device; None for other classes or where
+        the file is missing (the digits are then cut apart, see `segmenter`)."""
+        if tuple(self.classes) != SEGMENTER_CLASSES[:NONE] or not LINE_READER_FILE.is_file():
+            return None
+        device = next(self.model.parameters()).device
+        if ("line", device) not in _SEGMENTERS:
+            _SEGMENTERS[("line", device)] = load_model(LINE_READER_FILE, device)[0]
+        return _SEGMENTERS[("line", device)]
 
     def segmenter(self) -> nn.Module | None:
         """The judge that parts touching digits for `read_number` (digitlab.inference.segmenter): the one shipped with
