@@ -41,7 +41,7 @@ from ..inference.realworld import DEFAULT_COUNT, score_suite
 from ..inference.rejection import detector_from_file
 from ..inference.segmenter import CLASSES as SEGMENTER_CLASSES
 from ..inference.segmenter import NONE, SEGMENTER_FILE
-from ..models.nets import create_model
+from ..models.nets import create_model, in_preferred_layout
 from ..version import __version__
 from .card import card_html
 from .checkup import Findings, Patient, Probes, examine
@@ -230,9 +230,7 @@ class Run:
         """Read the whole number written in each picture (file paths, folders, PIL images, arrays): one
         NumberReading per input, see digitlab.inference.numbers.read_numbers. A single picture gives a list of one."""
         options = preprocess or self.preprocess
-        reader = self.line_reader()
-        judge = None if reader is not None else self.segmenter()
-        return read_numbers(self.model, images, self.classes, options, errors, judge=judge, reader=reader)
+        return read_numbers(self.model, images, self.classes, options, errors, judge=self.segmenter())
 
     def line_reader(self) -> nn.Module | None:
         """The reader of whole lines of digits for `read_number` (digitlab.inference.linereader): the one shipped
@@ -253,7 +251,8 @@ class Run:
             return None
         device = next(self.model.parameters()).device
         if device not in _SEGMENTERS:
-            _SEGMENTERS[device] = load_model(SEGMENTER_FILE, device)[0]
+            segmenter = load_model(SEGMENTER_FILE, device)[0]
+            _SEGMENTERS[device] = in_preferred_layout(segmenter, segmenter)  # its weights channels-last: ~2x faster
         return _SEGMENTERS[device]
 
     def real_world(
