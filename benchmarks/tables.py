@@ -34,6 +34,7 @@ RESULT_COMMANDS = {
     "benchmarks/results/photos.json": "python benchmarks/photos.py --count 200",
     "benchmarks/results/mutation.json": "make mutation",
     "benchmarks/results/numbers.json": "python benchmarks/whole_numbers.py",
+    "benchmarks/results/number_suite.json": "python benchmarks/number_suite.py",
     "benchmarks/results/ood.json": "python benchmarks/ood.py src/digitlab/weights/digitlab-cnn-robust.safetensors",
     "benchmarks/results/nondigits-baseline-small.json": (
         "python benchmarks/nondigits.py --count 100 --digits 50 --fashion 500 --name baseline-small"
@@ -548,6 +549,26 @@ def numbers(result: dict) -> list[list[str]]:
                 *([str(part["refused"])] if counted else []),
             ]
         )
+    return rows
+
+
+@table("benchmarks/results/number_suite.json")
+def number_suite(result: dict) -> list[list[str]]:
+    goals, passed = result["goals"], result["goals_met"]
+    rows = [["photos", "measured", "goal"]]
+    for kind, share in result["classes"].items():
+        rows.append(
+            [f"{kind} ({result['count']})", f"{pct(share, 0)} read exactly", f"≥ {pct(goals['each_class'], 0)}"]
+        )
+    rows += [
+        ["**all**", f"{pct(result['exact'], 1)} read exactly", f"≥ {pct(goals['exact'], 0)}: {met(passed['exact'])}"],
+        [
+            "speed (one process, 2 cores)",
+            f"{result['photos_per_second']:.1f} photos / s",
+            f"≥ {goals['photos_per_second']:.0f}: {met(passed['photos_per_second'])}",
+        ],
+        ["peak memory", f"{result['peak_mb']:.0f} MB", f"≤ {goals['peak_mb']:.0f} MB: {met(passed['peak_mb'])}"],
+    ]
     return rows
 
 

@@ -52,6 +52,14 @@ def test_digits_come_left_to_right_with_boxes_in_the_pictures_pixels(seed_run, c
     assert [digit.box[0] for digit in reading.digits] == sorted(digit.box[0] for digit in reading.digits)
 
 
+def test_a_line_reader_can_read_the_line_instead_of_the_segmenter(seed_run, clear_digits):
+    page, truth, boxes = composed(clear_digits, 5, seed=12)
+    reading = read_number(seed_run.model, page, seed_run.classes, seed_run.preprocess, reader=seed_run.line_reader())
+    assert reading.number == truth
+    for digit, (x0, _, x1, _) in zip(reading.digits, boxes, strict=True):  # each box lies over its digit's ink
+        assert x0 - 4 <= (digit.box[0] + digit.box[2]) / 2 <= x1 + 4
+
+
 def test_the_flag_of_a_five_stays_with_its_body():
     mask = np.zeros((60, 120), bool)
     mask[10:14, 20:40] = True  # the flag, not touching the body

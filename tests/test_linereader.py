@@ -1,0 +1,75 @@
+"""The line reader: a whole line of digits read by a CNN trained with CTC (digitlab.models.linereader,
+digitlab.inference.linereader, digitlab.training.linereader)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from digitlab.images.ink import Ink
+from digitlab.inference.linereader import INK_ROWS, LINE_READER_FILE, decode, line_image
+from digitlab.models.linereader import BLANK, LINE_HEIGHT, STRIDE
+from digitlab.models.nets import create_model
+from digitlab.runs.run import load_model
+from digitlab.runs.shipped import load_shipped
+from digitlab.training.linereader import make_lines, read_exactly, train_line_reader
+
+
+def _frames(classes: list[int]) -> np.ndarray:
+    """Per-frame probabilities (11, frames) that put 0.9 on the given class of each frame."""
+    probabilities = np.full((BLANK + 1, len(classes)), 0.01)
+    probabilities[classes, np.arange(len(classes))] = 0.9
+    return probabilities
+
+
+def test_decoding_merges_repeats_and_drops_blanks_but_keeps_a_digit_twice_across_a_blank():
+    found = decode(_frames([BLANK, 1, 1, BLANK, 1, 7, 7, 7, BLANK]))
+    assert [digit for digit, *_ in found] == [1, 1, 7]
+    assert [(first, stop) for *_, first, stop in found] == [
+        (STRIDE, 3 * STRIDE),
+        (4 * STRIDE, 5 * STRIDE),
+        (5 * STRIDE, 8 * STRIDE),
+    ]
+    assert all(confidence == pytest.approx(0.9) for _, confidence, *_ in found)
+
+
+def test_a_line_picture_holds_the_ink_scaled_to_its_rows_with_a_margin():
+    values = np.zeros((100, 300), np.float32)
+    values[20:80, 40:260] = 50.0  # a block of ink 60 rows tall, 220 wide
+    keep = values > 0
+    line = line_image(Ink(values, keep, 1.0), keep)
+    assert line.picture.shape[0] == LINE_HEIGHT and line.picture.shape[1] % STRIDE == 0
+    rows = np.flatnonzero(line.picture.max(1) > 0.5)
+    assert len(rows) == INK_ROWS and line.picture.max() == pytest.approx(1.0)
+    columns = np.flatnonzero(line.picture.max(0) > 0.5)
+    # a line column maps back to the working picture's columns
+    assert line.left + columns[0] / line.factor == pytest.approx(40, abs=1 / line.factor + 0.5)
+    assert line.left + (columns[-1] + 1) / line.factor == pytest.approx(260, abs=1 / line.factor + 0.5)
+
+
+def test_the_reader_gives_a_frame_per_four_columns():
+    reader = create_model("line-reader")
+    assert reader(torch.zeros(3, 1, LINE_HEIGHT, 96)).shape == (3, BLANK + 1, 96 // STRIDE)
+
+
+def test_the_shipped_reader_reads_validation_lines(mnist):
+    reader, about = load_model(LINE_READER_FILE)
+    lines = make_lines(mnist.val, 60, seed=11)
+    assert read_exactly(reader, lines) >= 0.75  # lines of 1-10 digits it never trained on
+    assert about["metrics"]["val_exact"] >= 0.8
+
+
+@pytest.mark.slow  # a minute of CTC training on 2 cores
+def test_a_short_training_run_learns_to_read_lines(mnist):
+    train, val = make_lines(mnist.train, 1500, seed=3), make_lines(mnist.val, 100, seed=4)
+    model, history = train_line_reader(train, val, epochs=3, batch_size=32)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert read_exactly(model, val) == max(row["val_exact"] for row in history) > 0.2
+
+
+def test_runs_of_digits_offer_it_and_runs_of_other_classes_do_not():
+    shipped = load_shipped()
+    assert shipped.line_reader() is not None and shipped.line_reader() is shipped.line_reader()
+    clothes = dataclasses.replace(shipped, classes=tuple(f"class {n}" for n in range(10)))
+    assert clothes.line_reader() is None
