@@ -593,7 +593,7 @@ def nondigits(before: dict, now: dict) -> list[list[str]]:
             "pictures",
             "count (before / now)",
             "Mahalanobis detector (before)",
-            "exposed model + learned judge (now)",
+            "learned judge (now)",
             "goal",
         ]
     ]

@@ -15,7 +15,7 @@ def lazy_face(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any]
 
     def getattr_(name: str) -> Any:
         if name not in names:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            return submodule(package, name)
         module, _, attribute = names[name].partition(":")
         value = getattr(importlib.import_module(module, package), attribute or name)
         namespace[name] = value  # looked up once
@@ -25,3 +25,14 @@ def lazy_face(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any]
         return sorted(set(namespace) | set(names))
 
     return getattr_, dir_
+
+
+def submodule(package: str, name: str) -> Any:
+    """`package.name` when it is a module of the package (as a package that imports its rooms would offer
+    them: `digitlab.figures`), else AttributeError."""
+    try:
+        return importlib.import_module(f"{package}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{package}.{name}":
+            raise
+        raise AttributeError(f"module {package!r} has no attribute {name!r}") from None

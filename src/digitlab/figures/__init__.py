@@ -10,3 +10,10 @@ __all__ = [
     "new_figure",
     "styled",
 ]
+
+
+def __getattr__(name: str):
+    """The figure modules (`digitlab.figures.predictions`, ...) imported when first named: they load matplotlib."""
+    from ..faces import submodule
+
+    return submodule(__name__, name)
