@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import multiprocessing
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PreprocessOptions
+from ..config import PreprocessOptions, TrainConfig
 from ..data.augment import AugmentConfig, augment_batch
 from ..data.datasets import Dataset, Split, load_dataset, to_float
 from ..errors import ConfigError
@@ -37,6 +37,7 @@ from ..inference.realworld import read_suite, render_suite
 from ..inference.rejection import LearnedDetector, fit_learned_detector
 from ..models.nets import in_preferred_layout
 from ..runs.run import Run, save_run
+from .recipes import learning_rate
 
 MNIST_DIGITS = 10_000  # MNIST training digits, as they are, beside the rendered ones the judge learns from
 RAW_NONDIGITS = 400  # unprepared non-digits of each source (raw_nondigits)
@@ -99,9 +100,9 @@ def prepare_pictures(
     tasks += [("val_nondigits", kind, val_count) for kind in KINDS]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:  # fork hangs torch
         done = list(pool.map(_prepare, *zip(*tasks, strict=True), [preprocess.to_dict()] * len(tasks)))
-    sets = {
-        name: [result for (task, _, _), result in zip(tasks, done, strict=True) if task == name] for name, *_ in tasks
-    }
+    sets = defaultdict(list)
+    for (name, _, _), result in zip(tasks, done, strict=True):
+        sets[name].append(result)
     (digit_images, digit_refused), (val_images, val_refused) = sets["digits"][0], sets["val_digits"][0]
     nondigit_images, nondigit_refused, _ = (torch.cat(parts) for parts in zip(*sets["nondigits"], strict=True))
     val_nondigits, val_nondigits_refused, val_kinds = (
@@ -153,6 +154,7 @@ def expose(
     targets = torch.cat([torch.zeros(digits), torch.ones(outliers)])
     balance = torch.tensor(digits / outliers)  # a non-digit weighs as much as a digit in the loss
     steps, step, history = exposure.epochs * (len(train) // digits), 0, []
+    schedule = TrainConfig(lr=exposure.lr, schedule="cosine", warmup=0.0)  # from the peak rate down to 0
     with _digit_statistics(model):
         for epoch in range(1, exposure.epochs + 1):
             started, losses = time.perf_counter(), []
@@ -162,8 +164,8 @@ def expose(
                 picks = torch.randint(len(nondigits), (outliers,), generator=generator)
                 images = to_float(torch.cat([train.images[batch], nondigits[picks]]))
                 images = in_preferred_layout(model, augment_batch(images, augmentation, generator))
-                for group in optimizer.param_groups:  # cosine from the peak rate to 0
-                    group["lr"] = exposure.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, steps, schedule)
                 features = model.penultimate(images)  # type: ignore[operator]  # every registered model has it
                 logits = model.head(features[:digits])  # type: ignore[operator]  # as penultimate
                 loss = F.cross_entropy(logits, train.labels[batch], label_smoothing=label_smoothing)
