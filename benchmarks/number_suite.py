@@ -8,9 +8,12 @@ the share read exactly per class and overall, photos per second (wall clock, one
 peak resident memory of the process.
 
 Goals (issue 25): >= 95% exact overall and >= 90% in every class; >= 10 photos a second; peak memory
-<= 500 MB. Exits 1 when a goal is missed.
+<= 500 MB. Exits 1 when a goal is missed. `--reader` picks how the digits are found (Run.read_number:
+the line reader, the default, or the segmenter); `--baseline` then reads the same photos the other way
+too, after the first (so the peak memory is the first's), and records its figures and the speed ratio,
+measured side by side in the one run, with the machine's load average before each.
 
-    python benchmarks/number_suite.py [RUN] [--count 100] [--part test]
+    python benchmarks/number_suite.py [RUN] [--count 100] [--part test] [--reader line] [--baseline]
 
 Writes benchmarks/results/number_suite.json (for the test part only; --part val just prints).
 """
@@ -18,6 +21,7 @@ Writes benchmarks/results/number_suite.json (for the test part only; --part val 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
@@ -35,38 +39,24 @@ def main() -> int:
     parser.add_argument("run", nargs="?", help="a run folder or model file (default: the shipped model)")
     parser.add_argument("--count", type=int, default=100, help="photos of each class (default 100)")
     parser.add_argument("--part", choices=("val", "test"), default="test", help="digits of this split (default test)")
+    parser.add_argument("--reader", choices=("line", "segmenter"), default="line", help="how digits are found")
+    parser.add_argument("--baseline", action="store_true", help="also read the photos the other way, side by side")
     args = parser.parse_args()
     run = resolve_run(args.run)
     data = digitlab.load_dataset("mnist")
     split = data.val if args.part == "val" else data.test
     photos = list(render_numbers(split, args.count, seed=0 if args.part == "test" else 1))
-    started = time.perf_counter()
-    readings = read_as_files(
-        lambda paths: run.read_number(paths, errors="collect"), ((f"{i:05d}.jpg", p.data) for i, p in enumerate(photos))
-    )
-    seconds = time.perf_counter() - started
-    exact = [reading.ok and reading.number == photo.truth for reading, photo in zip(readings, photos, strict=True)]
-    classes = {
-        kind: sum(hit for hit, photo in zip(exact, photos, strict=True) if photo.kind == kind) / args.count
-        for kind in CLASSES
-    }
-    misses = [
-        {"class": photo.kind, "truth": photo.truth, "read": reading.number if reading.ok else reading.error}
-        for hit, reading, photo in zip(exact, readings, photos, strict=True)
-        if not hit
-    ]
+    measured = read_suite(run, photos, args.reader)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {
-        "run": args.run or "shipped",
-        "part": args.part,
-        "count": args.count,
-        "exact": sum(exact) / len(exact),
-        "classes": classes,
-        "photos_per_second": len(photos) / seconds,
-        "peak_mb": peak_mb,
-        "misses": misses[:50],
-        "goals": GOALS,
-    }
+    result = {"run": args.run or "shipped", "part": args.part, "count": args.count, **measured, "peak_mb": peak_mb}
+    result["goals"] = GOALS
+    if args.baseline:
+        other = next(reader for reader in ("line", "segmenter") if reader != args.reader)
+        baseline = read_suite(run, photos, other)
+        baseline.pop("misses")
+        result["baseline"] = baseline
+        result["speedup"] = result["photos_per_second"] / baseline["photos_per_second"]
+    classes = result["classes"]
     met = {
         "exact": result["exact"] >= GOALS["exact"],
         "each_class": min(classes.values()) >= GOALS["each_class"],
@@ -76,12 +66,43 @@ def main() -> int:
     result["goals_met"] = met
     if args.part == "test":  # the validation part chooses settings; only the test part is a result
         write_result("number_suite", result)
+    if args.baseline:
+        print(f"{other}: {baseline['exact']:.1%} exact, {baseline['photos_per_second']:.2f} photos/s")
     print(
-        f"{result['exact']:.1%} exact ("
+        f"{args.reader}: {result['exact']:.1%} exact ("
         + ", ".join(f"{kind} {value:.0%}" for kind, value in classes.items())
         + f"); {result['photos_per_second']:.2f} photos/s; peak {peak_mb:.0f} MB; goals met: {met}"
     )
     return 0 if all(met.values()) else 1
+
+
+def read_suite(run, photos, reader: str) -> dict:
+    """The photos read from files as `predict --number --number-reader READER` reads them: the share read
+    exactly (overall and per class), photos a second, the 1-minute load average before, and the misses."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    readings = read_as_files(
+        lambda paths: run.read_number(paths, errors="collect", reader=reader),
+        ((f"{i:05d}.jpg", p.data) for i, p in enumerate(photos)),
+    )
+    seconds = time.perf_counter() - started
+    exact = [reading.ok and reading.number == photo.truth for reading, photo in zip(readings, photos, strict=True)]
+    count = len(photos) // len(CLASSES)
+    return {
+        "reader": reader,
+        "exact": sum(exact) / len(exact),
+        "classes": {
+            kind: sum(hit for hit, photo in zip(exact, photos, strict=True) if photo.kind == kind) / count
+            for kind in CLASSES
+        },
+        "photos_per_second": len(photos) / seconds,
+        "load_average_1min_before": load,
+        "misses": [
+            {"class": photo.kind, "truth": photo.truth, "read": reading.number if reading.ok else reading.error}
+            for hit, reading, photo in zip(exact, readings, photos, strict=True)
+            if not hit
+        ][:50],
+    }
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ overlapping neighbours (gaps of -12% to +2%); sizes, baselines, paper, ink and n
 (digitlab.inference.numbers.compose_number). The digits come from the TEST split with a fixed seed; `--part val`
 composes them from validation digits instead, which is where segmentation thresholds are tuned.
 
-    python benchmarks/whole_numbers.py [RUN] [--count 1000] [--part test]
+    python benchmarks/whole_numbers.py [RUN] [--count 1000] [--part test] [--reader line] [--baseline]
+
+`--reader` picks how the digits are found (Run.read_number: the line reader, the default, or the
+segmenter); `--baseline` reads the same numbers the other way too and records its figures and the
+speed ratio, measured side by side in the one run (with the 1-minute load average before each).
 
 writes benchmarks/results/numbers.json (only for the test part) and prints a table.
 Goal: >= 97% of the numbers read exactly (every digit right), and on clean spacing no digit
@@ -24,6 +28,7 @@ none). Throughput is numbers read exactly per second; wrong readings and refusal
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -115,12 +120,14 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000, help="numbers to compose")
     parser.add_argument("--part", choices=("test", "val"), default="test", help="digits to compose from")
     parser.add_argument("--seed", type=int, default=0, help="seed of the composition")
+    parser.add_argument("--reader", choices=("line", "segmenter"), default="line", help="how digits are found")
+    parser.add_argument("--baseline", action="store_true", help="also read the numbers the other way, side by side")
     args = parser.parse_args()
     run = resolve_run(args.run)
     split = run.data("composed").splits()[args.part]
     numbers = compose(split, args.count, args.seed)
-    started = time.perf_counter()
-    readings = run.read_number([page for page, *_ in numbers], errors="collect")  # as `predict --number` reads
+    load, started = os.getloadavg()[0], time.perf_counter()
+    readings = run.read_number([page for page, *_ in numbers], errors="collect", reader=args.reader)
     seconds = time.perf_counter() - started
     scores = score(readings, numbers)
     print(f"{'numbers':>10} {'count':>6} {'exact':>8} {'digits':>8} {'dropped':>8} {'invented':>9} {'refused':>8}")
@@ -130,7 +137,26 @@ def main() -> int:
             f"{row['dropped']:8d} {row['invented']:9d} {row['refused']:8d}"
         )
     exact_per_second = round(scores["all"]["exact"] * len(numbers)) / seconds
-    print(f"{exact_per_second:.2f} numbers read exactly per second ({run.path})")
+    print(f"{exact_per_second:.2f} numbers read exactly per second ({run.path}, {args.reader})")
+    baseline = {}
+    if args.baseline:
+        other = next(reader for reader in ("line", "segmenter") if reader != args.reader)
+        other_load, started = os.getloadavg()[0], time.perf_counter()
+        other_readings = run.read_number([page for page, *_ in numbers], errors="collect", reader=other)
+        other_seconds = time.perf_counter() - started
+        other_scores = score(other_readings, numbers)
+        baseline = {
+            "baseline": {
+                "reader": other,
+                "seconds": other_seconds,
+                "load_average_1min_before": other_load,
+                **{name: {"exact": row["exact"]} for name, row in other_scores.items()},
+            },
+            "speedup": other_seconds / seconds,
+        }
+        print(
+            f"{other}: {other_scores['all']['exact']:.2%} exact; {args.reader} is {other_seconds / seconds:.1f}x faster"
+        )
     passed = scores["all"]["exact"] >= GOAL and scores["clean"]["dropped"] == scores["clean"]["invented"] == 0
     if args.part == "test":
         path = write_result(
@@ -141,9 +167,12 @@ def main() -> int:
                 "seed": args.seed,
                 "goal": {"exact": GOAL, "clean_dropped_invented": 0},
                 "passed": passed,
+                "reader": args.reader,
                 "exact_per_second": exact_per_second,
                 "seconds": seconds,
+                "load_average_1min_before": load,
                 **scores,
+                **baseline,
             },
         )
         print(f"wrote {path}")

@@ -13,7 +13,7 @@ from digitlab.models.linereader import BLANK, LINE_HEIGHT, STRIDE
 from digitlab.models.nets import create_model
 from digitlab.runs.run import load_model
 from digitlab.runs.shipped import load_shipped
-from digitlab.training.linereader import make_lines, read_exactly, train_line_reader
+from digitlab.training.linereader import STRETCH, augmented, make_lines, read_exactly, train_line_reader
 
 
 def _frames(classes: list[int]) -> np.ndarray:
@@ -73,3 +73,19 @@ def test_runs_of_digits_offer_it_and_runs_of_other_classes_do_not():
     assert shipped.line_reader() is not None and shipped.line_reader() is shipped.line_reader()
     clothes = dataclasses.replace(shipped, classes=tuple(f"class {n}" for n in range(10)))
     assert clothes.line_reader() is None
+
+
+def test_a_recurrent_reader_gives_a_frame_per_four_columns_too():
+    reader = create_model("line-reader", recurrent=16, layers=1)
+    assert reader(torch.zeros(2, 1, LINE_HEIGHT, 64)).shape == (2, BLANK + 1, 64 // STRIDE)
+
+
+def test_augmentation_stretches_the_lines_and_their_frames_alike():
+    pictures = torch.zeros(3, 1, LINE_HEIGHT, 80)
+    frames = torch.tensor([20, 12, 5])
+    for seed in range(5):
+        stretched, counted = augmented(pictures, frames, torch.Generator().manual_seed(seed))
+        factor = stretched.shape[-1] / 80
+        assert stretched.shape[-1] % STRIDE == 0 and abs(factor - 1) <= STRETCH + STRIDE / 80
+        assert counted[0] == stretched.shape[-1] // STRIDE and (counted >= 1).all()
+        assert torch.allclose(counted.float(), (frames * factor).floor(), atol=1)

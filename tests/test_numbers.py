@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from digitlab.cli import main
-from digitlab.errors import ImageError
+from digitlab.errors import ConfigError, ImageError
 from digitlab.inference.evaluate import predict_logits
-from digitlab.inference.numbers import MAX_DIGITS, compose_number, read_number, segment
+from digitlab.inference.numbers import MAX_DIGITS, _Group, _shares, compose_number, read_number, segment
 from digitlab.serving.app import create_app
 
 
@@ -158,3 +158,25 @@ def test_web_api_reads_a_number(seed_run, number_files):
     refused = client.post("/api/number", files={"file": ("blank.png", blank.read_bytes(), "image/png")})
     assert refused.status_code == 422 and "blank.png" in refused.json()["error"]
     assert "/api/number" in client.get("/openapi.json").json()["paths"]
+
+
+def test_python_api_and_cli_can_still_cut_with_the_segmenter(seed_run, number_files, capsys):
+    path, truth, _ = number_files
+    (reading,) = seed_run.read_number([path], reader="segmenter")
+    assert reading.number == truth
+    with pytest.raises(ConfigError, match="reader must be one of line, segmenter"):
+        seed_run.read_number([path], reader="guess")
+    assert main(["predict", str(seed_run.path), str(path), "--number", "--number-reader", "segmenter"]) == 0
+    assert truth in capsys.readouterr().out
+
+
+def _group(left: int, right: int) -> _Group:
+    return _Group([0], 0, 40, left, right, 1.0)
+
+
+def test_digits_read_along_a_line_are_shared_out_in_order_where_they_lie():
+    groups = [_group(0, 20), _group(30, 100), _group(110, 130)]
+    # one digit over the first group, three over the wide one, one over the last
+    assert _shares(groups, [10, 42, 65, 88, 121], height=40) == [1, 3, 1]
+    # a digit read between two groups goes to the nearer; a group with no digit near it is given none
+    assert _shares(groups, [12, 118], height=40) == [1, 0, 1]

@@ -110,6 +110,13 @@ def add_parsers(commands) -> None:
         help="read each picture as a whole number of several digits (2026, a phone number): "
         "the number and each digit's confidence; with --json, boxes too",
     )
+    predict.add_argument(
+        "--number-reader",
+        choices=("line", "segmenter"),  # runs.run.NUMBER_READERS, spelt out: importing it would load torch for --help
+        default="line",
+        help="with --number: read each line whole with the line reader (line, the default), or cut touching "
+        "digits apart where the segmenter reads the parts best (segmenter: slower)",
+    )
     _add_device(predict)
     predict.set_defaults(handler=cmd_predict)
 
@@ -427,7 +434,7 @@ def _read_numbers(run, paths, args, options) -> int:
 
     if args.top_k != 1 or args.save_preprocessed:
         raise ConfigError("--number cannot be combined with --top-k or --save-preprocessed")
-    readings = run.read_number(paths, errors="collect", preprocess=options)
+    readings = run.read_number(paths, errors="collect", preprocess=options, reader=args.number_reader)
     for reading in readings:
         if not reading.ok:
             log(f"digitlab: error: {reading.source}: {reading.error}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -11,6 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.datasets import Split, to_float
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One CPU thread for a while. The BLAS library may otherwise use fewer threads than asked on a busy
+    machine, which changes the order of its sums and so a result's last bits (the out-of-distribution
+    detector); and work split in small pieces (a line of digits, a number's few digits) runs several
+    times faster on one thread than on two that wait on each other on busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ side on paper: the tests and benchmarks/whole_numbers.py read such numbers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -34,7 +35,7 @@ from ..images.ink import Ink, all_strokes
 from ..images.page import box_before_turn, level, line_tilt, writing_ink
 from ..images.preprocess import Preprocessed, digit_field, finish, load_image, working_gray
 from ..models.nets import in_preferred_layout
-from .evaluate import predict_logits
+from .evaluate import one_thread, predict_logits
 from .linereader import Line, line_image, read_line
 from .predict import _inputs
 from .realworld import _coverage, _noise, _place, stroke_mask
@@ -56,7 +57,8 @@ TALL = 0.6  # ... parts whose ink is shorter than this × height are not digits 
 PEN, CUT_COST = 0.125, 0.15  # a cut costs CUT_COST per pen width (PEN × height) of ink it crosses
 BAND = 0.1  # ... along a path of least ink that strays at most this × height from its column
 READ_WEIGHT = 1.0  # a digit's class: the reading model's probabilities times the line reader's to this power
-READ_SPAN = 0.7  # × height: a digit read by the line reader is expected over this many columns from where it was read
+READ_SHIFT = 0.48  # × height: a digit's centre lies this far right of the centre of the frames it was read in (val)
+UNREAD = 1.0  # ... and a group of ink given no digit read costs as much as a digit misplaced by this × height
 LOCATE_SIDE = 512  # px: a picture is first looked at this small, to find where its writing is
 DIGIT_ROWS = 48  # px: ... and the writing is then read at the resolution that makes its digits this tall
 CROP_MARGIN = 1.0  # ... from a crop this many digits' heights wider than the writing on every side
@@ -143,17 +145,19 @@ def read_numbers(
     """
     if errors not in ("raise", "collect"):
         raise ConfigError(f"errors must be 'raise' or 'collect', got {errors!r}")
-    readings, prepared = [], []
-    for source, item in _inputs(images):
-        try:
-            prepared.append(number_digits(item, options, source, judge or model, reader))
-            readings.append(NumberReading(source))
-        except ImageError as error:
-            if errors == "raise":
-                raise error if error.source else ImageError(error.problem, source) from None
-            readings.append(NumberReading(source, error=error.problem))
-    if prepared:
-        _classify(model, [reading for reading in readings if reading.ok], prepared, classes, batch_size)
+    # a line and a number's few digits are small work: one thread reads them several times faster on busy cores
+    with one_thread() if reader is not None else contextlib.nullcontext():
+        readings, prepared = [], []
+        for source, item in _inputs(images):
+            try:
+                prepared.append(number_digits(item, options, source, judge or model, reader))
+                readings.append(NumberReading(source))
+            except ImageError as error:
+                if errors == "raise":
+                    raise error if error.source else ImageError(error.problem, source) from None
+                readings.append(NumberReading(source, error=error.problem))
+        if prepared:
+            _classify(model, [reading for reading in readings if reading.ok], prepared, classes, batch_size)
     return readings
 
 
@@ -327,35 +331,60 @@ def _line_parts(reader: nn.Module, ink: Ink, mask: np.ndarray) -> tuple[list[np.
     """The digits' masks, left to right, of the line of writing in `mask`, and the line `reader`'s
     probabilities (10,) for each (uniform where it read none there).
 
-    The reader says how many digits there are, but not precisely where: CTC emits a digit in a frame or
-    two near its leading edge, often before its ink. So each digit read is given to the group of ink
-    (`_writing_groups`) that the columns READ_SPAN × height from where it was read overlap most. A group
-    narrower than WIDE × height is one digit; a wider one (neighbours that touch) is cut into as many
-    parts as it holds digits read (at least one), along the paths of least ink near equal parts (`_split`).
+    The reader says how many digits there are and roughly where: a digit's centre lies about
+    READ_SHIFT × height right of the frames it was read in. The digits read are shared out, in order,
+    among the groups of ink (`_writing_groups`) so that they lie where they were read (`_shares`). A
+    group given one digit, or none, is one digit; a group given several (neighbours that touch) is cut
+    into that many parts along the paths of least ink near where the reader placed the gaps between them.
     """
     line, keep, groups = writing_line(ink, mask)
     if len(groups) > MAX_DIGITS:  # a page of text, or noise: not worth reading
         raise ImageError(f"found {len(groups)} digits; a number may have at most {MAX_DIGITS}")
     found = read_line(reader, line)
     height = float(np.median([group.height for group in groups]))
-    owners = [_owner(groups, digit.columns[0], READ_SPAN * height) for digit in found]
+    centres = [(digit.columns[0] + digit.columns[1]) / 2 + READ_SHIFT * height for digit in found]
     parts: list[np.ndarray] = []
     reads: list[np.ndarray] = []
-    for number, group in enumerate(groups):
-        mine = [digit.probabilities for digit, owner in zip(found, owners, strict=True) if owner == number]
+    first = 0
+    for group, share in zip(groups, _shares(groups, centres, height), strict=True):
+        mine = found[first : first + share]
         block = np.zeros_like(keep)
         block[group.rows, group.cols] = keep[group.rows, group.cols]
-        reference = max(height, group.height)
-        pieces = [block] if group.width < WIDE * reference else _split(block, group, reference, max(1, len(mine)))
+        gaps = [(left + right) / 2 - group.left for left, right in itertools.pairwise(centres[first : first + share])]
+        pieces = _split(block, group, max(height, group.height), len(gaps) + 1, gaps) if gaps else [block]
         parts += pieces
-        reads += mine if len(mine) == len(pieces) else [np.full(DIGITS, 1 / DIGITS)] * len(pieces)
+        parted = len(pieces) > 1 and len(mine) == len(pieces)  # a digit on its own is the run's model's to read
+        reads += [digit.probabilities for digit in mine] if parted else _unread(len(pieces))
+        first += share
     return parts, reads
 
 
-def _owner(groups: list[_Group], start: float, span: float) -> int:
-    """The group that the columns start:start + span overlap most."""
-    overlaps = [min(group.right, start + span) - max(group.left, start) for group in groups]
-    return int(np.argmax(overlaps))
+def _unread(count: int) -> list[np.ndarray]:
+    return [np.full(DIGITS, 1 / DIGITS)] * count
+
+
+def _shares(groups: list[_Group], centres: list[float], height: float) -> list[int]:
+    """How many of the digits read at `centres` (in order) each group holds, in order: the shares that place
+    each digit nearest the centre of its equal part of its group (in heights; UNREAD for a group given
+    none), found by dynamic programming over (groups, digits) taken so far."""
+    count = len(centres)
+    cost = np.full((len(groups) + 1, count + 1), np.inf)
+    taken = np.zeros((len(groups) + 1, count + 1), int)
+    cost[0, 0] = 0.0
+    for number, group in enumerate(groups, start=1):
+        for done in range(count + 1):
+            for share in range(done + 1):
+                start = done - share
+                placed = [group.left + (part + 0.5) * group.width / share for part in range(share)]
+                misplaced = sum(abs(a - b) for a, b in zip(centres[start:done], placed, strict=True)) / height
+                total = cost[number - 1, start] + (misplaced if share else UNREAD)
+                if total < cost[number, done]:
+                    cost[number, done], taken[number, done] = total, share
+    shares, done = [], count
+    for number in range(len(groups), 0, -1):
+        shares.append(int(taken[number, done]))
+        done -= shares[-1]
+    return shares[::-1]
 
 
 @dataclass
@@ -422,9 +451,12 @@ def _specks_dropped(groups: list[_Group]) -> list[_Group]:
     return [group for group in groups if group.area >= SPECK_AREA * area or group.height >= SPECK_HEIGHT * height]
 
 
-def _split(keep: np.ndarray, group: _Group, height: float, parts: int | None = None) -> list[np.ndarray]:
+def _split(
+    keep: np.ndarray, group: _Group, height: float, parts: int | None = None, near: list[float] | None = None
+) -> list[np.ndarray]:
     """`keep` cut into the touching digits it holds (by columns of least ink): `parts` of them, or as many as
-    its width suggests."""
+    its width suggests; each cut near its column in `near` (relative to the group's left edge), or
+    equally spaced."""
     if parts is None:
         expected = group.width / (ASPECT * height)
         parts = round(expected) if expected >= SPLIT else 1
@@ -435,8 +467,10 @@ def _split(keep: np.ndarray, group: _Group, height: float, parts: int | None = N
     reach = max(1, int(CUT_WINDOW * step))
     cuts = [0]
     for number in range(1, parts):
-        centre = round(number * step)
+        centre = round(near[number - 1] if near else number * step)
         window = np.arange(max(cuts[-1] + 1, centre - reach), min(group.width - 1, centre + reach + 1))
+        if not window.size:  # expected beyond the group's edge or the previous cut: no room for this cut
+            continue
         # the least ink wins; among equals, the column nearest the expected cut
         cuts.append(int(window[np.lexsort((np.abs(window - centre), ink_per_column[window]))[0]]))
     cuts.append(group.width)

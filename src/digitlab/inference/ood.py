@@ -20,8 +20,7 @@ has one carries it as `model.ood`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +30,7 @@ from torch import nn
 
 from ..data.datasets import to_float
 from ..errors import ConfigError
+from .evaluate import one_thread as _one_thread  # rejection imports it from here
 
 METHOD = "mahalanobis-pixels+penultimate+energy"
 PREFIX = "ood."
@@ -194,19 +194,6 @@ def fit_detector(
         train_images, train_labels = train_images[chosen], train_labels[chosen]
     with _one_thread():
         return _fitted(model, train_images, train_labels, val_images, num_classes, quantile, transform)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """One CPU thread for a while: the BLAS library may otherwise use fewer threads than asked on a busy
-    machine, which changes the order of its sums and so the detector's last bits, and then a resumed run
-    would not match an uninterrupted one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fitted(model, train_images, train_labels, val_images, num_classes, quantile, transform) -> Detector:

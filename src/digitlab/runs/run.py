@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "metrics.json"
 MODEL_FORMAT = "digitlab-model/1"
+NUMBER_READERS = ("line", "segmenter")  # how Run.read_number finds the digits of a number: see read_number
 _SEGMENTERS: dict = {}  # the judges read_number uses, loaded once per device: it is called per request
 
 
@@ -229,11 +230,21 @@ class Run:
         class in `targets` (names or indices). See digitlab.explain."""
         return explain_picture(self.model, picture, self.classes, targets, preprocess or self.preprocess, steps)
 
-    def read_number(self, images, errors: str = "raise", preprocess: PreprocessOptions | None = None) -> list:
+    def read_number(
+        self, images, errors: str = "raise", preprocess: PreprocessOptions | None = None, reader: str = "line"
+    ) -> list:
         """Read the whole number written in each picture (file paths, folders, PIL images, arrays): one
-        NumberReading per input, see digitlab.inference.numbers.read_numbers. A single picture gives a list of one."""
+        NumberReading per input, see digitlab.inference.numbers.read_numbers. A single picture gives a list of one.
+
+        `reader` (NUMBER_READERS): "line" reads each line whole with the line reader (`line_reader`; the
+        default, faster and more often exact: docs/prediction.md), "segmenter" cuts touching digits apart
+        where the segmenter reads the parts best (`segmenter`); a model of other classes always cuts."""
+        if reader not in NUMBER_READERS:
+            raise ConfigError(f"reader must be one of {', '.join(NUMBER_READERS)}, got {reader!r}")
         options = preprocess or self.preprocess
-        return read_numbers(self.model, images, self.classes, options, errors, judge=self.segmenter())
+        line = self.line_reader() if reader == "line" else None
+        judge = self.segmenter() if line is None else None
+        return read_numbers(self.model, images, self.classes, options, errors, judge=judge, reader=line)
 
     def line_reader(self) -> nn.Module | None:
         """The reader of whole lines of digits for `read_number` (digitlab.inference.linereader): the one shipped

@@ -29,6 +29,7 @@ from ..models.linereader import BLANK, STRIDE
 from ..models.nets import create_model
 
 LONGEST = 10  # digits in the longest training number
+STRETCH = 0.15  # a training batch's lines are stretched along the line by a factor within 1 ± this
 
 
 @dataclass
@@ -102,10 +103,18 @@ def padded(lines: Lines, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(stacked).float() / 255, frames
 
 
-def augmented(pictures: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augmented(
+    pictures: torch.Tensor, frames: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch with pens varied: a quarter thickened by a pixel, a sixth thinned, the ink's level and some
-    noise varied (all batched tensor operations)."""
+    noise varied, and the whole batch's lines stretched or squeezed by up to STRETCH (digits wider or
+    narrower, closer or further apart); with each line's frames after the stretch (all batched tensor
+    operations)."""
     count = len(pictures)
+    factor = 1 + STRETCH * (2 * float(torch.rand(1, generator=generator)) - 1)
+    before, width = pictures.shape[-1], max(STRIDE, round(pictures.shape[-1] * factor / STRIDE) * STRIDE)
+    pictures = F.interpolate(pictures, size=(pictures.shape[-2], width), mode="bilinear", align_corners=False)
+    frames = (frames * width // before).clamp(1, width // STRIDE)
     draw = torch.rand(count, 1, 1, 1, generator=generator)
     thick = F.max_pool2d(pictures, 3, 1, 1)
     thin = -F.max_pool2d(-pictures, (1, 2), 1, (0, 0))
@@ -113,7 +122,7 @@ def augmented(pictures: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     pictures = torch.where(draw < 0.25, thick, torch.where(draw > 5 / 6, thin, pictures))
     level = 0.7 + 0.3 * torch.rand(count, 1, 1, 1, generator=generator)
     noise = 0.03 * torch.randn(pictures.shape, generator=generator)
-    return (pictures * level + noise).clamp(0, 1)
+    return (pictures * level + noise).clamp(0, 1), frames
 
 
 def learning_rate(step: int, steps: int, peak: float) -> float:
@@ -132,12 +141,13 @@ def train_line_reader(
     peak: float = 3e-3,
     seed: int = 0,
     report: Callable[[dict], None] | None = None,
+    model: nn.Module | None = None,
 ) -> tuple[nn.Module, list[dict]]:
-    """Train a line reader with CTC; returns the model of the epoch best on `val` (lines read exactly) and
-    the history, one dict per epoch."""
+    """Train a line reader with CTC (`model`, or a new plain one); returns the model of the epoch best on
+    `val` (lines read exactly) and the history, one dict per epoch."""
     torch.manual_seed(seed)
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    model = create_model("line-reader")
+    model = model if model is not None else create_model("line-reader")
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=1e-4)
     steps = epochs * len(batches(train, batch_size, None))
     step, history = 0, []
@@ -148,8 +158,8 @@ def train_line_reader(
         for batch in batches(train, batch_size, rng):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, steps, peak)
-            pictures, frames = padded(train, batch)
-            log_probs = model(augmented(pictures, generator)).log_softmax(1).permute(2, 0, 1)  # (T, B, 11)
+            pictures, frames = augmented(*padded(train, batch), generator)
+            log_probs = model(pictures).log_softmax(1).permute(2, 0, 1)  # (T, B, 11)
             targets = [train.targets[i] for i in batch]
             loss = F.ctc_loss(
                 log_probs,
