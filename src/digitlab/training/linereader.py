@@ -29,7 +29,6 @@ from ..models.linereader import BLANK, STRIDE
 from ..models.nets import create_model
 
 LONGEST = 10  # digits in the longest training number
-STRETCH = 0.15  # a training batch's lines are stretched along the line by a factor within 1 ± this
 
 
 @dataclass
@@ -104,17 +103,18 @@ def padded(lines: Lines, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def augmented(
-    pictures: torch.Tensor, frames: torch.Tensor, generator: torch.Generator
+    pictures: torch.Tensor, frames: torch.Tensor, generator: torch.Generator, stretch: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch with pens varied: a quarter thickened by a pixel, a sixth thinned, the ink's level and some
-    noise varied, and the whole batch's lines stretched or squeezed by up to STRETCH (digits wider or
-    narrower, closer or further apart); with each line's frames after the stretch (all batched tensor
-    operations)."""
+    noise varied, and with `stretch`, the whole batch's lines stretched or squeezed by a factor within
+    1 ± stretch (digits wider or narrower, closer or further apart); with each line's frames after the
+    stretch (all batched tensor operations)."""
     count = len(pictures)
-    factor = 1 + STRETCH * (2 * float(torch.rand(1, generator=generator)) - 1)
-    before, width = pictures.shape[-1], max(STRIDE, round(pictures.shape[-1] * factor / STRIDE) * STRIDE)
-    pictures = F.interpolate(pictures, size=(pictures.shape[-2], width), mode="bilinear", align_corners=False)
-    frames = (frames * width // before).clamp(1, width // STRIDE)
+    if stretch:
+        factor = 1 + stretch * (2 * float(torch.rand(1, generator=generator)) - 1)
+        before, width = pictures.shape[-1], max(STRIDE, round(pictures.shape[-1] * factor / STRIDE) * STRIDE)
+        pictures = F.interpolate(pictures, size=(pictures.shape[-2], width), mode="bilinear", align_corners=False)
+        frames = (frames * width // before).clamp(1, width // STRIDE)
     draw = torch.rand(count, 1, 1, 1, generator=generator)
     thick = F.max_pool2d(pictures, 3, 1, 1)
     thin = -F.max_pool2d(-pictures, (1, 2), 1, (0, 0))
@@ -142,9 +142,11 @@ def train_line_reader(
     seed: int = 0,
     report: Callable[[dict], None] | None = None,
     model: nn.Module | None = None,
+    stretch: float = 0.0,
 ) -> tuple[nn.Module, list[dict]]:
-    """Train a line reader with CTC (`model`, or a new plain one); returns the model of the epoch best on
-    `val` (lines read exactly) and the history, one dict per epoch."""
+    """Train a line reader with CTC (`model`, or a new plain one; lines stretched by up to `stretch`, see
+    `augmented`); returns the model of the epoch best on `val` (lines read exactly) and the history, one
+    dict per epoch."""
     torch.manual_seed(seed)
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     model = model if model is not None else create_model("line-reader")
@@ -158,7 +160,7 @@ def train_line_reader(
         for batch in batches(train, batch_size, rng):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, steps, peak)
-            pictures, frames = augmented(*padded(train, batch), generator)
+            pictures, frames = augmented(*padded(train, batch), generator, stretch)
             log_probs = model(pictures).log_softmax(1).permute(2, 0, 1)  # (T, B, 11)
             targets = [train.targets[i] for i in batch]
             loss = F.ctc_loss(
