@@ -205,7 +205,7 @@ def test_a_missing_shipped_segmenter_is_an_error_not_a_quiet_fallback(seed_run, 
         seed_run.segmenter()
     picture = tmp_path / "two.png"
     Image.fromarray(np.full((60, 90), 240, np.uint8)).save(picture)
-    assert main(["predict", str(seed_run.path), str(picture), "--number"]) == 2
+    assert main(["predict", str(seed_run.path), str(picture), "--number", "--number-reader", "segmenter"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"digitlab: error: the segmenter shipped with digitlab is missing ({missing}): reinstall digitlab"
     ]
