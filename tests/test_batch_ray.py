@@ -7,8 +7,8 @@ and read a couple of thousand generated picture files through the command line, 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -131,17 +131,15 @@ def test_a_worker_node_killed_mid_job_loses_and_doubles_nothing(cluster, picture
 
 
 def _wait_for_actor(node, job, timeout: float = 180) -> bool:
-    """Whether a process in `node`'s group became a reading actor (Ray titles it after the class) while `job` runs."""
+    """Whether one of `node`'s processes became a reading actor (Ray titles it after the class) while `job` runs."""
     import psutil
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and job.poll() is None:
-        for process in psutil.process_iter(["cmdline"]):
-            try:
-                if os.getpgid(process.pid) == node.process.pid and "BatchReader" in " ".join(process.info["cmdline"]):
+        for process in node.processes():
+            with contextlib.suppress(psutil.Error):
+                if "BatchReader" in " ".join(process.cmdline()):
                     return True
-            except (psutil.Error, OSError, TypeError):
-                continue
         time.sleep(0.2)
     return False
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,9 +34,6 @@ from .predict import Prediction, predict
 
 INSTALL = "pip install 'digitlab[ray]'"
 OUT_SUFFIXES = (".parquet", ".jsonl")
-# How long a starting raylet waits for its agents' ports: Ray's 30 s are too few where Python starts slowly (a
-# busy machine); given to the local Ray started here, and to be set where `ray start` runs.
-STARTUP_PATIENCE = {"RAY_raylet_start_wait_time_s": "120", "RAY_agent_register_timeout_ms": "120000"}
 FILES_PER_BLOCK = 256  # file names per block: small enough to spread a few thousand files over the workers
 
 
@@ -135,6 +131,7 @@ class BatchReader:
         import pyarrow as pa
 
         names = [str(name) for name in batch["path"]]
+        pictures: list[EncodedPicture | Path]
         if "bytes" in batch:
             pictures = [EncodedPicture(name, bytes(data)) for name, data in zip(names, batch["bytes"], strict=True)]
         else:
@@ -207,8 +204,6 @@ def connect(address: str | None = None) -> bool:
         return False
     if address and address != "auto":
         _check_reachable(address)
-    for name, value in STARTUP_PATIENCE.items():
-        os.environ.setdefault(name, value)  # read by the raylet ray.init starts
     try:  # "local" starts a new Ray even where one runs on this machine already
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as error:
