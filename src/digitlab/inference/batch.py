@@ -237,7 +237,7 @@ def read_rows(
     ray = require_ray()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller shows its own, counted in files
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not the plan and timings of every run
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # not the plan and timings of every run, nor notes
     blocks = max(1, -(-len(files) // FILES_PER_BLOCK))
     paths = ray.data.from_items([{"path": name} for name in files], override_num_blocks=blocks)
     rows = paths.map_batches(
