@@ -158,6 +158,26 @@ def test_an_unreachable_head_is_one_line_and_exit_2(tmp_path, pictures):
     assert not (tmp_path / "out.parquet").exists()
 
 
+@pytest.mark.ray
+def test_a_local_ray_that_does_not_start_is_one_line(monkeypatch):
+    """Ray raises a bare Exception when a local node misses its start-up window (a busy machine)."""
+    import ray
+
+    from digitlab.inference.batch import EngineError, connect
+
+    def slow_start(**settings):
+        raise Exception("The current node timed out during startup. This could happen because ...\nmore")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", slow_start)
+    with pytest.raises(EngineError) as raised:
+        connect(None)
+    assert (
+        str(raised.value)
+        == "could not start a local Ray: The current node timed out during startup. This could happen because ..."
+    )
+
+
 def test_without_the_extra_the_engine_names_the_install_command(tmp_path):
     tmp_path.joinpath("a.png").write_bytes(b"")
     code = (

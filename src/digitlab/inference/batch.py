@@ -206,8 +206,10 @@ def connect(address: str | None = None) -> bool:
         _check_reachable(address)
     try:  # "local" starts a new Ray even where one runs on this machine already
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise EngineError(f"cannot connect to the Ray head at {address}: {str(error).splitlines()[0]}") from None
+    except Exception as error:  # Ray raises bare Exceptions too (a local node that does not start in time)
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        where = f"connect to the Ray head at {address}" if address else "start a local Ray"
+        raise EngineError(f"could not {where}: {problem}") from None
     return True
 
 
@@ -238,14 +240,15 @@ def read_rows(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller shows its own, counted in files
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # not the plan and timings of every run, nor notes
-    blocks = max(1, -(-len(files) // FILES_PER_BLOCK))
+    actors = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    blocks = max(min(actors, len(files)), -(-len(files) // FILES_PER_BLOCK))  # at least a block for each actor
     paths = ray.data.from_items([{"path": name} for name in files], override_num_blocks=blocks)
     rows = paths.map_batches(
         BatchReader,
         fn_constructor_args=(open_reading,),
         batch_size=batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers or max(1, int(ray.cluster_resources().get("CPU", 1)))),
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=1,
     )
     yield from rows.iter_batches(batch_size=None, batch_format="pyarrow")
