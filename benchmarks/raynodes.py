@@ -69,7 +69,7 @@ class Node:
                 os.kill(process.pid, signal.SIGKILL)
         _signal_group(self.process, signal.SIGKILL)
 
-    def stop(self, grace: float = 15.0) -> None:
+    def stop(self, grace: float = 5.0) -> None:
         """SIGTERM to the group (ray start stops its processes), SIGKILL to what is left after `grace` seconds."""
         left = self.processes()
         _signal_group(self.process, signal.SIGTERM)
