@@ -296,6 +296,25 @@ def _check_bytes(data: bytes, source: str, max_bytes: int) -> None:
         raise ImageTooLarge(f"file is {len(data):,} bytes, more than the {max_bytes:,} allowed", source)
 
 
+@dataclass(frozen=True)
+class EncodedPicture:
+    """An image file's bytes held in memory under the name they are known by (its path, an object store's key):
+    what a batch engine hands over after reading the files, read by `read_picture` with `decode_image`'s guards."""
+
+    name: str
+    data: bytes
+
+
+def read_picture(item):
+    """The picture an input stands for: a path read by `load_image`, an EncodedPicture decoded by `decode_image`
+    (errors naming it), a PIL image or an array as it is."""
+    if isinstance(item, EncodedPicture):
+        return decode_image(item.data, item.name)
+    if isinstance(item, Path):
+        return load_image(item)
+    return item
+
+
 def megapixels(pixels: int) -> str:
     """`pixels` as a person reads a photo's size: '48 megapixels', '0.5 megapixels'."""
     return f"{pixels / 1e6:.3g} megapixels"

@@ -24,7 +24,7 @@ from torch import nn
 from ..config import PreprocessOptions
 from ..errors import ConfigError, ImageError
 from ..files import atomic_write, make_folder
-from ..images.preprocess import Preprocessed, image_files, load_image, prepare
+from ..images.preprocess import EncodedPicture, Preprocessed, image_files, prepare, read_picture
 from .evaluate import TestTimeAugmented, predict_logits
 from .ood import Rejector, detector_of, observe
 
@@ -105,7 +105,8 @@ def predict(
     """Preprocess and classify `images`; one Prediction per input, in order.
 
     `images` is a list (or tuple) whose items are file paths, folders (their image files, by
-    name), PIL images or arrays (see preprocess_image), or one such item alone; a 4-D array or
+    name), EncodedPicture (a file's bytes and name), PIL images or arrays (see preprocess_image), or one such
+    item alone; a 4-D array or
     tensor (N, C, H, W) is N images. Files are read with load_image's guards. errors="raise"
     raises the first ImageError; errors="collect" puts it in that input's Prediction instead.
     `options` chooses the preprocessing steps (a run's own are in `Run.preprocess`). `workers`
@@ -217,7 +218,9 @@ def _inputs(images):
     elif not isinstance(images, (list, tuple)):
         images = [images]
     for number, item in enumerate(images):
-        if not isinstance(item, (str, Path)):
+        if isinstance(item, EncodedPicture):
+            yield item.name, item
+        elif not isinstance(item, (str, Path)):
             yield f"image {number}", item
         elif Path(item).is_dir():
             inside = image_files(item)
@@ -248,7 +251,7 @@ def _prepare(item, source: str, options: PreprocessOptions) -> Preprocessed | Im
     if isinstance(item, ImageError):
         return item
     try:
-        return prepare(load_image(item) if isinstance(item, Path) else item, options)
+        return prepare(read_picture(item), options)
     except ImageError as error:
         return error if error.source else ImageError(error.problem, source)
 
