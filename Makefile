@@ -43,9 +43,10 @@ deps:
 test: deps lint data
 	$(BIN)/python -m pytest -q
 
-# the inner loop, under 2 minutes: no lint, slow runs, browsers or database servers (make test runs everything)
+# the inner loop, under 2 minutes: no lint, slow runs, browsers, database servers or Ray clusters (make test runs
+# everything)
 test-fast: data
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not postgres"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not postgres and not ray"
 
 # the documentation site (mkdocs.yml) into site/; --strict: a warning (a broken link, a docstring
 # mkdocstrings cannot read, a results file no page shows) stops the build

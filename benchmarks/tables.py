@@ -61,6 +61,7 @@ RESULT_COMMANDS = {
     "benchmarks/results/tune_mlp_epochs_searched.json": "python benchmarks/tune_mlp.py --epochs 0 --trials 50 --timeout 720",
     "benchmarks/results/doctor_zoo.json": "python benchmarks/doctor_zoo.py",
     "benchmarks/results/label_errors.json": "python benchmarks/label_errors.py",
+    "benchmarks/results/batch_ray.json": "nice -n 5 python benchmarks/batch_ray.py --count 150",
     "experiments/augmentation/results.json": "digitlab experiment augmentation --seeds 3",
     "src/digitlab/weights/digitlab-cnn-robust.safetensors": "python benchmarks/ship_model.py",
 }
@@ -916,6 +917,45 @@ def label_errors(result: dict) -> list[list[str]]:
         ]
     )
     return rows
+
+
+@table("benchmarks/results/batch_ray.json")
+def batch_ray(result: dict) -> list[list[str]]:
+    rate, steady, peak, hours = (
+        result["images_per_second"],
+        result["steady_images_per_second"],
+        result["peak_mb"],
+        result["core_hours_per_billion"],
+    )
+    ratios, goals, passed = result["ratios"], result["goals"], result["passed"]
+    load = ", ".join(f"{value:.1f}" for value in result["load_average_before"])
+    return [
+        ["reading", "images/s (whole job)", "images/s after the first rows", "peak memory", "core-hours per billion"],
+        [
+            "single machine `predict`",
+            f"{rate['single']:.0f}",
+            "-",
+            f"{peak['single']:.0f} MB (process)",
+            f"{hours['single']:,.0f}",
+        ],
+        ["Ray, 1 worker", f"{rate['ray_1']:.0f}", f"{steady['ray_1']:.0f}", "-", "-"],
+        [
+            "Ray, 2 workers",
+            f"{rate['ray_2']:.0f}",
+            f"{steady['ray_2']:.0f}",
+            f"{peak['ray_worker']:.0f} MB (each worker)",
+            f"{hours['ray_2']:,.0f} (whole job), {hours['ray_2_steady']:,.0f} (after the first rows)",
+        ],
+        [
+            f"goals ({result['files']:,} files, {result['cores']} cores, load average {load} before)",
+            f"2 workers {ratios['ray2_vs_single']:.2f}× single (≥ {goals['ray2_vs_single_at_least']:g}×): "
+            f"{met(passed['ray2_vs_single'])}",
+            f"after the first rows {ratios['ray2_vs_single_steady']:.2f}×",
+            f"per worker, 2 vs 1: {ratios['per_worker_2_vs_1']:.2f}× (≥ {goals['per_worker_2_vs_1_at_least']:g}×): "
+            f"{met(passed['per_worker_flat'])}",
+            f"after the first rows {ratios['per_worker_2_vs_1_steady']:.2f}×",
+        ],
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

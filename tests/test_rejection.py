@@ -9,11 +9,12 @@ set for; then it must survive the model file unchanged, and a damaged judge must
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
 import digitlab
 from digitlab.errors import ConfigError, DataError, RunError
-from digitlab.images.preprocess import decode_image, mnist_field
+from digitlab.images.preprocess import decode_image, mnist_field, prepare
 from digitlab.inference.doodles import DOODLES
 from digitlab.inference.nondigits import HANDWRITING, HERSHEY, KINDS, PHOTOS, render_nondigits
 from digitlab.inference.ood import blank_noise, observe, random_strokes
@@ -138,3 +139,37 @@ def test_a_quantile_outside_half_to_one_or_a_missing_set_is_refused(seed_run, qu
         fit_learned_detector(seed_run.model, seed_run.ood, some, some, some, quantile=quantile)
     with pytest.raises(ConfigError, match="needs digits, non-digits and validation digits"):
         fit_learned_detector(seed_run.model, seed_run.ood, some, some[:0], some)
+
+
+def _page(*digits: np.ndarray, gap: int = 40) -> Image.Image:
+    """MNIST digits (28×28, ink bright) written dark on light paper, 4× their size, `gap` px apart on one line."""
+    page = Image.new("L", (60 + len(digits) * (112 + gap), 200), 235)
+    for number, digit in enumerate(digits):
+        ink = Image.fromarray(255 - digit).resize((112, 112), Image.Resampling.BILINEAR)
+        page.paste(ink, (30 + number * (112 + gap), 44), Image.fromarray(digit).resize((112, 112)))
+    return page
+
+
+def test_digits_side_by_side_are_not_one_digit_and_the_answer_says_why(seed_run, mnist):
+    first, second, third = (mnist.test.images[index, 0].numpy() for index in (0, 1, 3))  # a 7, a 2 and a 0
+    assert prepare(_page(first, second)).neighbours == 1
+    assert prepare(_page(first, second, third)).neighbours == 2
+    assert prepare(_page(first)).neighbours == 0
+    pair, single = seed_run.predict([_page(first, second), _page(first)])
+    assert pair.rejected and "not one digit: 2 digit-sized marks" in pair.rejection
+    assert pair.to_dict()["reason"] == pair.rejection
+    assert single.label == "7" and not single.rejected and single.to_dict()["reason"] is None
+
+
+def test_the_pieces_of_one_digit_are_not_neighbours():
+    page = Image.new("L", (300, 300), 235)
+    pen = ImageDraw.Draw(page)
+    pen.line([(120, 120), (110, 200), (160, 190), (185, 230), (150, 270), (105, 260)], fill=20, width=10)  # a 5's body
+    pen.line([(125, 80), (200, 80)], fill=20, width=10)  # its flag, lifted off the page above it
+    pen.ellipse([(230, 240), (238, 248)], fill=20)  # a speck beside it
+    assert prepare(page).neighbours == 0
+    broken_four = Image.new("L", (300, 300), 235)
+    pen = ImageDraw.Draw(broken_four)
+    pen.line([(100, 60), (80, 170), (170, 170)], fill=20, width=10)
+    pen.line([(160, 80), (165, 260)], fill=20, width=10)  # the bar crosses the stroke's end: one piece
+    assert prepare(broken_four).neighbours == 0

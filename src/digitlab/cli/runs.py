@@ -96,7 +96,8 @@ def add_parsers(commands) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="threads that decode and preprocess pictures (default: up to 4, one per core)",
+        help="threads that decode and preprocess pictures (default: up to 4, one per core); with --engine ray, "
+        "Ray actors, each with its own model (default: one per CPU of the cluster)",
     )
     predict.add_argument(
         "--preprocess",
@@ -116,6 +117,24 @@ def add_parsers(commands) -> None:
         default="line",
         help="with --number: read each line whole with the line reader (line, the default), or cut touching "
         "digits apart where the segmenter reads the parts best (segmenter: slower)",
+    )
+    predict.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: threads on this machine; ray: Ray Data actors on a Ray cluster (pip install "
+        "'digitlab[ray]'), each file one row in --out; PATH may then be a folder, a glob or a list file",
+    )
+    predict.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --engine ray: the Ray head's host:port (default: start a local Ray for this job)",
+    )
+    predict.add_argument(
+        "--out",
+        metavar="FILE",
+        help="with --engine ray: the results, .parquet or .jsonl (one row per file: label, confidence, "
+        "rejected and reason, number and boxes, error)",
     )
     _add_device(predict)
     predict.set_defaults(handler=cmd_predict)
@@ -344,6 +363,10 @@ def cmd_report(args) -> int:
 def cmd_predict(args) -> int:
     from ..inference.predict import WORKERS, save_preprocessed
 
+    if args.engine == "ray":
+        return _predict_with_ray(args)
+    if args.address or args.out:
+        raise ConfigError("--address and --out go with --engine ray")
     run, paths = _run_and_paths(args.paths, args.device)
     options = run.preprocess.with_steps(args.preprocess) if args.preprocess else None
     if run.ood is None:
@@ -377,24 +400,59 @@ def cmd_predict(args) -> int:
 
 
 def _run_and_paths(items: list[str], device: str = "cpu"):
-    """The run named first (a folder holding a model file, or a .safetensors file) and the pictures after it;
-    the shipped model and every item when the first is a picture or a folder of pictures. A first item that
-    does not exist and is not named like a picture is taken for a mistyped run folder."""
+    """The run named first, loaded, and the pictures after it; the shipped model and every item when the first
+    is a picture or a folder of pictures (see _split_run)."""
+    from ..runs.run import load_run
+    from ..runs.shipped import load_shipped
+
+    run, paths = _split_run(items)
+    return (load_shipped(device) if run is None else load_run(run, device)), paths
+
+
+def _split_run(items: list[str]):
+    """The run named first (a folder holding a model file, or a .safetensors file), or None, and the pictures
+    after it. A first item that does not exist and is not named like a picture (nor a glob) is taken for a
+    mistyped run folder."""
     from pathlib import Path
 
     from ..errors import RunError
     from ..images.preprocess import IMAGE_SUFFIXES
-    from ..runs.run import MODEL_FILE, load_run
-    from ..runs.shipped import load_shipped
+    from ..runs.run import MODEL_FILE
 
     first = Path(items[0])
-    if not first.exists() and first.suffix.lower() not in IMAGE_SUFFIXES and len(items) > 1:
+    globbed = any(mark in items[0] for mark in "*?[")
+    if not first.exists() and first.suffix.lower() not in IMAGE_SUFFIXES and not globbed and len(items) > 1:
         raise RunError(f"no run folder at {first}")
     if (first / MODEL_FILE).is_file() or (first.suffix == ".safetensors" and first.is_file()):
         if len(items) == 1:
             raise ConfigError("no pictures given after the run")
-        return load_run(first, device), items[1:]
-    return load_shipped(device), items
+        return first, items[1:]
+    return None, items
+
+
+def _predict_with_ray(args) -> int:
+    """--engine ray: every file one row in --out, a progress bar, one summary line; exit 1 if a file failed."""
+    from ..runs.batch import read_with_ray
+
+    if not args.out:
+        raise ConfigError("--engine ray writes its answers to a file: add --out results.parquet (or .jsonl)")
+    if args.json or args.top_k != 1 or args.tta or args.save_preprocessed:
+        raise ConfigError("--engine ray cannot be combined with --json, --top-k, --tta or --save-preprocessed")
+    run, sources = _split_run(args.paths)
+    with _progress_bar() as progress:
+        summary = read_with_ray(
+            sources,
+            args.out,
+            run=run,
+            address=args.address,
+            workers=args.workers,
+            number=args.number,
+            preprocess=args.preprocess,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+    print(summary.line())
+    return 1 if summary.errors else 0
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ NOISE_SIGMAS = 4.0  # multiples of the paper's noise (robust std) that a stroke 
 PAPER_WINDOW = 0.33  # the paper is estimated over windows of this fraction of the longer side
 SMALL_PICTURE = 64  # px: no shading to flatten in a picture this small, and a digit filling it has wide strokes
 NEAR = 0.6  # pieces within this fraction of the main piece's size (plus a margin) belong to the digit
+SIDE_MASS, SIDE_HEIGHT, SIDE_OVERLAP = 0.3, 0.5, 0.2  # a second digit beside the first (side_by_side)
 LINE_LENGTH = 0.5  # a ruled line spans at least this fraction of the picture's width (or height)
 LINE_SLENDERNESS = 20  # ... and is at least this many times longer than it is thick
 SAMPLE = 40_000  # the paper's statistics (median, noise) are read from about this many evenly strided pixels
@@ -91,13 +92,56 @@ def strokes(ink: Ink, clean: bool = True) -> np.ndarray:
         raise ImageError("no ink found (blank image)")
     if not clean:
         return mask
-    mass = np.bincount(labels.ravel(), weights=ink.values.ravel(), minlength=count + 1)[1:]
-    boxes = ndimage.find_objects(labels)
-    main = int(np.argmax(mass))
+    pieces = _pieces(ink, labels, count)
     keep = np.zeros(count + 1, bool)
-    for number, box in enumerate(boxes):
-        keep[number + 1] = number == main or (mass[number] >= 0.02 * mass[main] and _near(box, boxes[main]))
+    for number, box in enumerate(pieces.boxes):
+        keep[number + 1] = number == pieces.main or (
+            pieces.mass[number] >= 0.02 * pieces.mass[pieces.main] and _near(box, pieces.boxes[pieces.main])
+        )
     return keep[labels]
+
+
+def side_by_side(ink: Ink, clean: bool = True) -> int:
+    """How many other digit-sized pieces of ink stand beside the digit's largest piece, on its line: at least
+    SIDE_MASS of its ink and SIDE_HEIGHT of its height, sharing half the height of the shorter and at most
+    SIDE_OVERLAP of the narrower one's columns. Two digits written apart (a number) give 1 or more; the pieces
+    of one digit broken by its pen lie above one another or overlap, and a speck is too small."""
+    labels, count = ndimage.label(_without_lines(ink.mask) if clean else ink.mask, np.ones((3, 3)))
+    if count < 2:
+        return 0
+    pieces = _pieces(ink, labels, count)
+    main = pieces.boxes[pieces.main]
+    beside = [  # a thin 1 beside a heavier digit falls short of SIDE_MASS: such a pair may still pass as one digit
+        number != pieces.main
+        and pieces.mass[number] >= SIDE_MASS * pieces.mass[pieces.main]
+        and _span(box[0]) >= SIDE_HEIGHT * _span(main[0])
+        and _shared(box[0], main[0]) >= 0.5 * min(_span(box[0]), _span(main[0]))
+        and _shared(box[1], main[1]) <= SIDE_OVERLAP * min(_span(box[1]), _span(main[1]))
+        for number, box in enumerate(pieces.boxes)
+    ]
+    return int(sum(beside))
+
+
+@dataclass
+class _Pieces:
+    """The connected pieces of a mask: each one's ink (mass), its box (rows, cols slices), and the heaviest."""
+
+    mass: np.ndarray
+    boxes: list
+    main: int
+
+
+def _pieces(ink: Ink, labels: np.ndarray, count: int) -> _Pieces:
+    mass = np.bincount(labels.ravel(), weights=ink.values.ravel(), minlength=count + 1)[1:]
+    return _Pieces(mass, ndimage.find_objects(labels), int(np.argmax(mass)))
+
+
+def _span(extent: slice) -> int:
+    return extent.stop - extent.start
+
+
+def _shared(first: slice, second: slice) -> int:
+    return max(0, min(first.stop, second.stop) - max(first.start, second.start))
 
 
 def all_strokes(ink: Ink, clean: bool = True) -> np.ndarray:

@@ -34,7 +34,7 @@ from ..config import PreprocessOptions
 from ..errors import ImageError, ImageTooLarge
 from .decode import SCALE_KEY, WORKING_SIDE, DecodeCost, decode_cost, decode_reduced, gray_levels, reduce_any
 from .drawing import BOX, CENTRE, FIELD, PEN_RANGE, PEN_TARGET, Drawings, drawing_pixels, stack_drawings
-from .ink import NOISE_SIGMAS, Ink, find_ink, strokes, towards_ink
+from .ink import NOISE_SIGMAS, Ink, find_ink, side_by_side, strokes, towards_ink
 
 MAX_PIXELS = (
     100_000_000  # decompression-bomb guard, checked on the declared size before decoding (a 108-MP phone: 12000×9000)
@@ -91,10 +91,12 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 @dataclass
 class Preprocessed:
     """What the model sees, uint8 (1, 28, 28) white ink on black, and where it was found in the picture:
-    `box` is (x0, y0, x1, y1) in the picture's own pixels (x1, y1 exclusive)."""
+    `box` is (x0, y0, x1, y1) in the picture's own pixels (x1, y1 exclusive); `neighbours`: how many other
+    digit-sized pieces of ink stand beside it on its line (ink.side_by_side), so the picture is not one digit."""
 
     image: torch.Tensor
     box: tuple[int, ...]
+    neighbours: int = 0
 
 
 def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preprocessed:
@@ -120,10 +122,10 @@ def prepare(image, options: PreprocessOptions = PreprocessOptions()) -> Preproce
         field = towards_ink(gray) / 255
         rows, cols = np.flatnonzero(field.any(1)), np.flatnonzero(field.any(0))
         return finish(field, (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1), scale, options)
-    field, box = _digit(gray, options)
+    field, box, neighbours = _digit(gray, options)
     if max(box[2] - box[0], box[3] - box[1]) < DETAIL_SIDE and _finer(image, gray, scale):
         field, box = _closer_look(image, gray.shape, box, options) or (field, box)
-    return finish(field, box, scale, options)
+    return finish(field, box, scale, options, neighbours)
 
 
 @dataclass
@@ -157,10 +159,12 @@ def prepare_drawings(
     ]
 
 
-def _digit(gray: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The 28×28 field of the digit in a working picture and its box there (see digit_field)."""
+def _digit(gray: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, tuple[float, ...], int]:
+    """The 28×28 field of the digit in a working picture, its box there (see digit_field), and how many
+    digit-sized pieces stand beside it (ink.side_by_side)."""
     ink = find_ink(gray, flatten=options.flatten)
-    return digit_field(ink, strokes(ink, clean=options.clean), options)
+    field, box = digit_field(ink, strokes(ink, clean=options.clean), options)
+    return field, box, side_by_side(ink, clean=options.clean)
 
 
 def _finer(image, gray: np.ndarray, scale: float) -> bool:
@@ -181,7 +185,7 @@ def _closer_look(image, shape: tuple[int, ...], box: tuple[float, ...], options:
     region = picture.crop((left, top, right, bottom))
     try:
         gray, _ = working_gray(region, ANALYSIS_SIDE)
-        field, (u0, v0, u1, v1) = _digit(gray, options)
+        field, (u0, v0, u1, v1), _ = _digit(gray, options)
     except ImageError:
         return None
     step = region.size[1] / gray.shape[0] / ratio  # analysis pixels per pixel of the window's working copy
@@ -211,12 +215,14 @@ def digit_field(ink: Ink, keep: np.ndarray, options: PreprocessOptions) -> tuple
     return _centre(_fit(crop / _stroke_level(crop), Image.Resampling.LANCZOS)), box
 
 
-def finish(field: np.ndarray, box: tuple[float, ...], scale: float, options: PreprocessOptions) -> Preprocessed:
+def finish(
+    field: np.ndarray, box: tuple[float, ...], scale: float, options: PreprocessOptions, neighbours: int = 0
+) -> Preprocessed:
     """Deskew the field if asked, quantise it to uint8 (1, 28, 28), and scale the box to the picture's pixels."""
     if options.deskew:
         field = deskew(torch.from_numpy(np.ascontiguousarray(field, np.float32))[None, None])[0, 0].numpy()
     pixels = torch.from_numpy(np.rint(np.clip(field, 0, 1) * 255).astype(np.uint8)).unsqueeze(0)
-    return Preprocessed(pixels, tuple(round(value * scale) for value in box))
+    return Preprocessed(pixels, tuple(round(value * scale) for value in box), neighbours)
 
 
 def preprocess_image(image, options: PreprocessOptions = PreprocessOptions()) -> torch.Tensor:
@@ -288,6 +294,25 @@ def _check_bytes(data: bytes, source: str, max_bytes: int) -> None:
         raise ImageError("empty file", source)
     if len(data) > max_bytes:
         raise ImageTooLarge(f"file is {len(data):,} bytes, more than the {max_bytes:,} allowed", source)
+
+
+@dataclass(frozen=True)
+class EncodedPicture:
+    """An image file's bytes held in memory under the name they are known by (its path, an object store's key):
+    what a batch engine hands over after reading the files, read by `read_picture` with `decode_image`'s guards."""
+
+    name: str
+    data: bytes
+
+
+def read_picture(item):
+    """The picture an input stands for: a path read by `load_image`, an EncodedPicture decoded by `decode_image`
+    (errors naming it), a PIL image or an array as it is."""
+    if isinstance(item, EncodedPicture):
+        return decode_image(item.data, item.name)
+    if isinstance(item, Path):
+        return load_image(item)
+    return item
 
 
 def megapixels(pixels: int) -> str:

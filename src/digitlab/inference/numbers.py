@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from ..errors import ConfigError, ImageError
 from ..images.decode import SCALE_KEY, WORKING_SIDE
 from ..images.ink import Ink, all_strokes
 from ..images.page import box_before_turn, level, line_tilt, writing_ink
-from ..images.preprocess import Preprocessed, digit_field, finish, load_image, working_gray
+from ..images.preprocess import Preprocessed, digit_field, finish, read_picture, working_gray
 from ..models.nets import in_preferred_layout
 from .evaluate import one_thread, predict_logits
 from .linereader import Line, line_image, read_line
@@ -594,12 +593,12 @@ def _width_cost(width: int, height: float) -> float:
 
 
 def _picture(item):
-    """A PIL image or array of the picture `item` (a path, a PIL image, an array; an ImageError is raised)."""
+    """A PIL image or array of the picture `item` (a path, an EncodedPicture, a PIL image, an array; an ImageError
+    is raised)."""
     if isinstance(item, ImageError):
         raise item
-    if isinstance(item, Path):
-        return load_image(item)
-    return item if isinstance(item, Image.Image) else np.asarray(item)
+    picture = read_picture(item)
+    return picture if isinstance(picture, Image.Image) else np.asarray(picture)
 
 
 def _log_confidence(model: nn.Module, prepared: list[Preprocessed]) -> list[float]:

@@ -24,7 +24,7 @@ from torch import nn
 from ..config import PreprocessOptions
 from ..errors import ConfigError, ImageError
 from ..files import atomic_write, make_folder
-from ..images.preprocess import Preprocessed, image_files, load_image, prepare
+from ..images.preprocess import EncodedPicture, Preprocessed, image_files, prepare, read_picture
 from .evaluate import TestTimeAugmented, predict_logits
 from .ood import Rejector, detector_of, observe
 
@@ -52,12 +52,20 @@ class Prediction:
     ood_score: float | None = None
     ood_threshold: float | None = None
     rejected: bool | None = None
+    neighbours: int = 0
+
+    @classmethod
+    def of(cls, source: str, prepared: Preprocessed) -> Prediction:
+        """The prediction-to-be of a prepared picture: where its ink was, and whether more stood beside it."""
+        return cls(source, box=prepared.box, neighbours=prepared.neighbours)
 
     @property
     def rejection(self) -> str | None:
         """Why the model refuses to call this a digit, or None when it accepts it (or cannot tell)."""
         if not self.rejected:
             return None
+        if self.neighbours:
+            return f"not one digit: {self.neighbours + 1} digit-sized marks side by side (a number? read it as one)"
         return f"does not look like a digit (score {self.ood_score:.1f} above threshold {self.ood_threshold:.1f})"
 
     @property
@@ -65,7 +73,7 @@ class Prediction:
         return self.error is None
 
     def to_dict(self) -> dict:
-        """The JSON form: {file, label, confidence, probabilities, top_k, box, ood_score, rejected}, or
+        """The JSON form: {file, label, confidence, probabilities, top_k, box, ood_score, rejected, reason}, or
         {file, error}; ood_score and rejected are null for a model without an out-of-distribution detector."""
         if not self.ok:
             return {"file": self.source, "error": self.error}
@@ -78,6 +86,7 @@ class Prediction:
             "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
             "ood_score": self.ood_score,
             "rejected": self.rejected,
+            "reason": self.rejection,
         }
 
 
@@ -96,14 +105,16 @@ def predict(
     """Preprocess and classify `images`; one Prediction per input, in order.
 
     `images` is a list (or tuple) whose items are file paths, folders (their image files, by
-    name), PIL images or arrays (see preprocess_image), or one such item alone; a 4-D array or
+    name), EncodedPicture (a file's bytes and name), PIL images or arrays (see preprocess_image), or one such
+    item alone; a 4-D array or
     tensor (N, C, H, W) is N images. Files are read with load_image's guards. errors="raise"
     raises the first ImageError; errors="collect" puts it in that input's Prediction instead.
     `options` chooses the preprocessing steps (a run's own are in `Run.preprocess`). `workers`
     threads prepare the pictures; `progress(done, total)`, when given, hears of each one prepared.
     Probabilities are the softmax of the logits in float64, so they sum to 1. A model with an
     out-of-distribution detector (`model.ood`, see digitlab.inference.ood) also scores every input and flags
-    the ones above its threshold as `rejected`; they keep their label and probabilities. With `tta`,
+    the ones above its threshold as `rejected`, and so are pictures with digit-sized marks side by side (not
+    one digit: `neighbours`); they keep their label and probabilities. With `tta`,
     labels and probabilities average the model over small shifts and rotations of each digit
     (digitlab.inference.evaluate.TTA_VIEWS); the out-of-distribution score still reads the digit as it is.
     """
@@ -123,7 +134,7 @@ def predict(
             results.append(Prediction(source, error=prepared.problem))
         else:
             tensors.append(prepared.image)
-            results.append(Prediction(source, box=prepared.box))
+            results.append(Prediction.of(source, prepared))
         if progress is not None:
             progress(done, len(inputs))
     if tensors:
@@ -174,7 +185,8 @@ def _logits_and_scores(model: nn.Module, batch: torch.Tensor, batch_size: int):
 
 def _flag(results: list[Prediction], scores: torch.Tensor, detector: Rejector) -> None:
     for result, score, rejected in zip(results, scores.tolist(), detector.rejects(scores).tolist(), strict=True):
-        result.ood_score, result.ood_threshold, result.rejected = score, detector.threshold, rejected
+        result.ood_score, result.ood_threshold = score, detector.threshold
+        result.rejected = rejected or result.neighbours > 0
 
 
 def save_preprocessed(predictions: list[Prediction], folder: str | Path) -> list[Path]:
@@ -206,7 +218,9 @@ def _inputs(images):
     elif not isinstance(images, (list, tuple)):
         images = [images]
     for number, item in enumerate(images):
-        if not isinstance(item, (str, Path)):
+        if isinstance(item, EncodedPicture):
+            yield item.name, item
+        elif not isinstance(item, (str, Path)):
             yield f"image {number}", item
         elif Path(item).is_dir():
             inside = image_files(item)
@@ -237,7 +251,7 @@ def _prepare(item, source: str, options: PreprocessOptions) -> Preprocessed | Im
     if isinstance(item, ImageError):
         return item
     try:
-        return prepare(load_image(item) if isinstance(item, Path) else item, options)
+        return prepare(read_picture(item), options)
     except ImageError as error:
         return error if error.source else ImageError(error.problem, source)
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.augment import AugmentConfig, augment_batch
 from ..errors import ConfigError
 from .ood import PREFIX, QUANTILE, Detector, Observed, _one_thread, observe
 
@@ -34,14 +35,26 @@ EPOCHS = 40  # passes over the judge's training pictures (a few seconds: they ar
 BATCH = 256
 
 
+class Judge(nn.Module):
+    """One hidden layer over the standardised features; its logit says "not a digit"."""
+
+    def __init__(self, width: int, hidden: int = HIDDEN):
+        super().__init__()
+        self.hidden = nn.Linear(width, hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.hidden(features)))[:, 0]
+
+
 @dataclass
 class LearnedDetector:
-    """The base Mahalanobis detector, the judge's feature standardisation (F,) and weights, and the threshold."""
+    """The base Mahalanobis detector, the judge's feature standardisation (F,), the judge, and the threshold."""
 
     base: Detector
     centre: torch.Tensor
     spread: torch.Tensor
-    weights: dict[str, torch.Tensor]  # hidden.weight (H, F), hidden.bias (H,), out.weight (1, H), out.bias (1,)
+    judge: Judge
     threshold: float
     quantile: float = QUANTILE
     method: str = METHOD
@@ -52,13 +65,14 @@ class LearnedDetector:
 
     def score(self, seen: Observed) -> torch.Tensor:
         """The judge's logit (N,) that a picture is not a digit; higher is less digit-like."""
-        return _judge(self.features(seen), self.weights).double()
+        with torch.no_grad():
+            return self.judge.eval()(self.features(seen)).double()
 
     def rejects(self, scores: torch.Tensor) -> torch.Tensor:
         return scores > self.threshold
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        named = {"centre": self.centre, "spread": self.spread, **self.weights}
+        named = {"centre": self.centre, "spread": self.spread, **self.judge.state_dict()}
         return {**self.base.tensors(), **{JUDGE + name: tensor.contiguous() for name, tensor in named.items()}}
 
     def metadata(self) -> dict:
@@ -66,33 +80,25 @@ class LearnedDetector:
             "method": self.method,
             "threshold": self.threshold,
             "quantile": self.quantile,
-            "hidden": int(self.weights["hidden.bias"].shape[0]),
+            "hidden": self.judge.hidden.out_features,
             "base": self.base.metadata(),
         }
 
     @classmethod
     def from_file(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> LearnedDetector:
         """Rebuild from a model file's tensors and `ood` metadata; ConfigError if they do not agree."""
-        judge = {
+        weights = {
             name.removeprefix(JUDGE): tensors.pop(name).float() for name in list(tensors) if name.startswith(JUDGE)
         }
         try:
             base = Detector.from_file(tensors, metadata["base"])
             threshold, quantile = float(metadata["threshold"]), float(metadata["quantile"])
-            centre, spread = judge.pop("centre"), judge.pop("spread")
-            shapes = {
-                name: tuple(judge[name].shape) for name in ("hidden.weight", "hidden.bias", "out.weight", "out.bias")
-            }
-        except (KeyError, TypeError, ValueError) as error:
-            raise ConfigError(f"incomplete not-a-digit judge ({error!r})") from None
-        hidden, width = shapes["hidden.weight"]
-        if shapes != {
-            "hidden.weight": (hidden, width),
-            "hidden.bias": (hidden,),
-            "out.weight": (1, hidden),
-            "out.bias": (1,),
-        } or centre.shape != (width,):
-            raise ConfigError(f"the not-a-digit judge does not fit: {shapes}, centre {tuple(centre.shape)}")
+            hidden = int(metadata["hidden"])
+            centre, spread = weights.pop("centre"), weights.pop("spread")
+            judge = Judge(len(centre), hidden)
+            judge.load_state_dict(weights)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ConfigError(f"the not-a-digit judge does not fit its file ({str(error).splitlines()[0]})") from None
         return cls(base, centre, spread, judge, threshold, quantile)
 
 
@@ -103,11 +109,6 @@ def detector_from_file(tensors: dict[str, torch.Tensor], metadata: dict) -> Dete
     return Detector.from_file(tensors, metadata)
 
 
-def _judge(features: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-    hidden = F.relu(F.linear(features, weights["hidden.weight"], weights["hidden.bias"]))
-    return F.linear(hidden, weights["out.weight"], weights["out.bias"])[:, 0]
-
-
 def fit_learned_detector(
     model: nn.Module,
     base: Detector,
@@ -116,19 +117,23 @@ def fit_learned_detector(
     val_digits: torch.Tensor,
     quantile: float = QUANTILE,
     seed: int = 0,
+    augmentation: AugmentConfig | None = None,
 ) -> LearnedDetector:
     """Teach the judge to tell `digits` from `nondigits` (uint8 (N, 1, 28, 28) pictures as predict prepares
-    them) on top of `base`, with its threshold at the `quantile` of the scores of `val_digits`."""
+    them) on top of `base`, with its threshold at the `quantile` of the scores of `val_digits`; `augmentation`:
+    how the training pictures are varied in every pass (None: not at all)."""
     if not len(val_digits) or not len(digits) or not len(nondigits):
         raise ConfigError("the not-a-digit judge needs digits, non-digits and validation digits")
     if not 0.5 <= quantile < 1.0:
         raise ConfigError(f"the accepted quantile must be in [0.5, 1), got {quantile}")
     with _one_thread():
-        detector = LearnedDetector(base, torch.zeros(1), torch.ones(1), {}, float("inf"), quantile)
-        raw = torch.cat([_raw_features(base, observe(model, images)) for images in (digits, nondigits)])
+        images = torch.cat([digits, nondigits])
         targets = torch.cat([torch.zeros(len(digits)), torch.ones(len(nondigits))])
-        detector.centre, detector.spread = raw.mean(0), raw.std(0).clamp(min=1e-6)
-        detector.weights = _train_judge((raw - detector.centre) / detector.spread, targets, seed)
+        raw = _raw_features(base, observe(model, images))
+        detector = LearnedDetector(
+            base, raw.mean(0), raw.std(0).clamp(min=1e-6), Judge(raw.shape[1]), float("inf"), quantile
+        )
+        _train_judge(detector, model, images, targets, augmentation, seed)
         detector.threshold = float(torch.quantile(detector.score(observe(model, val_digits)), quantile))
     return detector
 
@@ -140,24 +145,43 @@ def _raw_features(base: Detector, seen: Observed) -> torch.Tensor:
     return torch.cat([views, seen.activations, seen.logits, seen.pixels], 1)
 
 
-def _train_judge(features: torch.Tensor, targets: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
-    """A one-hidden-layer net trained with class-balanced binary cross-entropy and Adam."""
+def _train_judge(
+    detector: LearnedDetector,
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    augmentation: AugmentConfig | None,
+    seed: int,
+) -> None:
+    """Train the detector's judge with class-balanced binary cross-entropy and AdamW on `images` (uint8
+    (N, 1, 28, 28)) and their `targets` (1: not a digit). With `augmentation`, every batch is augmented and
+    seen by the model afresh, so the judge learns from more shapes than the pictures hold; without it the
+    features are computed once. One seed makes the same judge."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    judge = nn.Sequential(nn.Linear(features.shape[1], HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
+    judge = detector.judge = Judge(detector.centre.shape[0])
+    fixed = None if augmentation else observe(model, images)
     optimizer = torch.optim.AdamW(judge.parameters(), lr=1e-3, weight_decay=1e-4)
     balance = (1 - targets.mean()) / targets.mean()  # weight of a non-digit, so both classes count alike
     for _ in range(EPOCHS):
         for batch in torch.randperm(len(targets), generator=generator).split(BATCH):
-            logits = judge(features[batch])[:, 0]
+            seen = (
+                _picked(fixed, batch)
+                if fixed is not None
+                else _augmented(model, images[batch], augmentation, generator)
+            )
+            logits = judge.train()(detector.features(seen))
             loss = F.binary_cross_entropy_with_logits(logits, targets[batch], pos_weight=balance)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    state = judge.state_dict()
-    return {
-        "hidden.weight": state["0.weight"].detach().clone(),
-        "hidden.bias": state["0.bias"].detach().clone(),
-        "out.weight": state["2.weight"].detach().clone(),
-        "out.bias": state["2.bias"].detach().clone(),
-    }
+    judge.eval()
+
+
+def _picked(seen: Observed, rows: torch.Tensor) -> Observed:
+    return Observed(seen.pixels[rows], seen.activations[rows], seen.logits[rows])
+
+
+def _augmented(model: nn.Module, images: torch.Tensor, augmentation, generator: torch.Generator) -> Observed:
+    """What the model sees of `images` varied by `augmentation` (an AugmentConfig)."""
+    return observe(model, images, transform=lambda pixels: augment_batch(pixels, augmentation, generator))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..faces import lazy_face
 
 if TYPE_CHECKING:
+    from .batch import RunReader, read_with_ray
     from .checkpoint import load_checkpoint, save_checkpoint
     from .compare import Comparison
     from .ensemble import build_ensemble
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_face(
     __name__,
     {
+        "RunReader": ".batch",
+        "read_with_ray": ".batch",
         "load_checkpoint": ".checkpoint",
         "save_checkpoint": ".checkpoint",
         "Comparison": ".compare",
@@ -40,6 +43,7 @@ __all__ = [
     "SHIPPED_MODEL",
     "Comparison",
     "Run",
+    "RunReader",
     "build_ensemble",
     "evaluate_real_world",
     "evaluate_run",
@@ -48,6 +52,7 @@ __all__ = [
     "load_model",
     "load_run",
     "load_shipped",
+    "read_with_ray",
     "save_checkpoint",
     "save_model",
     "write_report",

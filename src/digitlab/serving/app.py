@@ -116,6 +116,7 @@ class PredictionOut(BaseModel):
         description="true when the score is above the model's threshold: "
         "this does not look like a digit (null without a detector)"
     )
+    reason: str | None = Field(description="why it is not taken for a digit (null when it is)")
 
 
 class DigitOut(BaseModel):
@@ -411,7 +412,7 @@ def classify_batch(run: Run, prepared: list[tuple[str, Preprocessed | Drawing]])
     ready = [index for index, picture in enumerate(pictures) if picture is not None]
     if ready:
         images = torch.stack([pictures[index].image for index in ready])
-        results = [Prediction(prepared[index][0], box=pictures[index].box) for index in ready]
+        results = [Prediction.of(prepared[index][0], pictures[index]) for index in ready]
         for index, result in zip(ready, classify_prepared(run.model, images, results, run.classes), strict=True):
             answers[index] = answer_of(result)
     return answers
@@ -430,6 +431,7 @@ def answer_of(result: Prediction) -> dict:
         "box": list(result.box or ()),
         "ood_score": result.ood_score,
         "rejected": result.rejected,
+        "reason": result.rejection,
     }
 
 

@@ -241,7 +241,9 @@ function show(answer, source) {
   labelOut.textContent = answer.rejected ? "?" : answer.label;
   labelOut.classList.toggle("empty", Boolean(answer.rejected));
   confidenceOut.textContent = answer.rejected
-    ? "this does not look like a digit"
+    ? (answer.reason || "").startsWith("not one digit")
+      ? "this looks like more than one digit: try Read a number"
+      : "this does not look like a digit"
     : `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
   sourceOut.textContent = `from ${source}`;
   answer.probabilities.forEach((p, index) => {
