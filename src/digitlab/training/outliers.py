@@ -41,7 +41,7 @@ from .recipes import learning_rate
 
 MNIST_DIGITS = 10_000  # MNIST training digits, as they are, beside the rendered ones the judge learns from
 RAW_NONDIGITS = 400  # unprepared non-digits of each source (raw_nondigits)
-VAL_DIGITS = 300  # validation digits per condition at least: the threshold is their 99.5% quantile, which 1,100 left to 5 digits
+VAL_DIGITS = 300  # validation digits per condition at least: a 99.5% quantile of 1,100 rests on 5 digits
 
 
 @dataclass
