@@ -21,48 +21,100 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .ink import Ink, find_ink
+from ..errors import ImageError
+from .ink import (
+    MIN_CONTRAST,
+    NOISE_SIGMAS,
+    SMALL_PICTURE,
+    Ink,
+    _frame_mask,
+    _inner_frame,
+    _median,
+    _robust_std,
+    find_ink,
+)
 
 DARK_AREA = 0.02  # a piece of ink touching the picture's edge with more than this share of its pixels is no stroke
 EDGE_SPAN = 0.6  # ... nor one that runs along more than this share of its width or height (a shadow's rim)
-WRITING_DUST = 0.01  # pieces below this share of the largest are dust, not pieces of writing
-STROKE_SCALE = 1 / 24  # ... then the paper is followed over windows of this fraction of the longer side
+PAPER_SCALE = 1 / 8  # the paper is followed over windows of this fraction of the longer side (wider than a stroke)
+THICK = 1.5  # ... or more than this many times as thick as the writing
+STRONG, WEAK = 0.3, 0.12  # ink seeds stand out by this share of the darkest ink's contrast; ink they reach, by this
 LEVEL_WITHIN = 4.0  # degrees: a line tilted less than this is read as it is
-ELONGATED = 2.5  # ... and a line is one when its ink is this many times longer along its axis than across it
+LINE = 1.3  # ... and ink is a line when it is this many times as long along its direction as across
+SLANT = 1.1  # ... and slanted when looked at level it is this many times as thick as along its direction
+SPREAD = 0.01  # the ink's spread across a direction is between these quantiles of its positions (specks aside)
 STEEPEST = 45.0  # degrees: ink tilted more than this is a column, not a slanted line, and is left alone
-SAMPLE = 20_000  # ink pixels the tilt is measured from
+SAMPLE = 4_000  # ink pixels the tilt is measured from
 
 
 def writing_ink(gray: np.ndarray, flatten: bool = True) -> tuple[Ink, np.ndarray]:
-    """The ink of the writing in `gray` (H, W), without large dark areas that touch the picture's edge, and
-    the gray picture it was found in: the picture itself, or the picture with the paper followed at a
-    stroke's scale, whichever leaves ink that looks more like writing (`_writing_like`)."""
-    ink = find_ink(gray, flatten=flatten)
+    """The ink of the writing in `gray` (H, W), measured against the paper right under it, without large
+    dark areas that touch the picture's edge; and the gray picture it was found in.
+
+    The paper is followed at PAPER_SCALE (`_paper_under`), so a shadow, a desk or a dark corner is paper in
+    poor light, not ink: ink is what is darker than its own paper, as a share of that paper's brightness,
+    and by more than the picture's noise in gray levels (where the light is poor, noise is as loud and ink
+    as faint as the shade makes them). Without `flatten`, or in a picture too small to hold shade, the
+    ink is `find_ink`'s.
+    """
+    if not flatten or min(gray.shape) <= SMALL_PICTURE:
+        ink = find_ink(gray, flatten=flatten)
+    else:
+        ink = _ink_on_paper(gray)
     dark = _dark_areas(ink.mask)
-    if dark is None:
-        return ink, gray
-    candidates = [(Ink(ink.values, ink.mask & ~dark, ink.noise), gray)]
-    # a dark area around a page means dark writing on it, whatever the picture's border suggests
-    evened = _paper_divided_out(gray)
-    other = find_ink(evened, flatten=flatten)
-    dark = _dark_areas(other.mask)
-    candidates.append((other if dark is None else Ink(other.values, other.mask & ~dark, other.noise), evened))
-    return max(candidates, key=lambda candidate: _writing_like(candidate[0].mask))
+    return (ink if dark is None else Ink(ink.values, ink.mask & ~dark, ink.noise)), gray
 
 
-def _writing_like(mask: np.ndarray) -> float:
-    """Large pieces, and few of them: the largest piece's pixels over the number of pieces that are not dust
-    (a dark area's speckled texture makes hundreds; a vignette that swallowed the writing leaves crumbs)."""
-    labels, count = ndimage.label(mask, np.ones((3, 3)))
-    if count == 0:
-        return 0.0
-    sizes = np.bincount(labels.ravel())[1:]
-    return float(sizes.max()) / (1 + int((sizes >= WRITING_DUST * sizes.max()).sum()))
+def _ink_on_paper(gray: np.ndarray) -> Ink:
+    """`find_ink`'s ink map and mask, with the paper followed closely enough that shade is paper; ImageError if
+    nothing stands out from it."""
+    dark_ink = _dark_on_light(gray)
+    darkness = 255 - gray if dark_ink else gray
+    paper = _paper_under(darkness)
+    residual = darkness - paper
+    residual -= _median(residual)  # the opening sits below the paper's noise: centre the paper on 0
+    plain = ndimage.uniform_filter(residual, 3)  # gray levels above the paper
+    loud = _robust_std(plain)
+    # dark ink: how much of its paper's light it takes, in gray levels of a paper of 255
+    gain = 255 / np.maximum(255 - paper, 16) if dark_ink else np.ones_like(paper)
+    relative = plain * gain
+    noise = _robust_std(relative)
+    inner = _inner_frame(relative.shape)
+    audible = plain > NOISE_SIGMAS * loud
+    reach = float(np.where(audible, relative, 0)[inner].max())
+    if reach < max(MIN_CONTRAST, 1.5 * NOISE_SIGMAS * noise):
+        raise ImageError("no ink found (blank image)")
+    strong = audible & (relative > max(NOISE_SIGMAS * noise, STRONG * reach)) & _frame_mask(relative.shape, inner)
+    weak = (plain > 0.5 * NOISE_SIGMAS * loud) & (relative > max(0.5 * NOISE_SIGMAS * noise, WEAK * reach))
+    labels, count = ndimage.label(weak | strong, np.ones((3, 3)))
+    seeded = np.zeros(count + 1, bool)
+    seeded[np.unique(labels[strong])] = True
+    seeded[0] = False
+    values = np.clip(residual * gain - 2 * noise, 0, None)
+    return Ink(values.astype(np.float32), seeded[labels], noise)
+
+
+def _dark_on_light(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper: the smoothed picture reaches further below its median than
+    above it. The median, not the border's (as `find_ink` takes it): a desk or dark corners fill the border."""
+    middle = _median(gray)
+    smooth = ndimage.uniform_filter(gray, 3)
+    return middle - smooth.min() > smooth.max() - middle
+
+
+def _paper_under(darkness: np.ndarray) -> np.ndarray:
+    """The paper's darkness under every pixel (H, W): a grey opening over PAPER_SCALE of the longer side,
+    wider than any stroke, at the picture's own size: a shadow's edge is a step that an opening keeps
+    where it is, and a reduced copy would move it by a pixel and leave a line of false ink along it."""
+    window = max(3, int(PAPER_SCALE * max(darkness.shape)) | 1)
+    return ndimage.grey_opening(darkness, size=(window, window), mode="nearest")
 
 
 def _dark_areas(mask: np.ndarray) -> np.ndarray | None:
-    """The pieces of `mask` that touch the picture's edge and cover more than DARK_AREA of it or run along more
-    than EDGE_SPAN of it, or None."""
+    """The pieces of `mask` that touch the picture's edge and cover more than DARK_AREA of it, run along more
+    than EDGE_SPAN of it, or are more than THICK times as thick as the pieces inside (`_thickness`), or None.
+    The last are the rims of shade where it meets the edge at a slant: there the paper's window reaches
+    past the picture, and the paper followed from what lies inside it is too light."""
     labels, count = ndimage.label(mask, np.ones((3, 3)))
     if count == 0:
         return None
@@ -70,11 +122,23 @@ def _dark_areas(mask: np.ndarray) -> np.ndarray | None:
     edge = edge[edge > 0]
     if not len(edge):
         return None
-    sizes = ndimage.sum_labels(mask, labels, edge)
+    sizes, widths = _thickness(mask, labels, count)
+    inside = np.ones(count + 1, bool)
+    inside[edge] = inside[0] = False
+    reference = np.average(widths[inside], weights=sizes[inside]) if sizes[inside].sum() else np.inf
     boxes = ndimage.find_objects(labels)
     spans = np.array([_span(boxes[label - 1], mask.shape) for label in edge])
-    large = edge[(sizes > DARK_AREA * mask.size) | (spans > EDGE_SPAN)]
+    large = edge[(sizes[edge] > DARK_AREA * mask.size) | (spans > EDGE_SPAN) | (widths[edge] > THICK * reference)]
     return np.isin(labels, large) if len(large) else None
+
+
+def _thickness(mask: np.ndarray, labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each piece's pixels and mean thickness (count + 1,), the background's first: twice its pixels over its
+    rim's (a stroke of width w and length L has w × L pixels and a rim of 2 L). The picture's edge is no rim."""
+    rim = mask & ~ndimage.binary_erosion(mask, np.ones((3, 3)), border_value=1)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1).astype(np.float64)
+    rims = np.bincount(labels[rim], minlength=count + 1)
+    return sizes, 2 * sizes / np.maximum(rims, 1)
 
 
 def _span(box: tuple[slice, slice], shape: tuple[int, ...]) -> float:
@@ -82,34 +146,41 @@ def _span(box: tuple[slice, slice], shape: tuple[int, ...]) -> float:
     return max((box[0].stop - box[0].start) / shape[0], (box[1].stop - box[1].start) / shape[1])
 
 
-def _paper_divided_out(gray: np.ndarray) -> np.ndarray:
-    """Dark ink on paper (H, W): the paper under every pixel estimated by a grey closing wider than a stroke
-    (computed on a reduced copy), and the picture divided by it, so shade wider than the window turns white."""
-    height, width = gray.shape
-    factor = max(1, max(height, width) // 256)
-    small = np.asarray(Image.fromarray(gray.astype(np.float32)).reduce(factor)) if factor > 1 else gray
-    window = max(3, int(STROKE_SCALE * max(small.shape)) | 1)
-    paper = ndimage.grey_closing(ndimage.median_filter(small, 3, mode="nearest"), size=(window, window), mode="nearest")
-    paper = ndimage.uniform_filter(paper, window, mode="nearest")
-    paper = np.asarray(Image.fromarray(paper.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR))
-    return np.clip(235.0 * gray / np.maximum(paper, 8.0), 0, 255).astype(np.float32)
-
-
 def line_tilt(mask: np.ndarray) -> float:
     """The angle in degrees (positive: the line falls to the right) of a line of writing in `mask`, or 0 when
-    the ink is not a line (not ELONGATED) or is steeper than STEEPEST or within LEVEL_WITHIN of level."""
+    the ink is no line or is within LEVEL_WITHIN of level or steeper than STEEPEST.
+
+    A line of writing is thinnest across when looked at along its own direction: the angle is the one
+    that makes the ink's spread across it (`_spreads`, between its SPREAD and 1 - SPREAD quantiles) least,
+    searched every degree a little beyond ±STEEPEST. The ink is a line when it is LINE times as long
+    along that angle as across, and it is slanted when it is thinner there than when looked at level by
+    SLANT (digits' shapes move the thinnest angle of a level line a few degrees).
+    """
     rows, cols = np.nonzero(mask)
     if len(rows) < 10:
         return 0.0
     step = max(1, len(rows) // SAMPLE)
-    points = np.stack([cols[::step], rows[::step]]).astype(np.float64)
-    values, vectors = np.linalg.eigh(np.cov(points))
-    if values[0] <= 0 or math.sqrt(values[1] / values[0]) < ELONGATED:
+    x, y = cols[::step] - cols.mean(), rows[::step] - rows.mean()
+    angles = np.arange(-STEEPEST - 5, STEEPEST + 5.5, 1.0)
+    across = _spreads(np.radians(angles), x, y)
+    best = int(np.argmin(across))
+    along = _spreads(np.radians(angles[best : best + 1]) + math.pi / 2, x, y)[0]
+    if along < LINE * across[best] or across[len(angles) // 2] < SLANT * across[best]:
         return 0.0
-    dx, dy = vectors[:, 1]
-    angle = math.degrees(math.atan2(dy, dx))
-    angle = (angle + 90) % 180 - 90  # the axis has no direction: fold into [-90, 90)
+    angle = float(angles[best])
+    if 0 < best < len(angles) - 1:  # the least of a parabola through the least and its neighbours
+        before, least, after = across[best - 1 : best + 2]
+        curvature = before - 2 * least + after
+        angle += 0.5 * (before - after) / curvature if curvature > 0 else 0.0
     return angle if LEVEL_WITHIN < abs(angle) <= STEEPEST else 0.0
+
+
+def _spreads(angles: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The spread of points (x, y) across each direction in `angles` (radians from the x axis, y down): the
+    distance between the SPREAD and 1 - SPREAD quantiles of their positions across it (A,)."""
+    across = np.outer(np.cos(angles), y) - np.outer(np.sin(angles), x)  # (A, N)
+    low, high = np.quantile(across, [SPREAD, 1 - SPREAD], axis=1)
+    return high - low
 
 
 def level(gray: np.ndarray, angle: float) -> np.ndarray:
