@@ -37,6 +37,7 @@ from .ink import (
 DARK_AREA = 0.02  # a piece of ink touching the picture's edge with more than this share of its pixels is no stroke
 EDGE_SPAN = 0.6  # ... nor one that runs along more than this share of its width or height (a shadow's rim)
 PAPER_SCALE = 1 / 8  # the paper is followed over windows of this fraction of the longer side (wider than a stroke)
+PAPER_DIGITS = 0.45  # ... or of the digits' height, where it is known (about three strokes)
 THICK = 1.5  # ... or more than this many times as thick as the writing
 STRONG, WEAK = 0.3, 0.12  # ink seeds stand out by this share of the darkest ink's contrast; ink they reach, by this
 LEVEL_WITHIN = 4.0  # degrees: a line tilted less than this is read as it is
@@ -44,33 +45,40 @@ LINE = 1.3  # ... and ink is a line when it is this many times as long along its
 SLANT = 1.1  # ... and slanted when looked at level it is this many times as thick as along its direction
 SPREAD = 0.01  # the ink's spread across a direction is between these quantiles of its positions (specks aside)
 STEEPEST = 45.0  # degrees: ink tilted more than this is a column, not a slanted line, and is left alone
-SAMPLE = 4_000  # ink pixels the tilt is measured from
+SAMPLE = 2_000  # ink pixels the tilt is measured from
 
 
-def writing_ink(gray: np.ndarray, flatten: bool = True) -> tuple[Ink, np.ndarray]:
+def writing_ink(
+    gray: np.ndarray, flatten: bool = True, digit_rows: float | None = None, dark_ink: bool | None = None
+) -> tuple[Ink, np.ndarray]:
     """The ink of the writing in `gray` (H, W), measured against the paper right under it, without large
     dark areas that touch the picture's edge; and the gray picture it was found in.
 
     The paper is followed at PAPER_SCALE (`_paper_under`), so a shadow, a desk or a dark corner is paper in
     poor light, not ink: ink is what is darker than its own paper, as a share of that paper's brightness,
     and by more than the picture's noise in gray levels (where the light is poor, noise is as loud and ink
-    as faint as the shade makes them). Without `flatten`, or in a picture too small to hold shade, the
-    ink is `find_ink`'s.
+    as faint as the shade makes them). Where the digits' height `digit_rows` (pixels) is known, the paper
+    is followed over PAPER_DIGITS of it instead: a picture cut around the writing may hold a sliver of
+    shade narrower than PAPER_SCALE of it. `dark_ink` says whether the ink is darker than the paper
+    (default: `dark_on_light`); a crop of the picture should take the whole picture's answer, as shade
+    may fill most of the crop. Without `flatten`, or in a picture too small to hold shade, the ink is
+    `find_ink`'s.
     """
     if not flatten or min(gray.shape) <= SMALL_PICTURE:
         ink = find_ink(gray, flatten=flatten)
     else:
-        ink = _ink_on_paper(gray)
+        window = PAPER_SCALE * max(gray.shape) if digit_rows is None else PAPER_DIGITS * digit_rows
+        dark_ink = dark_on_light(gray) if dark_ink is None else dark_ink
+        ink = _ink_on_paper(gray, max(3, int(window) | 1), dark_ink)
     dark = _dark_areas(ink.mask)
     return (ink if dark is None else Ink(ink.values, ink.mask & ~dark, ink.noise)), gray
 
 
-def _ink_on_paper(gray: np.ndarray) -> Ink:
+def _ink_on_paper(gray: np.ndarray, window: int, dark_ink: bool) -> Ink:
     """`find_ink`'s ink map and mask, with the paper followed closely enough that shade is paper; ImageError if
     nothing stands out from it."""
-    dark_ink = _dark_on_light(gray)
     darkness = 255 - gray if dark_ink else gray
-    paper = _paper_under(darkness)
+    paper = _paper_under(darkness, window)
     residual = darkness - paper
     residual -= _median(residual)  # the opening sits below the paper's noise: centre the paper on 0
     plain = ndimage.uniform_filter(residual, 3)  # gray levels above the paper
@@ -94,7 +102,7 @@ def _ink_on_paper(gray: np.ndarray) -> Ink:
     return Ink(values.astype(np.float32), seeded[labels], noise)
 
 
-def _dark_on_light(gray: np.ndarray) -> bool:
+def dark_on_light(gray: np.ndarray) -> bool:
     """Whether the ink is darker than the paper: the smoothed picture reaches further below its median than
     above it. The median, not the border's (as `find_ink` takes it): a desk or dark corners fill the border."""
     middle = _median(gray)
@@ -102,11 +110,10 @@ def _dark_on_light(gray: np.ndarray) -> bool:
     return middle - smooth.min() > smooth.max() - middle
 
 
-def _paper_under(darkness: np.ndarray) -> np.ndarray:
-    """The paper's darkness under every pixel (H, W): a grey opening over PAPER_SCALE of the longer side,
-    wider than any stroke, at the picture's own size: a shadow's edge is a step that an opening keeps
-    where it is, and a reduced copy would move it by a pixel and leave a line of false ink along it."""
-    window = max(3, int(PAPER_SCALE * max(darkness.shape)) | 1)
+def _paper_under(darkness: np.ndarray, window: int) -> np.ndarray:
+    """The paper's darkness under every pixel (H, W): a grey opening over window × window pixels, wider than
+    any stroke, at the picture's own size: a shadow's edge is a step that an opening keeps where it is,
+    and a reduced copy would move it by a pixel and leave a line of false ink along it."""
     return ndimage.grey_opening(darkness, size=(window, window), mode="nearest")
 
 
@@ -152,7 +159,7 @@ def line_tilt(mask: np.ndarray) -> float:
 
     A line of writing is thinnest across when looked at along its own direction: the angle is the one
     that makes the ink's spread across it (`_spreads`, between its SPREAD and 1 - SPREAD quantiles) least,
-    searched every degree a little beyond ±STEEPEST. The ink is a line when it is LINE times as long
+    searched a little beyond ±STEEPEST. The ink is a line when it is LINE times as long
     along that angle as across, and it is slanted when it is thinner there than when looked at level by
     SLANT (digits' shapes move the thinnest angle of a level line a few degrees).
     """
@@ -161,24 +168,28 @@ def line_tilt(mask: np.ndarray) -> float:
         return 0.0
     step = max(1, len(rows) // SAMPLE)
     x, y = cols[::step] - cols.mean(), rows[::step] - rows.mean()
-    angles = np.arange(-STEEPEST - 5, STEEPEST + 5.5, 1.0)
-    across = _spreads(np.radians(angles), x, y)
-    best = int(np.argmin(across))
-    along = _spreads(np.radians(angles[best : best + 1]) + math.pi / 2, x, y)[0]
-    if along < LINE * across[best] or across[len(angles) // 2] < SLANT * across[best]:
-        return 0.0
+    coarse = np.arange(-STEEPEST - 6, STEEPEST + 6.5, 3.0)  # every 3 degrees, then every degree near the least
+    across = _spreads(coarse, x, y)
+    least = float(coarse[np.argmin(across)])
+    angles = np.arange(least - 2, least + 2.5, 1.0)
+    spreads = _spreads(angles, x, y)
+    best = int(np.argmin(spreads))
     angle = float(angles[best])
+    along = _spreads(np.array([angle + 90.0]), x, y)[0]
+    if along < LINE * spreads[best] or across[len(coarse) // 2] < SLANT * spreads[best]:
+        return 0.0
     if 0 < best < len(angles) - 1:  # the least of a parabola through the least and its neighbours
-        before, least, after = across[best - 1 : best + 2]
-        curvature = before - 2 * least + after
+        before, middle, after = spreads[best - 1 : best + 2]
+        curvature = before - 2 * middle + after
         angle += 0.5 * (before - after) / curvature if curvature > 0 else 0.0
     return angle if LEVEL_WITHIN < abs(angle) <= STEEPEST else 0.0
 
 
 def _spreads(angles: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The spread of points (x, y) across each direction in `angles` (radians from the x axis, y down): the
+    """The spread of points (x, y) across each direction in `angles` (degrees from the x axis, y down): the
     distance between the SPREAD and 1 - SPREAD quantiles of their positions across it (A,)."""
-    across = np.outer(np.cos(angles), y) - np.outer(np.sin(angles), x)  # (A, N)
+    theta = np.radians(angles)
+    across = np.outer(np.cos(theta), y) - np.outer(np.sin(theta), x)  # (A, N)
     low, high = np.quantile(across, [SPREAD, 1 - SPREAD], axis=1)
     return high - low
 

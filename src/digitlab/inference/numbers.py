@@ -31,7 +31,7 @@ from ..config import PreprocessOptions
 from ..errors import ConfigError, ImageError
 from ..images.decode import SCALE_KEY, WORKING_SIDE
 from ..images.ink import Ink, all_strokes
-from ..images.page import box_before_turn, level, line_tilt, writing_ink
+from ..images.page import box_before_turn, dark_on_light, level, line_tilt, writing_ink
 from ..images.preprocess import Preprocessed, digit_field, finish, load_image, working_gray
 from ..models.nets import in_preferred_layout
 from .evaluate import predict_logits
@@ -226,20 +226,27 @@ def find_writing(image, options: PreprocessOptions = PreprocessOptions()) -> Wri
     """
     picture = _picture(image)
     gray, scale = working_gray(picture, LOCATE_SIDE)
-    ink, gray = writing_ink(gray, flatten=options.flatten)
+    dark_ink = dark_on_light(gray)  # the whole picture says it: shade may fill most of a crop of it
+    ink, gray = writing_ink(gray, flatten=options.flatten, dark_ink=dark_ink)
     mask = all_strokes(ink, clean=options.clean)
     tilt = line_tilt(mask)
-    _, groups = _writing_groups(mask)
+    # the digits' height and the writing's box are measured along the line: a slanted digit's box is taller
+    along = level(mask.astype(np.float32), tilt) > 0.5 if tilt else mask
+    _, groups = _writing_groups(along)
     whole = functools.reduce(_Group.joined, groups)
     height = float(np.median([group.height for group in groups]))
-    crop, corner = _crop(picture, whole, scale, CROP_MARGIN * height)
+    box = (whole.left, whole.top, whole.right, whole.bottom)
+    if tilt:
+        box = box_before_turn(box, tilt, along.shape, mask.shape)
+    crop, corner = _crop(picture, box, scale, CROP_MARGIN * height)
     zoom = DIGIT_ROWS / height  # working pixels of the crop per working pixel of the small look
     side = min(WORKING_SIDE, max(8, round(zoom * max(crop_side / scale for crop_side in _size(crop)))))
+    located = scale
     gray, scale = working_gray(crop, side)
     original = gray.shape
     if tilt:
         gray = level(gray, tilt)
-    ink, gray = writing_ink(gray, flatten=options.flatten)
+    ink, gray = writing_ink(gray, flatten=options.flatten, digit_rows=height * located / scale, dark_ink=dark_ink)
     mask = all_strokes(ink, clean=options.clean)
     return Writing(ink, mask, tilt, (gray.shape[0], gray.shape[1]), (original[0], original[1]), scale, corner)
 
@@ -252,12 +259,13 @@ def _size(picture) -> tuple[int, int]:
     return picture.shape[1], picture.shape[0]
 
 
-def _crop(picture, box: _Group, scale: float, margin: float):
-    """The part of `picture` (PIL image or array) under `box` (working pixels at `scale` picture pixels each)
-    widened by `margin` working pixels on every side, and its corner (x, y) in the picture's pixels."""
+def _crop(picture, box: tuple[float, ...], scale: float, margin: float):
+    """The part of `picture` (PIL image or array) under `box` (x0, y0, x1, y1 in working pixels at `scale`
+    picture pixels each) widened by `margin` working pixels on every side, and its corner (x, y) in the
+    picture's pixels."""
     width, height = _size(picture)
-    x0, y0 = max(0, (box.left - margin) * scale), max(0, (box.top - margin) * scale)
-    x1, y1 = min(width, (box.right + margin) * scale), min(height, (box.bottom + margin) * scale)
+    x0, y0 = max(0, (box[0] - margin) * scale), max(0, (box[1] - margin) * scale)
+    x1, y1 = min(width, (box[2] + margin) * scale), min(height, (box[3] + margin) * scale)
     if isinstance(picture, Image.Image):
         factor = float(picture.info.get(SCALE_KEY, 1.0))
         left, top, right, bottom = (round(value / factor) for value in (x0, y0, x1, y1))
