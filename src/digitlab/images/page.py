@@ -64,13 +64,13 @@ def writing_ink(
     may fill most of the crop. Without `flatten`, or in a picture too small to hold shade, the ink is
     `find_ink`'s.
     """
+    window = 0
     if not flatten or min(gray.shape) <= SMALL_PICTURE:
         ink = find_ink(gray, flatten=flatten)
     else:
-        window = PAPER_SCALE * max(gray.shape) if digit_rows is None else PAPER_DIGITS * digit_rows
-        dark_ink = dark_on_light(gray) if dark_ink is None else dark_ink
-        ink = _ink_on_paper(gray, max(3, int(window) | 1), dark_ink)
-    dark = _dark_areas(ink.mask)
+        window = max(3, int(PAPER_SCALE * max(gray.shape) if digit_rows is None else PAPER_DIGITS * digit_rows) | 1)
+        ink = _ink_on_paper(gray, window, dark_on_light(gray) if dark_ink is None else dark_ink)
+    dark = _dark_areas(ink.mask, window // 2)
     return (ink if dark is None else Ink(ink.values, ink.mask & ~dark, ink.noise)), gray
 
 
@@ -117,11 +117,11 @@ def _paper_under(darkness: np.ndarray, window: int) -> np.ndarray:
     return ndimage.grey_opening(darkness, size=(window, window), mode="nearest")
 
 
-def _dark_areas(mask: np.ndarray) -> np.ndarray | None:
+def _dark_areas(mask: np.ndarray, band: int = 0) -> np.ndarray | None:
     """The pieces of `mask` that touch the picture's edge and cover more than DARK_AREA of it, run along more
-    than EDGE_SPAN of it, or are more than THICK times as thick as the pieces inside (`_thickness`), or None.
-    The last are the rims of shade where it meets the edge at a slant: there the paper's window reaches
-    past the picture, and the paper followed from what lies inside it is too light."""
+    than EDGE_SPAN of it, are more than THICK times as thick as the pieces inside (`_thickness`) or lie
+    within `band` pixels of the edge, or None. The last two are rims of shade where it meets the edge at
+    a slant: there the paper's window reaches past the picture, and the paper it finds is too light."""
     labels, count = ndimage.label(mask, np.ones((3, 3)))
     if count == 0:
         return None
@@ -135,7 +135,10 @@ def _dark_areas(mask: np.ndarray) -> np.ndarray | None:
     reference = np.average(widths[inside], weights=sizes[inside]) if sizes[inside].sum() else np.inf
     boxes = ndimage.find_objects(labels)
     spans = np.array([_span(boxes[label - 1], mask.shape) for label in edge])
-    large = edge[(sizes[edge] > DARK_AREA * mask.size) | (spans > EDGE_SPAN) | (widths[edge] > THICK * reference)]
+    rims = np.array([_within(boxes[label - 1], mask.shape, band) for label in edge])
+    large = edge[
+        (sizes[edge] > DARK_AREA * mask.size) | (spans > EDGE_SPAN) | (widths[edge] > THICK * reference) | rims
+    ]
     return np.isin(labels, large) if len(large) else None
 
 
@@ -146,6 +149,12 @@ def _thickness(mask: np.ndarray, labels: np.ndarray, count: int) -> tuple[np.nda
     sizes = np.bincount(labels.ravel(), minlength=count + 1).astype(np.float64)
     rims = np.bincount(labels[rim], minlength=count + 1)
     return sizes, 2 * sizes / np.maximum(rims, 1)
+
+
+def _within(box: tuple[slice, slice], shape: tuple[int, ...], band: int) -> bool:
+    """Whether a box lies within `band` pixels of the top, bottom, left or right edge of a picture of `shape`."""
+    rows, cols = box
+    return min(rows.stop, shape[0] - rows.start, cols.stop, shape[1] - cols.start) <= band
 
 
 def _span(box: tuple[slice, slice], shape: tuple[int, ...]) -> float:

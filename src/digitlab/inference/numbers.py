@@ -235,7 +235,7 @@ def find_writing(image, options: PreprocessOptions = PreprocessOptions()) -> Wri
     _, groups = _writing_groups(along)
     whole = functools.reduce(_Group.joined, groups)
     height = float(np.median([group.height for group in groups]))
-    box = (whole.left, whole.top, whole.right, whole.bottom)
+    box: tuple[float, ...] = (whole.left, whole.top, whole.right, whole.bottom)
     if tilt:
         box = box_before_turn(box, tilt, along.shape, mask.shape)
     crop, corner = _crop(picture, box, scale, CROP_MARGIN * height)
