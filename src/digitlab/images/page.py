@@ -41,7 +41,7 @@ PAPER_DIGITS = 0.45  # ... or of the digits' height, where it is known (about th
 THICK = 1.5  # ... or more than this many times as thick as the writing
 STRONG, WEAK = 0.3, 0.12  # ink seeds stand out by this share of the darkest ink's contrast; ink they reach, by this
 LEVEL_WITHIN = 4.0  # degrees: a line tilted less than this is read as it is
-LINE = 1.3  # ... and ink is a line when it is this many times as long along its direction as across
+LINE, ONE_PIECE = 1.3, 2.0  # ... and ink is a line when this many times as long along its direction as across
 SLANT = 1.1  # ... and slanted when looked at level it is this many times as thick as along its direction
 SPREAD = 0.01  # the ink's spread across a direction is between these quantiles of its positions (specks aside)
 STEEPEST = 45.0  # degrees: ink tilted more than this is a column, not a slanted line, and is left alone
@@ -162,15 +162,17 @@ def _span(box: tuple[slice, slice], shape: tuple[int, ...]) -> float:
     return max((box[0].stop - box[0].start) / shape[0], (box[1].stop - box[1].start) / shape[1])
 
 
-def line_tilt(mask: np.ndarray) -> float:
+def line_tilt(mask: np.ndarray, pieces: int = 2) -> float:
     """The angle in degrees (positive: the line falls to the right) of a line of writing in `mask`, or 0 when
     the ink is no line or is within LEVEL_WITHIN of level or steeper than STEEPEST.
 
     A line of writing is thinnest across when looked at along its own direction: the angle is the one
     that makes the ink's spread across it (`_spreads`, between its SPREAD and 1 - SPREAD quantiles) least,
     searched a little beyond ±STEEPEST. The ink is a line when it is LINE times as long
-    along that angle as across, and it is slanted when it is thinner there than when looked at level by
-    SLANT (digits' shapes move the thinnest angle of a level line a few degrees).
+    along that angle as across (ONE_PIECE times when it is one piece, `pieces` being how many pieces of
+    writing it holds: two touching digits have no line to speak of), and it is slanted when it is
+    thinner there than when looked at level by SLANT (digits' shapes move a level line's thinnest angle
+    a few degrees).
     """
     rows, cols = np.nonzero(mask)
     if len(rows) < 10:
@@ -185,7 +187,8 @@ def line_tilt(mask: np.ndarray) -> float:
     best = int(np.argmin(spreads))
     angle = float(angles[best])
     along = _spreads(np.array([angle + 90.0]), x, y)[0]
-    if along < LINE * spreads[best] or across[len(coarse) // 2] < SLANT * spreads[best]:
+    line = LINE if pieces > 1 else ONE_PIECE
+    if along < line * spreads[best] or across[len(coarse) // 2] < SLANT * spreads[best]:
         return 0.0
     if 0 < best < len(angles) - 1:  # the least of a parabola through the least and its neighbours
         before, middle, after = spreads[best - 1 : best + 2]

@@ -229,15 +229,16 @@ def find_writing(image, options: PreprocessOptions = PreprocessOptions()) -> Wri
     dark_ink = dark_on_light(gray)  # the whole picture says it: shade may fill most of a crop of it
     ink, gray = writing_ink(gray, flatten=options.flatten, dark_ink=dark_ink)
     mask = all_strokes(ink, clean=options.clean)
-    tilt = line_tilt(mask)
-    # the digits' height and the writing's box are measured along the line: a slanted digit's box is taller
-    along = level(mask.astype(np.float32), tilt) > 0.5 if tilt else mask
-    _, groups = _writing_groups(along)
+    _, groups = _writing_groups(mask)
+    tilt = line_tilt(mask, len(groups))
+    if tilt:  # the digits' height and the writing's box are measured along the line: a slanted digit's box is taller
+        along = level(mask.astype(np.float32), tilt) > 0.5
+        _, groups = _writing_groups(along)
     whole = functools.reduce(_Group.joined, groups)
     height = float(np.median([group.height for group in groups]))
     box: tuple[float, ...] = (whole.left, whole.top, whole.right, whole.bottom)
     if tilt:
-        box = box_before_turn(box, tilt, along.shape, mask.shape)
+        box = box_before_turn(box, tilt, (along.shape[0], along.shape[1]), (mask.shape[0], mask.shape[1]))
     crop, corner = _crop(picture, box, scale, CROP_MARGIN * height)
     zoom = DIGIT_ROWS / height  # working pixels of the crop per working pixel of the small look
     side = min(WORKING_SIDE, max(8, round(zoom * max(crop_side / scale for crop_side in _size(crop)))))
