@@ -1,16 +1,15 @@
 """The writing on a photographed page: dark areas that are not ink, and a line written at a slant.
 
-`find_ink` measures ink against the paper. A large dark area (the phone's shadow across the sheet, a
-desk along an edge, dark corners under uneven light) then stands out as one huge piece of "ink" that
-touches the picture's edge, which `segment` would read as digits. `writing_ink` drops such pieces,
-and also reads the picture again with the paper followed at the scale of a stroke (a grey closing a
-little wider than a pen, taken as the local paper and divided out), which leaves strokes and
-flattens everything wider: the writing may lie inside the dark area, or have fallen below the
-thresholds it set. It keeps whichever of the two looks more like writing.
+`find_ink` follows the paper over a third of the picture, on a reduced copy: a large dark area (the
+phone's shadow across the sheet, a desk along an edge, dark corners under uneven light) then stands
+out as "ink", or swallows the writing. `writing_ink` follows the paper under every pixel at the scale
+of a few strokes, at the picture's own size, and measures ink as a share of its own paper's light:
+shade is paper in poor light, and writing in it is found as in full light. Pieces of shade left at
+the picture's edge (where the paper's window reaches past it) are dropped.
 
-`line_tilt` measures the angle of a line of writing from the second moments of its ink (a row of
-digits is much longer than it is tall); `level` turns the picture so the line runs level, and
-`box_before_turn` maps a box found in the turned picture back to the picture as it was.
+`line_tilt` measures the angle of a line of writing as the one across which its ink is thinnest;
+`level` turns the picture so the line runs level, and `box_before_turn` maps a box found in the
+turned picture back to the picture as it was.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reading a written number ("2026", a phone number, an amount): its digits found, ordered and classified.
 
-`find_writing` finds the writing in a picture: looked at small, its ink is found as for a single digit
-(ink.find_ink, dark areas dropped by images.page.writing_ink) but every piece is kept
+`find_writing` finds the writing in a picture: looked at small, its ink is found against the paper under
+it (images.page.writing_ink: shade and dark areas are paper, not ink) and every piece is kept
 (ink.all_strokes); dust is dropped, pieces stacked in the same columns (the flag of a 5, a 7's bar, a
 stroke broken by a faint pen) are merged and pieces small against the number's digits are dropped as
 specks (`_writing_groups`); then the writing's crop is read again at the resolution its digits need,
