@@ -37,6 +37,7 @@ DARK_AREA = 0.02  # a piece of ink touching the picture's edge with more than th
 EDGE_SPAN = 0.6  # ... nor one that runs along more than this share of its width or height (a shadow's rim)
 PAPER_SCALE = 1 / 8  # the paper is followed over windows of this fraction of the longer side (wider than a stroke)
 PAPER_DIGITS = 0.45  # ... or of the digits' height, where it is known (about three strokes)
+LIT = 0.25  # ink is dark when more than this share of the picture is bright paper, however dark the rest
 THICK = 1.5  # ... or more than this many times as thick as the writing
 STRONG, WEAK = 0.3, 0.12  # ink seeds stand out by this share of the darkest ink's contrast; ink they reach, by this
 LEVEL_WITHIN = 4.0  # degrees: a line tilted less than this is read as it is
@@ -103,10 +104,15 @@ def _ink_on_paper(gray: np.ndarray, window: int, dark_ink: bool) -> Ink:
 
 def dark_on_light(gray: np.ndarray) -> bool:
     """Whether the ink is darker than the paper: the smoothed picture reaches further below its median than
-    above it. The median, not the border's (as `find_ink` takes it): a desk or dark corners fill the border."""
+    above it (the median, not the border's as `find_ink` takes it: a desk or dark corners fill the border),
+    or more than LIT of it is brighter than halfway from its median to its brightest (a shadow over most
+    of a sheet makes its median dark; light strokes on a dark canvas are never that much of it)."""
     middle = _median(gray)
     smooth = ndimage.uniform_filter(gray, 3)
-    return middle - smooth.min() > smooth.max() - middle
+    top = float(smooth.max())
+    if middle - smooth.min() > top - middle:
+        return True
+    return bool(np.count_nonzero(smooth > (middle + top) / 2) > LIT * smooth.size)
 
 
 def _paper_under(darkness: np.ndarray, window: int) -> np.ndarray:
