@@ -80,3 +80,88 @@ def test_numbers_on_a_slant_and_beside_a_dark_area_are_read(mnist):
         lefts = [digit.box[0] for digit in reading.digits]
         assert all(0 <= digit.box[0] < digit.box[2] <= 1600 for digit in reading.digits)
         assert lefts == sorted(lefts)
+
+
+def photo_of_a_number(mnist, shade, seed: int = 0, angle: float = 0.0) -> tuple[np.ndarray, str, tuple[int, ...]]:
+    """A 1200×900 gray photo of a four-digit number of MNIST validation digits on paper, turned `angle` degrees
+    (positive: rising to the right) and lit by the field `shade(rows, cols)` (1 where it is fully lit);
+    its truth and the box (x0, y0, x1, y1) its ink lies in."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(mnist.val.labels), 4)
+    number, _ = compose_number(mnist.val.images[picks, 0].numpy(), rng)
+    paper = float(np.median(number))
+    if angle:
+        number = np.asarray(Image.fromarray(number).rotate(angle, Image.Resampling.BICUBIC, True, fillcolor=int(paper)))
+    zoom = min(2.0, 1000 / number.shape[1], 750 / number.shape[0])
+    size = (int(number.shape[1] * zoom), int(number.shape[0] * zoom))
+    number = np.asarray(Image.fromarray(number).resize(size, Image.Resampling.BILINEAR), np.float32)
+    gray = np.full((900, 1200), paper, np.float32)
+    top, left = (900 - number.shape[0]) // 2, (1200 - number.shape[1]) // 2
+    gray[top : top + number.shape[0], left : left + number.shape[1]] = number
+    rows, cols = np.mgrid[0:900, 0:1200].astype(np.float32)
+    gray = gray * shade(rows, cols) + rng.normal(0, 2, gray.shape)
+    ink_rows, ink_cols = np.nonzero(number < paper - 60)
+    box = (left + ink_cols.min(), top + ink_rows.min(), left + ink_cols.max() + 1, top + ink_rows.max() + 1)
+    truth = "".join(str(int(label)) for label in mnist.val.labels[picks])
+    return np.clip(gray, 0, 255).astype(np.uint8), truth, box
+
+
+def writing_at_512(gray: np.ndarray) -> np.ndarray:
+    """The mask of the writing that `writing_ink` finds in a 1200×900 photo looked at 512×384, as find_writing does."""
+    return all_strokes(
+        writing_ink(np.asarray(Image.fromarray(gray).resize((512, 384), Image.Resampling.BOX), np.float32))[0]
+    )
+
+
+SHADES = {  # fields of light over the 1200×900 photo: what a phone photo of a sheet of paper may be lit by
+    "a soft shadow over the left half, the writing in it": lambda rows, cols: (
+        1 - 0.65 / (1 + np.exp((cols - 640) / 25))
+    ),
+    "a hard shadow across the writing": lambda rows, cols: np.where(rows + 0.3 * cols > 700, 0.35, 1.0),
+    "dark corners": lambda rows, cols: (
+        1 - 0.85 * np.clip(np.hypot((cols - 600) / 600, (rows - 450) / 450) - 0.55, 0, 1) / 0.6
+    ),
+    "the sheet askew on a dark desk": lambda rows, cols: np.where(
+        (np.abs((cols - 600) * 0.94 + (rows - 450) * 0.34) < 520)
+        & (np.abs((rows - 450) * 0.94 - (cols - 600) * 0.34) < 400),
+        1.0,
+        0.2,
+    ),
+}
+
+
+@pytest.mark.parametrize("shade", SHADES)
+def test_shade_is_paper_not_ink_and_the_writing_is_whole(mnist, shade):
+    gray, _, (x0, y0, x1, y1) = photo_of_a_number(mnist, SHADES[shade])
+    mask = writing_at_512(gray)
+    scale = 1200 / 512
+    inside = np.zeros_like(mask)
+    inside[int(y0 / scale) - 2 : int(y1 / scale) + 3, int(x0 / scale) - 2 : int(x1 / scale) + 3] = True
+    assert not (mask & ~inside).any()  # nothing of the shade is taken for ink
+    lit = writing_at_512(photo_of_a_number(mnist, lambda rows, cols: 1.0)[0])
+    assert mask.sum() >= 0.85 * lit.sum()  # and the writing is as whole as in full light
+
+
+@pytest.mark.parametrize("angle", [-40.0, -35.0, 20.0, 35.0, 40.0])
+def test_the_tilt_of_a_written_number_is_found(mnist, angle):
+    gray, _, _ = photo_of_a_number(mnist, lambda rows, cols: 1.0, seed=1, angle=angle)
+    assert line_tilt(writing_at_512(gray)) == pytest.approx(-angle, abs=4.0)
+
+
+@pytest.mark.slow  # reads six photos with the shipped model and its segmenter
+def test_a_number_in_shade_or_at_35_degrees_reads_as_in_full_light(mnist):
+    """The page stage's part, apart from how well the digits themselves are read: a number in a shadow over
+    half the sheet, or written at ±35°, reads as the same number written level in full light does."""
+    from digitlab.runs.shipped import load_shipped
+
+    level = lambda rows, cols: 1.0  # noqa: E731
+    shadow = SHADES["a soft shadow over the left half, the writing in it"]
+    pairs = [
+        ((shadow, 2, 0.0), (level, 2, 0.0)),
+        ((level, 3, 35.0), (level, 3, 0.0)),
+        ((level, 4, -35.0), (level, 4, 0.0)),
+    ]
+    photos = [photo_of_a_number(mnist, shade, seed, angle)[0] for pair in pairs for shade, seed, angle in pair]
+    numbers = [reading.number for reading in load_shipped().read_number(photos)]
+    assert numbers[0::2] == numbers[1::2]
+    assert all(len(number) >= 4 for number in numbers)  # no digit of the four is lost

@@ -1,7 +1,7 @@
 """Reading a written number ("2026", a phone number, an amount): its digits found, ordered and classified.
 
-`find_writing` finds the writing in a picture: looked at small, its ink is found as for a single digit
-(ink.find_ink, dark areas dropped by images.page.writing_ink) but every piece is kept
+`find_writing` finds the writing in a picture: looked at small, its ink is found against the paper under
+it (images.page.writing_ink: shade and dark areas are paper, not ink) and every piece is kept
 (ink.all_strokes); dust is dropped, pieces stacked in the same columns (the flag of a 5, a 7's bar, a
 stroke broken by a faint pen) are merged and pieces small against the number's digits are dropped as
 specks (`_writing_groups`); then the writing's crop is read again at the resolution its digits need,
@@ -31,7 +31,7 @@ from ..config import PreprocessOptions
 from ..errors import ConfigError, ImageError
 from ..images.decode import SCALE_KEY, WORKING_SIDE
 from ..images.ink import Ink, all_strokes
-from ..images.page import box_before_turn, level, line_tilt, writing_ink
+from ..images.page import box_before_turn, dark_on_light, level, line_tilt, writing_ink
 from ..images.preprocess import Preprocessed, digit_field, finish, read_picture, working_gray
 from ..models.nets import in_preferred_layout
 from .evaluate import one_thread, predict_logits
@@ -229,20 +229,28 @@ def find_writing(image, options: PreprocessOptions = PreprocessOptions()) -> Wri
     """
     picture = _picture(image)
     gray, scale = working_gray(picture, LOCATE_SIDE)
-    ink, gray = writing_ink(gray, flatten=options.flatten)
+    dark_ink = dark_on_light(gray)  # the whole picture says it: shade may fill most of a crop of it
+    ink, gray = writing_ink(gray, flatten=options.flatten, dark_ink=dark_ink)
     mask = all_strokes(ink, clean=options.clean)
-    tilt = line_tilt(mask)
     _, groups = _writing_groups(mask)
+    tilt = line_tilt(mask, len(groups))
+    if tilt:  # the digits' height and the writing's box are measured along the line: a slanted digit's box is taller
+        along = level(mask.astype(np.float32), tilt) > 0.5
+        _, groups = _writing_groups(along)
     whole = functools.reduce(_Group.joined, groups)
     height = float(np.median([group.height for group in groups]))
-    crop, corner = _crop(picture, whole, scale, CROP_MARGIN * height)
+    box: tuple[float, ...] = (whole.left, whole.top, whole.right, whole.bottom)
+    if tilt:
+        box = box_before_turn(box, tilt, (along.shape[0], along.shape[1]), (mask.shape[0], mask.shape[1]))
+    crop, corner = _crop(picture, box, scale, CROP_MARGIN * height)
     zoom = DIGIT_ROWS / height  # working pixels of the crop per working pixel of the small look
     side = min(WORKING_SIDE, max(8, round(zoom * max(crop_side / scale for crop_side in _size(crop)))))
+    located = scale
     gray, scale = working_gray(crop, side)
     original = gray.shape
     if tilt:
         gray = level(gray, tilt)
-    ink, gray = writing_ink(gray, flatten=options.flatten)
+    ink, gray = writing_ink(gray, flatten=options.flatten, digit_rows=height * located / scale, dark_ink=dark_ink)
     mask = all_strokes(ink, clean=options.clean)
     return Writing(ink, mask, tilt, (gray.shape[0], gray.shape[1]), (original[0], original[1]), scale, corner)
 
@@ -255,12 +263,13 @@ def _size(picture) -> tuple[int, int]:
     return picture.shape[1], picture.shape[0]
 
 
-def _crop(picture, box: _Group, scale: float, margin: float):
-    """The part of `picture` (PIL image or array) under `box` (working pixels at `scale` picture pixels each)
-    widened by `margin` working pixels on every side, and its corner (x, y) in the picture's pixels."""
+def _crop(picture, box: tuple[float, ...], scale: float, margin: float):
+    """The part of `picture` (PIL image or array) under `box` (x0, y0, x1, y1 in working pixels at `scale`
+    picture pixels each) widened by `margin` working pixels on every side, and its corner (x, y) in the
+    picture's pixels."""
     width, height = _size(picture)
-    x0, y0 = max(0, (box.left - margin) * scale), max(0, (box.top - margin) * scale)
-    x1, y1 = min(width, (box.right + margin) * scale), min(height, (box.bottom + margin) * scale)
+    x0, y0 = max(0, (box[0] - margin) * scale), max(0, (box[1] - margin) * scale)
+    x1, y1 = min(width, (box[2] + margin) * scale), min(height, (box[3] + margin) * scale)
     if isinstance(picture, Image.Image):
         factor = float(picture.info.get(SCALE_KEY, 1.0))
         left, top, right, bottom = (round(value / factor) for value in (x0, y0, x1, y1))
