@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data.datasets import to_float
 from ..errors import ConfigError
-from .evaluate import one_thread as _one_thread  # rejection imports it from here
+from .evaluate import one_thread
 
 METHOD = "mahalanobis-pixels+penultimate+energy"
 PREFIX = "ood."
@@ -192,7 +192,7 @@ def fit_detector(
     if len(train_images) > FIT_LIMIT:
         chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:FIT_LIMIT]
         train_images, train_labels = train_images[chosen], train_labels[chosen]
-    with _one_thread():
+    with one_thread():
         return _fitted(model, train_images, train_labels, val_images, num_classes, quantile, transform)
 
 

@@ -18,6 +18,7 @@ It travels in the model file with the base detector: tensors `ood.*` and `ood.ju
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,8 @@ from torch import nn
 
 from ..data.augment import AugmentConfig, augment_batch
 from ..errors import ConfigError
-from .ood import PREFIX, QUANTILE, Detector, Observed, _one_thread, observe
+from .evaluate import one_thread
+from .ood import PREFIX, QUANTILE, Detector, Observed, observe
 
 METHOD = "learned-judge"
 JUDGE = PREFIX + "judge."
@@ -126,14 +128,16 @@ def fit_learned_detector(
         raise ConfigError("the not-a-digit judge needs digits, non-digits and validation digits")
     if not 0.5 <= quantile < 1.0:
         raise ConfigError(f"the accepted quantile must be in [0.5, 1), got {quantile}")
-    with _one_thread():
+    with one_thread():
         images = torch.cat([digits, nondigits])
         targets = torch.cat([torch.zeros(len(digits)), torch.ones(len(nondigits))])
-        raw = _raw_features(base, observe(model, images))
+        seen = observe(model, images)
+        raw = _raw_features(base, seen)
+        torch.manual_seed(seed)  # the judge's first weights
         detector = LearnedDetector(
             base, raw.mean(0), raw.std(0).clamp(min=1e-6), Judge(raw.shape[1]), float("inf"), quantile
         )
-        _train_judge(detector, model, images, targets, augmentation, seed)
+        _train_judge(detector, model, images, seen, targets, augmentation, seed)
         detector.threshold = float(torch.quantile(detector.score(observe(model, val_digits)), quantile))
     return detector
 
@@ -149,39 +153,40 @@ def _train_judge(
     detector: LearnedDetector,
     model: nn.Module,
     images: torch.Tensor,
+    seen: Observed,
     targets: torch.Tensor,
     augmentation: AugmentConfig | None,
     seed: int,
 ) -> None:
     """Train the detector's judge with class-balanced binary cross-entropy and AdamW on `images` (uint8
-    (N, 1, 28, 28)) and their `targets` (1: not a digit). With `augmentation`, every batch is augmented and
-    seen by the model afresh, so the judge learns from more shapes than the pictures hold; without it the
-    features are computed once. One seed makes the same judge."""
+    (N, 1, 28, 28), `seen` by the model already) and their `targets` (1: not a digit). With `augmentation`,
+    every batch is augmented and seen by the model afresh, so the judge learns from more shapes than the
+    pictures hold; without it the features are computed once. One seed makes the same judge."""
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    judge = detector.judge = Judge(detector.centre.shape[0])
-    fixed = None if augmentation else observe(model, images)
-    optimizer = torch.optim.AdamW(judge.parameters(), lr=1e-3, weight_decay=1e-4)
+    features_of: Callable[[torch.Tensor], torch.Tensor]
+    if augmentation is None:
+        features_of = detector.features(seen).__getitem__  # rows -> their features, computed once
+    else:
+        features_of = _varied_features(detector, model, images, augmentation, generator)
+    optimizer = torch.optim.AdamW(detector.judge.parameters(), lr=1e-3, weight_decay=1e-4)
     balance = (1 - targets.mean()) / targets.mean()  # weight of a non-digit, so both classes count alike
+    detector.judge.train()
     for _ in range(EPOCHS):
         for batch in torch.randperm(len(targets), generator=generator).split(BATCH):
-            seen = (
-                _picked(fixed, batch)
-                if fixed is not None
-                else _augmented(model, images[batch], augmentation, generator)
-            )
-            logits = judge.train()(detector.features(seen))
+            logits = detector.judge(features_of(batch))
             loss = F.binary_cross_entropy_with_logits(logits, targets[batch], pos_weight=balance)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    judge.eval()
+    detector.judge.eval()
 
 
-def _picked(seen: Observed, rows: torch.Tensor) -> Observed:
-    return Observed(seen.pixels[rows], seen.activations[rows], seen.logits[rows])
+def _varied_features(
+    detector: LearnedDetector, model: nn.Module, images: torch.Tensor, augmentation: AugmentConfig, generator
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """rows -> the judge's features of those `images`, varied by `augmentation` and seen by the model afresh."""
 
+    def vary(pixels: torch.Tensor) -> torch.Tensor:
+        return augment_batch(pixels, augmentation, generator)
 
-def _augmented(model: nn.Module, images: torch.Tensor, augmentation, generator: torch.Generator) -> Observed:
-    """What the model sees of `images` varied by `augmentation` (an AugmentConfig)."""
-    return observe(model, images, transform=lambda pixels: augment_batch(pixels, augmentation, generator))
+    return lambda rows: detector.features(observe(model, images[rows], transform=vary))
