@@ -25,7 +25,7 @@ NOISE_SIGMAS = 4.0  # multiples of the paper's noise (robust std) that a stroke 
 PAPER_WINDOW = 0.33  # the paper is estimated over windows of this fraction of the longer side
 SMALL_PICTURE = 64  # px: no shading to flatten in a picture this small, and a digit filling it has wide strokes
 NEAR = 0.6  # pieces within this fraction of the main piece's size (plus a margin) belong to the digit
-SIDE_MASS, SIDE_HEIGHT, SIDE_OVERLAP = 0.3, 0.5, 0.2  # a second digit beside the first (side_by_side)
+SIDE_MASS, SIDE_HEIGHT, SIDE_OVERLAP = 0.3, 0.5, 0.2  # a second digit beside the first (_beside)
 LINE_LENGTH = 0.5  # a ruled line spans at least this fraction of the picture's width (or height)
 LINE_SLENDERNESS = 20  # ... and is at least this many times longer than it is thick
 SAMPLE = 40_000  # the paper's statistics (median, noise) are read from about this many evenly strided pixels
@@ -86,40 +86,25 @@ def _frame_mask(shape: tuple[int, int], inner: tuple[slice, slice]) -> np.ndarra
 
 def strokes(ink: Ink, clean: bool = True) -> np.ndarray:
     """The mask of the pieces that form the digit (see the module docstring); ImageError if none is left."""
+    return digit_strokes(ink, clean)[0]
+
+
+def digit_strokes(ink: Ink, clean: bool = True) -> tuple[np.ndarray, int]:
+    """The mask of the pieces that form the digit (as `strokes`) and how many other digit-sized pieces stand
+    beside the digit's largest piece, on its line (`_beside`): 1 or more means the picture is not one digit."""
     mask = _without_lines(ink.mask) if clean else ink.mask
     labels, count = ndimage.label(mask, np.ones((3, 3)))
     if count == 0:
         raise ImageError("no ink found (blank image)")
-    if not clean:
-        return mask
     pieces = _pieces(ink, labels, count)
+    if not clean:
+        return mask, _beside(pieces)
     keep = np.zeros(count + 1, bool)
     for number, box in enumerate(pieces.boxes):
         keep[number + 1] = number == pieces.main or (
             pieces.mass[number] >= 0.02 * pieces.mass[pieces.main] and _near(box, pieces.boxes[pieces.main])
         )
-    return keep[labels]
-
-
-def side_by_side(ink: Ink, clean: bool = True) -> int:
-    """How many other digit-sized pieces of ink stand beside the digit's largest piece, on its line: at least
-    SIDE_MASS of its ink and SIDE_HEIGHT of its height, sharing half the height of the shorter and at most
-    SIDE_OVERLAP of the narrower one's columns. Two digits written apart (a number) give 1 or more; the pieces
-    of one digit broken by its pen lie above one another or overlap, and a speck is too small."""
-    labels, count = ndimage.label(_without_lines(ink.mask) if clean else ink.mask, np.ones((3, 3)))
-    if count < 2:
-        return 0
-    pieces = _pieces(ink, labels, count)
-    main = pieces.boxes[pieces.main]
-    beside = [  # a thin 1 beside a heavier digit falls short of SIDE_MASS: such a pair may still pass as one digit
-        number != pieces.main
-        and pieces.mass[number] >= SIDE_MASS * pieces.mass[pieces.main]
-        and _span(box[0]) >= SIDE_HEIGHT * _span(main[0])
-        and _shared(box[0], main[0]) >= 0.5 * min(_span(box[0]), _span(main[0]))
-        and _shared(box[1], main[1]) <= SIDE_OVERLAP * min(_span(box[1]), _span(main[1]))
-        for number, box in enumerate(pieces.boxes)
-    ]
-    return int(sum(beside))
+    return keep[labels], _beside(pieces)
 
 
 @dataclass
@@ -134,6 +119,23 @@ class _Pieces:
 def _pieces(ink: Ink, labels: np.ndarray, count: int) -> _Pieces:
     mass = np.bincount(labels.ravel(), weights=ink.values.ravel(), minlength=count + 1)[1:]
     return _Pieces(mass, ndimage.find_objects(labels), int(np.argmax(mass)))
+
+
+def _beside(pieces: _Pieces) -> int:
+    """How many pieces stand beside the largest on its line: at least SIDE_MASS of its ink and SIDE_HEIGHT of
+    its height, sharing half the height of the shorter and at most SIDE_OVERLAP of the narrower one's columns.
+    Two digits written apart (a number) give 1 or more; the pieces of one digit broken by its pen lie above
+    one another or overlap, and a speck is too small."""
+    main = pieces.boxes[pieces.main]
+    beside = [  # a thin 1 beside a heavier digit falls short of SIDE_MASS: such a pair may still pass as one digit
+        number != pieces.main
+        and pieces.mass[number] >= SIDE_MASS * pieces.mass[pieces.main]
+        and _span(box[0]) >= SIDE_HEIGHT * _span(main[0])
+        and _shared(box[0], main[0]) >= 0.5 * min(_span(box[0]), _span(main[0]))
+        and _shared(box[1], main[1]) <= SIDE_OVERLAP * min(_span(box[1]), _span(main[1]))
+        for number, box in enumerate(pieces.boxes)
+    ]
+    return int(sum(beside))
 
 
 def _span(extent: slice) -> int:

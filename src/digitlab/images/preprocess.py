@@ -34,7 +34,7 @@ from ..config import PreprocessOptions
 from ..errors import ImageError, ImageTooLarge
 from .decode import SCALE_KEY, WORKING_SIDE, DecodeCost, decode_cost, decode_reduced, gray_levels, reduce_any
 from .drawing import BOX, CENTRE, FIELD, PEN_RANGE, PEN_TARGET, Drawings, drawing_pixels, stack_drawings
-from .ink import NOISE_SIGMAS, Ink, find_ink, side_by_side, strokes, towards_ink
+from .ink import NOISE_SIGMAS, Ink, digit_strokes, find_ink, towards_ink
 
 MAX_PIXELS = (
     100_000_000  # decompression-bomb guard, checked on the declared size before decoding (a 108-MP phone: 12000×9000)
@@ -92,7 +92,7 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 class Preprocessed:
     """What the model sees, uint8 (1, 28, 28) white ink on black, and where it was found in the picture:
     `box` is (x0, y0, x1, y1) in the picture's own pixels (x1, y1 exclusive); `neighbours`: how many other
-    digit-sized pieces of ink stand beside it on its line (ink.side_by_side), so the picture is not one digit."""
+    digit-sized pieces of ink stand beside it on its line (ink.digit_strokes), so the picture is not one digit."""
 
     image: torch.Tensor
     box: tuple[int, ...]
@@ -161,10 +161,11 @@ def prepare_drawings(
 
 def _digit(gray: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, tuple[float, ...], int]:
     """The 28×28 field of the digit in a working picture, its box there (see digit_field), and how many
-    digit-sized pieces stand beside it (ink.side_by_side)."""
+    digit-sized pieces stand beside it (ink.digit_strokes)."""
     ink = find_ink(gray, flatten=options.flatten)
-    field, box = digit_field(ink, strokes(ink, clean=options.clean), options)
-    return field, box, side_by_side(ink, clean=options.clean)
+    keep, neighbours = digit_strokes(ink, clean=options.clean)
+    field, box = digit_field(ink, keep, options)
+    return field, box, neighbours
 
 
 def _finer(image, gray: np.ndarray, scale: float) -> bool:
