@@ -242,7 +242,7 @@ function show(answer, source) {
   labelOut.classList.toggle("empty", Boolean(answer.rejected));
   confidenceOut.textContent = answer.rejected
     ? (answer.reason || "").startsWith("not one digit")
-      ? "this looks like more than one digit: try Read a number"
+      ? "several digits? tick Read a number"
       : "this does not look like a digit"
     : `${answer.confidence > 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(1)}% sure`;
   sourceOut.textContent = `from ${source}`;
