@@ -338,3 +338,23 @@ def test_a_shadow_across_the_page_is_paper_not_ink():
     page[140:260, 270:282] = 20
     kept = strokes(find_ink(page))
     assert kept[140:260, 270:282].all() and not kept[:, :240].any()
+
+
+def test_a_tiny_faint_crop_is_read_not_found_blank(mnist):
+    """A digit 12-16 px tall in faint ink (40 gray levels) on a crop of a few dozen px: its strokes are a pixel
+    or two wide, which the 3×3 smoothing of ink finding averaged into the paper ('no ink found'). A broken
+    version raises ImageError on most of them; a box off by the enlargement lands far outside the crop."""
+    from digitlab.inference.realworld import _coverage, _noise, _sheet, stroke_mask
+
+    rng = np.random.default_rng(3)
+    correlations = []
+    for digit in mnist.test.images[:12]:
+        coverage = _coverage(stroke_mask(digit[0].numpy(), 1.0), int(rng.integers(12, 17)))
+        page = _noise(_sheet(coverage, rng, margin=(1.2, 1.6), paper=210.0, ink=170.0), rng, 1.5)
+        prepared = prepare(np.clip(page, 0, 255).astype(np.uint8))
+        x0, y0, x1, y1 = prepared.box
+        assert 0 <= x0 < x1 <= page.shape[1] and 0 <= y0 < y1 <= page.shape[0]
+        correlations.append(np.corrcoef(prepared.image.flatten().float(), digit.flatten().float())[0, 1])
+    assert np.median(correlations) > 0.7
+    with pytest.raises(ImageError, match="no ink"):  # faint noise alone is still blank paper
+        prepare(np.clip(rng.normal(210, 1.5, (30, 24)), 0, 255).astype(np.uint8))

@@ -42,6 +42,8 @@ MAX_PIXELS = (
 MAX_FILE_BYTES = 64 * 1024 * 1024
 ANALYSIS_SIDE = 512  # a single digit's ink is first found on a copy box-averaged to about this (speed) ...
 DETAIL_SIDE = 64  # ... and looked at again in the picture's own pixels when its box came out smaller than this
+TINY_SIDE = 64  # px: a picture no larger than this in which no ink stands out is looked at again ENLARGE× larger
+ENLARGE = 4
 ZOOM = 160  # the digit's longer side while its strokes are redrawn: 8 px per output pixel
 # digitlab 0.1's pipeline (PreprocessOptions(legacy=True)), kept for models saved before the options existed
 LEGACY_MIN_CONTRAST = 24.0  # gray levels (of 255) between background and ink below which an image is blank
@@ -162,10 +164,24 @@ def prepare_drawings(
 def _digit(gray: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, tuple[float, ...], int]:
     """The 28×28 field of the digit in a working picture, its box there (see digit_field), and how many
     digit-sized pieces stand beside it (ink.digit_strokes)."""
-    ink = find_ink(gray, flatten=options.flatten)
+    ink, enlarged = _tiny_or_not(gray, options)
     keep, neighbours = digit_strokes(ink, clean=options.clean)
     field, box = digit_field(ink, keep, options)
-    return field, box, neighbours
+    return field, tuple(value / enlarged for value in box), neighbours
+
+
+def _tiny_or_not(gray: np.ndarray, options: PreprocessOptions) -> tuple[Ink, int]:
+    """The ink of `gray`, and how many times `gray` was enlarged to find it (1 or ENLARGE). In a tiny crop a
+    faint stroke is a pixel or two wide, and the 3×3 smoothing that tells strokes from pixel noise averages
+    it into the paper; enlarged first, the stroke spans the smoothing window and keeps its contrast."""
+    try:
+        return find_ink(gray, flatten=options.flatten), 1
+    except ImageError:
+        if max(gray.shape) > TINY_SIDE:
+            raise
+    height, width = gray.shape
+    larger = Image.fromarray(gray).resize((width * ENLARGE, height * ENLARGE), Image.Resampling.BILINEAR)
+    return find_ink(np.asarray(larger), flatten=False), ENLARGE
 
 
 def _finer(image, gray: np.ndarray, scale: float) -> bool:
