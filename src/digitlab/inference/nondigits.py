@@ -143,13 +143,13 @@ def _symbols(part, rng, index, digits) -> np.ndarray:
 
 def _doodles(part, rng, index, digits) -> np.ndarray:
     name = list(DOODLES)[index % len(DOODLES)]
-    return _field_of(_draw_polylines(DOODLES[name](rng), rng))
+    return field_of(draw_polylines(DOODLES[name](rng), rng))
 
 
 def _scribbles(part, rng, index, digits) -> np.ndarray:
     """A pen that wanders: 6-16 points joined by a smooth curve, crossing itself."""
     points = rng.uniform(0, 1, (int(rng.integers(6, 17)), 2))
-    return _field_of(_draw_polylines([_smooth(points)], rng))
+    return field_of(draw_polylines([_smooth(points)], rng))
 
 
 def _pairs(part, rng, index, digits) -> np.ndarray:
@@ -170,12 +170,12 @@ def _text_field(part: str, rng: np.random.Generator, index: int, letters: int, a
         strokes: list[Polyline] = []
         while not strokes:  # a few fonts lack a glyph (a symbol), drawn as nothing: draw another
             strokes = _hershey_strokes(name, "".join(rng.choice(list(chars), letters)))
-        return _field_of(_draw_polylines(strokes, rng))
+        return field_of(draw_polylines(strokes, rng))
     path = _installed_font(HANDWRITING[part][(index // 2) % len(HANDWRITING[part])])
     ink = np.zeros((1, 1), np.float32)
     while not ink.any():  # as above: a glyph the font lacks may draw as nothing
         ink = _draw_font_text(path, "".join(rng.choice(list(alphabet or LATIN), letters)), rng)
-    return _field_of(ink)
+    return field_of(ink)
 
 
 def _hershey_strokes(name: str, text: str) -> list[Polyline]:
@@ -210,7 +210,7 @@ def _installed_font(relative: str) -> Path:
     return path
 
 
-def _draw_polylines(strokes: list[Polyline], rng: np.random.Generator) -> np.ndarray:
+def draw_polylines(strokes: list[Polyline], rng: np.random.Generator) -> np.ndarray:
     """Strokes (any units) drawn with a trembling pen: scaled to DRAW_SIDE tall, slanted, jittered."""
     points = np.concatenate(strokes)
     low, high = points.min(0), points.max(0)
@@ -253,7 +253,7 @@ def _smooth(points: np.ndarray, steps: int = 12) -> Polyline:
     return np.concatenate([*pieces, points[-1:]]).astype(np.float32)
 
 
-def _field_of(ink: np.ndarray) -> np.ndarray:
+def field_of(ink: np.ndarray) -> np.ndarray:
     return _to_uint8(mnist_field(ink))
 
 
