@@ -96,3 +96,14 @@ def test_calibrate_learn_refuses_bad_settings_in_one_line(small_cnn, capsys, fla
     assert main(["calibrate", str(small_cnn.path), "--learn", *flags]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error and "Traceback" not in error
+
+
+def test_exposure_with_weight_zero_fine_tunes_on_the_digits_alone(small_cnn, mnist):
+    """Exposure(weight=0) is a plain fine-tune (benchmarks/ship_styles.py): no non-digits are needed or drawn."""
+    model = digitlab.load_run(small_cnn.path).model
+    before = model.state_dict()["classifier.2.weight"].clone()
+    train = Split(mnist.train.images[:256], mnist.train.labels[:256])
+    augmentation, exposure = small_cnn.config.augmentation(), Exposure(epochs=1, weight=0.0, digits_per_batch=64)
+    history = expose(model, train, mnist.train.images[:0], augmentation, exposure)
+    assert len(history) == 1 and history[0]["loss"] < 2.3  # chance is ln 10; the trained model starts far below
+    assert not torch.equal(before, model.state_dict()["classifier.2.weight"])

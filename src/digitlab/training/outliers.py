@@ -149,11 +149,12 @@ def expose(
     augmented alike; returns one record per epoch (mean loss, seconds)."""
     generator = torch.Generator().manual_seed(exposure.seed)
     torch.manual_seed(exposure.seed)
-    digits, outliers = exposure.digits_per_batch, exposure.nondigits_per_batch
+    digits = exposure.digits_per_batch
+    outliers = exposure.nondigits_per_batch if exposure.weight else 0  # weight 0: a fine-tune on digits alone
     judge = nn.Linear(_width(model), 1)  # the temporary "not a digit" head; the learned judge replaces it
     optimizer = torch.optim.AdamW([*model.parameters(), *judge.parameters()], lr=exposure.lr, weight_decay=5e-4)
     targets = torch.cat([torch.zeros(digits), torch.ones(outliers)])
-    balance = torch.tensor(digits / outliers)  # a non-digit weighs as much as a digit in the loss
+    balance = torch.tensor(digits / max(outliers, 1))  # a non-digit weighs as much as a digit in the loss
     steps, step, history = exposure.epochs * (len(train) // digits), 0, []
     schedule = TrainConfig(lr=exposure.lr, schedule="cosine", warmup=0.0)  # from the peak rate down to 0
     with _digit_statistics(model):
@@ -162,7 +163,7 @@ def expose(
             for batch in torch.randperm(len(train), generator=generator).split(digits):
                 if len(batch) < digits:
                     continue
-                picks = torch.randint(len(nondigits), (outliers,), generator=generator)
+                picks = torch.randint(len(nondigits), (outliers,), generator=generator) if outliers else batch[:0]
                 images = to_float(torch.cat([train.images[batch], nondigits[picks]]))
                 images = in_preferred_layout(model, augment_batch(images, augmentation, generator))
                 for group in optimizer.param_groups:
@@ -170,9 +171,10 @@ def expose(
                 features = model.penultimate(images)  # type: ignore[operator]  # every registered model has it
                 logits = model.head(features[:digits])  # type: ignore[operator]  # as penultimate
                 loss = F.cross_entropy(logits, train.labels[batch], label_smoothing=label_smoothing)
-                loss = loss + exposure.weight * F.binary_cross_entropy_with_logits(
-                    judge(features)[:, 0], targets, pos_weight=balance
-                )
+                if outliers:
+                    loss = loss + exposure.weight * F.binary_cross_entropy_with_logits(
+                        judge(features)[:, 0], targets, pos_weight=balance
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
