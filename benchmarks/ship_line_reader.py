@@ -5,7 +5,11 @@ training digits, made as `predict --number` makes a line from a photo (digitlab.
 the epoch kept is the one that reads the most of --val-lines lines of validation digits exactly.
 The lines are cached in runs/line-reader/lines-*.npz and reused; with --chunk they are made in
 chunks of that many lines (chunk k with seed 100 + k), so a longer run reuses a shorter one's.
-About 30-80 ms a line to make on 2 shared cores, and 5-20 ms a line an epoch to train.
+--touching and --long set the shares of composed lines with touching digits and of 10 digits;
+--photos adds lines read from the number suite's phone photos of training digits (that many of
+each class). About 30-80 ms a line to make on 2 quiet cores (a photo line ~0.4 s), and 5-20 ms a
+line an epoch to train. The file also stores where the reader places its digits (metadata
+`reading`: read_shift, measured on validation numbers by training.linereader.measure_read_shift).
 
 The shipped reader is the plain one these defaults train (5 epochs on 20,000 lines, 84.9% of the
 validation lines read exactly). A CRNN tried beside it (docs/prediction.md: it read more validation
@@ -19,23 +23,26 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import digitlab
+from digitlab.files import atomic_write
 from digitlab.inference.linereader import LINE_READER_FILE
 from digitlab.models.nets import create_model
 from digitlab.runs.run import load_model, save_model
-from digitlab.training.linereader import Lines, make_lines, train_line_reader
+from digitlab.training.linereader import Lines, make_lines, measure_read_shift, photo_lines, train_line_reader
 
 FOLDER = Path("runs/line-reader")
+PHOTO_CHUNK = 100  # photos of each suite class per cached chunk of photo lines
 
 
-def cached_lines(split, count: int, seed: int, name: str) -> Lines:
-    """`count` lines of `split`, made once and kept in FOLDER."""
-    path = FOLDER / f"lines-{name}-{count}-{seed}.npz"
+def cached_lines(name: str, make: Callable[[], Lines]) -> Lines:
+    """The lines `make` makes, made once and kept in FOLDER as lines-NAME.npz."""
+    path = FOLDER / f"lines-{name}.npz"
     if path.is_file():
         stored = np.load(path, allow_pickle=False)
         widths, lengths = stored["widths"], stored["lengths"]
@@ -45,28 +52,54 @@ def cached_lines(split, count: int, seed: int, name: str) -> Lines:
     started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # each digit's small bicubic upsample is slower threaded
-    lines = make_lines(split, count, seed)
+    lines = make()
     torch.set_num_threads(threads)
     FOLDER.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path,
-        pixels=np.concatenate(lines.pictures, axis=1),
-        widths=np.array([picture.shape[1] for picture in lines.pictures]),
-        digits=np.concatenate([np.array(target) for target in lines.targets]),
-        lengths=np.array([len(target) for target in lines.targets]),
-    )
-    print(f"made {count:,} {name} lines in {time.perf_counter() - started:.0f} s", flush=True)
+    atomic_write(path, lambda temp: _save(temp, lines))
+    print(f"made {len(lines):,} lines {name} in {time.perf_counter() - started:.0f} s", flush=True)
     return lines
 
 
-def training_lines(split, count: int, chunk: int) -> Lines:
-    """`count` training lines: made with seed 0, or in chunks of `chunk` lines (chunk k with seed 100 + k)."""
-    if not chunk:
-        return cached_lines(split, count, 0, "train")
-    chunks = [cached_lines(split, chunk, 100 + number, "train") for number in range(-(-count // chunk))]
+def _save(path: str, lines: Lines) -> None:
+    with open(path, "wb") as file:  # a file, so numpy adds no .npz to the temporary name
+        np.savez(
+            file,
+            pixels=np.concatenate(lines.pictures, axis=1),
+            widths=np.array([picture.shape[1] for picture in lines.pictures]),
+            digits=np.concatenate([np.array(target) for target in lines.targets]),
+            lengths=np.array([len(target) for target in lines.targets]),
+        )
+
+
+def composed_lines(split, count: int, seed: int, name: str, touching: float = 0.5, long: float = 0.0) -> Lines:
+    """`count` composed lines of `split` (training.linereader.make_lines), cached."""
+    mix = "" if (touching, long) == (0.5, 0.0) else f"t{touching:g}-l{long:g}-"
+    return cached_lines(
+        f"{name}-{mix}{count}-{seed}", lambda: make_lines(split, count, seed, touching=touching, long=long)
+    )
+
+
+def training_lines(split, args: argparse.Namespace) -> Lines:
+    """--lines composed training lines (seed 0, or in chunks of --chunk lines, chunk k with seed 100 + k) and
+    --photos photo lines of each suite class (in chunks of 100 per class, chunk k with seed 200 + k)."""
+    mix = {"touching": args.touching, "long": args.long}
+    if not args.chunk:
+        chunks = [composed_lines(split, args.lines, 0, "train", **mix)] if args.lines else []
+    else:
+        chunks = [
+            composed_lines(split, args.chunk, 100 + number, "train", **mix)
+            for number in range(-(-args.lines // args.chunk))
+        ]
+    chunks += [
+        cached_lines(
+            f"photos-train-{PHOTO_CHUNK}-{200 + number}",
+            lambda seed=200 + number: photo_lines(split, PHOTO_CHUNK, seed),
+        )
+        for number in range(-(-args.photos // PHOTO_CHUNK))
+    ]
     return Lines(
-        [picture for chunk in chunks for picture in chunk.pictures][:count],
-        [target for chunk in chunks for target in chunk.targets][:count],
+        [picture for chunk in chunks for picture in chunk.pictures][: args.lines + 3 * args.photos],
+        [target for chunk in chunks for target in chunk.targets][: args.lines + 3 * args.photos],
     )
 
 
@@ -89,6 +122,10 @@ def main() -> None:
     )
     parser.add_argument("--lines", type=int, default=20000, help="training lines")
     parser.add_argument("--chunk", type=int, default=0, help="make the lines in chunks of this many (0: one set)")
+    parser.add_argument("--touching", type=float, default=0.5, help="share of composed lines with touching digits")
+    parser.add_argument("--long", type=float, default=0.0, help="share of composed lines 10 digits long")
+    parser.add_argument("--photos", type=int, default=0, help="photo lines of each number-suite class (train digits)")
+    parser.add_argument("--make-only", action="store_true", help="make (and cache) the lines, train nothing")
     parser.add_argument("--val-lines", type=int, default=1000, help="validation lines")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs")
     parser.add_argument("--recurrent", type=int, default=0, help="LSTM units each way (0: convolutions only)")
@@ -100,8 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     mnist = digitlab.load_dataset("mnist")
-    val = cached_lines(mnist.val, args.val_lines, 1, "val")
-    train = training_lines(mnist.train, args.lines, args.chunk)
+    val = composed_lines(mnist.val, args.val_lines, 1, "val")
+    train = training_lines(mnist.train, args)
+    if args.make_only:
+        return
     model, history = train_line_reader(
         train,
         val,
@@ -111,10 +150,12 @@ def main() -> None:
         model=starting_model(args.start, args.recurrent),
         report=lambda row: print({k: round(v, 4) for k, v in row.items()}, flush=True),
     )
-    metrics = {"val_exact": max(row["val_exact"] for row in history), "lines": args.lines, "history": history}
-    save_model(model, args.out, dtype=torch.float16, metrics=metrics)
+    metrics = {"val_exact": max(row["val_exact"] for row in history), "lines": len(train), "history": history}
+    reading = {"read_shift": measure_read_shift(model, mnist.val)}
+    save_model(model, args.out, dtype=torch.float16, metrics=metrics, reading=reading)
     print(
-        f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} kB): {metrics['val_exact']:.2%} of validation lines read exactly"
+        f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} kB): {metrics['val_exact']:.2%} of validation lines "
+        f"read exactly; read shift {reading['read_shift']:.3f} x height"
     )
 
 

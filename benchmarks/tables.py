@@ -565,7 +565,7 @@ def number_suite(result: dict) -> list[list[str]]:
         ["**all**", f"{pct(result['exact'], 1)} read exactly", f"≥ {pct(goals['exact'], 0)}: {met(passed['exact'])}"],
         [
             "speed (one process, 2 cores)",
-            f"{result['photos_per_second']:.1f} photos / s",
+            f"{result['photos_per_second']:.1f} photos / s (load average {result['load_average_1min_before']:.1f} before)",
             f"≥ {goals['photos_per_second']:.0f}: {met(passed['photos_per_second'])}",
         ],
         ["peak memory", f"{result['peak_mb']:.0f} MB", f"≤ {goals['peak_mb']:.0f} MB: {met(passed['peak_mb'])}"],

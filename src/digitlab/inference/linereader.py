@@ -26,6 +26,10 @@ from ..models.linereader import BLANK, LINE_HEIGHT, STRIDE
 LINE_READER_FILE = Path(__file__).parents[1] / "weights" / "digitlab-line-reader.safetensors"
 INK_ROWS = 24  # px: the line's ink, top to bottom, in its picture
 MARGIN = 8  # px of black left and right of the ink, so the first and last digit have frames of their own
+# × the digits' height: how far right of its frames' centre a digit's centre lies. Each reader places its digits
+# its own way, so a reader file stores its own (metadata `reading`, measured by training.linereader.measure_read_shift
+# on validation numbers); this is the first shipped reader's, for files without it.
+READ_SHIFT = 0.48
 
 
 @dataclass
@@ -61,6 +65,13 @@ def line_image(ink: Ink, keep: np.ndarray) -> Line:
     top = (LINE_HEIGHT - INK_ROWS) // 2
     picture[top : top + INK_ROWS, MARGIN : MARGIN + size[0]] = resized
     return Line(picture, left - MARGIN / factor, factor)
+
+
+def read_shift(reader: nn.Module) -> float:
+    """How far right of its frames' centre `reader` reads a digit's centre, × the digits' height: the value its
+    file stores (load_model gives it as `reader.reading`), or READ_SHIFT for a file without one."""
+    reading = getattr(reader, "reading", None) or {}
+    return float(reading.get("read_shift", READ_SHIFT))
 
 
 @torch.no_grad()

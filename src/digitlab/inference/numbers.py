@@ -35,7 +35,7 @@ from ..images.page import box_before_turn, dark_on_light, level, line_tilt, writ
 from ..images.preprocess import Preprocessed, digit_field, finish, read_picture, working_gray
 from ..models.nets import in_preferred_layout
 from .evaluate import one_thread, predict_logits
-from .linereader import Line, line_image, read_line
+from .linereader import Line, line_image, read_line, read_shift
 from .predict import _inputs
 from .realworld import _coverage, _noise, _place, stroke_mask
 
@@ -56,7 +56,6 @@ TALL = 0.6  # ... parts whose ink is shorter than this × height are not digits 
 PEN, CUT_COST = 0.125, 0.15  # a cut costs CUT_COST per pen width (PEN × height) of ink it crosses
 BAND = 0.1  # ... along a path of least ink that strays at most this × height from its column
 READ_WEIGHT = 1.0  # a digit's class: the reading model's probabilities times the line reader's to this power
-READ_SHIFT = 0.48  # × height: a digit's centre lies this far right of its frames' centre (shipped reader, val; remeasure for a new one)
 UNREAD = 1.0  # ... and a group of ink given no digit read costs as much as a digit misplaced by this × height
 LOCATE_SIDE = 512  # px: a picture is first looked at this small, to find where its writing is
 DIGIT_ROWS = 48  # px: ... and the writing is then read at the resolution that makes its digits this tall
@@ -130,7 +129,7 @@ def read_numbers(
     classes=tuple("0123456789"),
     options: PreprocessOptions = PreprocessOptions(),
     errors: str = "raise",
-    batch_size: int = 512,
+    batch_size: int = 64,
     judge: nn.Module | None = None,
     reader: nn.Module | None = None,
 ) -> list[NumberReading]:
@@ -140,7 +139,8 @@ def read_numbers(
     With a line `reader` (digitlab.models.linereader) the line is read whole and parted between the digits
     it reads; without one, touching digits are parted where `judge` (a segmenter, see
     digitlab.inference.segmenter; default: `model` itself) reads the parts most confidently. `model` then
-    reads the digits, all the pictures' digits together, `batch_size` at a time.
+    reads the digits, all the pictures' digits together, `batch_size` at a time (64: a batch of 512 held
+    ~100 MB of the model's activations at once, for no measurable gain in speed on a CPU).
     """
     if errors not in ("raise", "collect"):
         raise ConfigError(f"errors must be 'raise' or 'collect', got {errors!r}")
@@ -340,7 +340,7 @@ def _line_parts(reader: nn.Module, ink: Ink, mask: np.ndarray) -> tuple[list[np.
     probabilities (10,) for each (uniform where it read none there).
 
     The reader says how many digits there are and roughly where: a digit's centre lies about
-    READ_SHIFT × height right of the frames it was read in. The digits read are shared out, in order,
+    `read_shift(reader)` × height right of the frames it was read in (stored with the reader). The digits read are shared out, in order,
     among the groups of ink (`_writing_groups`) so that they lie where they were read (`_shares`). A
     group given one digit, or none, is one digit; a group given several (neighbours that touch) is cut
     into that many parts along the paths of least ink near where the reader placed the gaps between them.
@@ -350,7 +350,8 @@ def _line_parts(reader: nn.Module, ink: Ink, mask: np.ndarray) -> tuple[list[np.
         raise ImageError(f"found {len(groups)} digits; a number may have at most {MAX_DIGITS}")
     found = read_line(reader, line)
     height = float(np.median([group.height for group in groups]))
-    centres = [(digit.columns[0] + digit.columns[1]) / 2 + READ_SHIFT * height for digit in found]
+    shift = read_shift(reader) * height
+    centres = [(digit.columns[0] + digit.columns[1]) / 2 + shift for digit in found]
     parts: list[np.ndarray] = []
     reads: list[np.ndarray] = []
     first = 0

@@ -23,7 +23,7 @@ from scipy.special import expit
 
 from ..data.datasets import Split
 from .numbers import compose_number
-from .realworld import _lighting, _noise
+from .realworld import _grid, _lighting, _noise
 
 CLASSES = ("dark-areas", "slanted", "long")
 PHOTO = (1600, 1200)  # width, height of each picture
@@ -58,7 +58,7 @@ def _dark_areas(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     number, _ = compose_number(digits, rng, touching=bool(rng.random() < 0.3))
     page, (left, top, right, bottom) = _on_paper(number, rng)
     height, width = page.shape
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    rows, cols = _grid(height, width)
     kind = int(rng.integers(3))
     if kind == 0:  # the phone's shadow: a dark band with a soft edge over a third to a half of the sheet
         angle = rng.uniform(0, 2 * math.pi)

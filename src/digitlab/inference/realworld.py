@@ -104,10 +104,16 @@ def _lighting(shape: tuple[int, ...], rng: np.random.Generator, strength: float)
     """A multiplicative light field: a linear gradient across the page in a random direction."""
     height, width = shape[:2]
     angle = rng.uniform(0, 2 * math.pi)
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    rows, cols = _grid(height, width)
     ramp = np.cos(angle) * cols / width + np.sin(angle) * rows / height
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
     return 1 - strength * ramp
+
+
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column numbers as float32 (H, 1) and (1, W), broadcast where used: np.mgrid's two full int64
+    planes cost 31 MB for a 1600×1200 photo."""
+    return np.arange(height, dtype=np.float32)[:, None], np.arange(width, dtype=np.float32)[None, :]
 
 
 def _shadow(shape: tuple[int, ...], rng: np.random.Generator, depth: float) -> np.ndarray:

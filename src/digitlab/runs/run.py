@@ -138,6 +138,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     model.load_state_dict(tensors)
     if detector is not None:
         model.ood = detector  # type: ignore[assignment]  # a plain attribute, not a parameter or buffer
+    if "reading" in metadata:  # a line reader's constants for placing its digits (inference.linereader.read_shift)
+        model.reading = metadata["reading"]
     return model.to(resolve_device(device)).eval(), metadata
 
 

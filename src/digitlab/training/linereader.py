@@ -1,10 +1,13 @@
 """Training the line reader (digitlab.models.linereader) with CTC on lines of numbers composed of MNIST digits.
 
 Each line is made as `predict --number` makes one from a photo: a number of 1-10 digits of one
-split laid on paper (`numbers.compose_number`, half with touching neighbours), sometimes shrunk or
-turned a little, its writing found (`numbers.find_writing`) and turned into the reader's input
-(`numbers.writing_line`). The training lines come from the training digits, the validation lines
-from the validation digits, so model selection never sees the test split.
+split laid on paper (`numbers.compose_number`, a share `touching` of them with touching neighbours, a
+share `long` of them LONGEST digits long), sometimes shrunk or turned a little, its writing found
+(`numbers.find_writing`) and turned into the reader's input (`numbers.writing_line`). `photo_lines`
+makes lines from the number suite's phone photos instead (numbersuite.render_numbers: dark areas,
+slanted lines, ten small digits; JPEG), about 7× the cost of a composed line. The training lines come
+from the training digits, the validation lines from the validation digits, so model selection never
+sees the test split.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from torch import nn
 from ..config import PreprocessOptions
 from ..data.datasets import Split
 from ..errors import ImageError
-from ..inference.linereader import decode
+from ..images.preprocess import EncodedPicture, read_picture
+from ..inference.linereader import decode, read_line
 from ..inference.numbers import compose_number, find_writing, writing_line
+from ..inference.numbersuite import render_numbers
 from ..models.linereader import BLANK, STRIDE
 from ..models.nets import create_model
 
@@ -42,24 +47,47 @@ class Lines:
         return len(self.pictures)
 
 
-def make_lines(split: Split, count: int, seed: int = 0, options: PreprocessOptions = PreprocessOptions()) -> Lines:
-    """`count` lines of numbers of 1-LONGEST digits of `split` (see the module docstring); a number whose
+def make_lines(
+    split: Split,
+    count: int,
+    seed: int = 0,
+    options: PreprocessOptions = PreprocessOptions(),
+    touching: float = 0.5,
+    long: float = 0.0,
+) -> Lines:
+    """`count` lines of numbers of 1-LONGEST digits of `split`, a share `touching` of them with touching
+    neighbours and a share `long` of them LONGEST digits long (see the module docstring); a number whose
     writing is not found is skipped."""
     rng = np.random.default_rng(seed)
     images, labels = split.images[:, 0].numpy(), split.labels.numpy()
-    pictures: list[np.ndarray] = []
-    targets: list[list[int]] = []
-    while len(pictures) < count:
-        picks = rng.integers(0, len(labels), int(rng.integers(1, LONGEST + 1)))
-        page, _ = compose_number(images[picks], rng, touching=bool(rng.random() < 0.5))
-        try:
-            writing = find_writing(_varied(page, rng), options)
-            line = writing_line(writing.ink, writing.mask)[0]
-        except ImageError:
-            continue
-        pictures.append(np.rint(line.picture * 255).astype(np.uint8))
-        targets.append([int(label) for label in labels[picks]])
-    return Lines(pictures, targets)
+    lines = Lines([], [])
+    while len(lines) < count:
+        length = LONGEST if long and rng.random() < long else int(rng.integers(1, LONGEST + 1))
+        picks = rng.integers(0, len(labels), length)
+        page, _ = compose_number(images[picks], rng, touching=bool(rng.random() < touching))
+        _add_line(lines, _varied(page, rng), labels[picks], options)
+    return lines
+
+
+def photo_lines(split: Split, count: int, seed: int = 0, options: PreprocessOptions = PreprocessOptions()) -> Lines:
+    """Lines from `count` of the number suite's photos of each of its classes (numbersuite.render_numbers),
+    made of `split`'s digits and read from their JPEG bytes as `predict --number` reads a file."""
+    lines = Lines([], [])
+    for photo in render_numbers(split, count, seed):
+        picture = read_picture(EncodedPicture(f"{photo.kind}.jpg", photo.data))
+        _add_line(lines, picture, [int(digit) for digit in photo.truth], options)
+    return lines
+
+
+def _add_line(lines: Lines, picture, digits, options: PreprocessOptions) -> None:
+    """The line of writing in `picture` added to `lines` with its `digits`; nothing if no writing is found."""
+    try:
+        writing = find_writing(picture, options)
+        line = writing_line(writing.ink, writing.mask)[0]
+    except ImageError:
+        return
+    lines.pictures.append(np.rint(line.picture * 255).astype(np.uint8))
+    lines.targets.append([int(digit) for digit in digits])
 
 
 def _varied(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -206,3 +234,31 @@ def read_exactly(model: nn.Module, lines: Lines, batch_size: int = 256) -> float
             read = [digit for digit, *_ in decode(probabilities[row, :, : frames[row]])]
             right += read == lines.targets[i]
     return right / len(lines)
+
+
+@torch.no_grad()
+def measure_read_shift(reader: nn.Module, split: Split, count: int = 300, seed: int = 2) -> float:
+    """How far right of the centre of the frames a digit is read in its ink's centre lies, in the digits'
+    heights (the median over the digits of `count` clean numbers of 2-8 digits of `split` whose count the
+    reader gets right): `numbers._line_parts` places the digits it reads by it, so it is measured for each
+    reader and stored with it (READ_SHIFT in its file's `reading` metadata)."""
+    rng = np.random.default_rng(seed)
+    images, labels = split.images[:, 0].numpy(), split.labels.numpy()
+    shifts: list[float] = []
+    for _ in range(count):
+        page, boxes = compose_number(images[rng.integers(0, len(labels), int(rng.integers(2, 9)))], rng)
+        try:
+            writing = find_writing(page)
+            line, _, groups = writing_line(writing.ink, writing.mask)
+        except ImageError:
+            continue
+        found = read_line(reader, line)
+        if writing.tilt or len(found) != len(boxes):
+            continue
+        height = float(np.median([group.height for group in groups]))
+        for digit, box in zip(found, boxes, strict=True):
+            centre = ((box[0] + box[2]) / 2 - writing.corner[0]) / writing.scale
+            shifts.append((centre - sum(digit.columns) / 2) / height)
+    if not shifts:
+        raise ImageError("no number's digits were counted right: the reader cannot be placed")
+    return float(np.median(shifts))
