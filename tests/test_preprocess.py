@@ -12,7 +12,7 @@ from PIL import Image
 from digitlab.config import PreprocessOptions
 from digitlab.errors import ImageError
 from digitlab.images import ink as ink_module
-from digitlab.images.ink import all_strokes, find_ink, strokes
+from digitlab.images.ink import Ink, all_strokes, digit_strokes, find_ink, strokes
 from digitlab.images.preprocess import deskew, image_files, load_image, prepare, preprocess_file, preprocess_image
 from scans import png_bytes, render_scan
 
@@ -338,3 +338,83 @@ def test_a_shadow_across_the_page_is_paper_not_ink():
     page[140:260, 270:282] = 20
     kept = strokes(find_ink(page))
     assert kept[140:260, 270:282].all() and not kept[:, :240].any()
+
+
+def _neighbours(mask: np.ndarray) -> int:
+    """How many digit-sized pieces digit_strokes finds beside the heaviest piece of `mask` (ink 100 everywhere)."""
+    return digit_strokes(Ink(mask * 100.0, mask, 1.0))[1]
+
+
+def _slanted(mask: np.ndarray, top: int, left: int, thick: int) -> None:
+    """A stroke leaning right, 30 rows tall, 2 columns further right per row up: an italic 1 lying low."""
+    for row in range(30):
+        start = left + 2 * (29 - row)
+        mask[top + row, start : start + thick] = True
+
+
+def test_a_second_digit_beside_the_first_is_counted_and_pieces_of_one_digit_are_not():
+    page = np.zeros((100, 260), bool)
+    page[20:80, 20:50] = True  # the digit
+    two = page.copy()
+    two[25:80, 100:125] = True  # a second one beside it, apart
+    assert _neighbours(page) == 0 and _neighbours(two) == 1
+    three = two.copy()
+    three[20:75, 170:200] = True
+    # a broken overlap (`|` for the `-` of _shared: 50 | 100 = 118 columns "shared") counts none of them
+    assert _neighbours(three) == 2
+    for piece in (
+        (slice(0, 15), slice(25, 70)),  # a flag lifted above the digit: not on its line
+        (slice(70, 80), slice(60, 64)),  # a speck beside it: far under 30% of its ink
+        (slice(65, 80), slice(100, 190)),  # a heavy dash beside it, under half its height
+        (slice(65, 100), slice(100, 130)),  # tall enough, but sharing under half its rows (15 of 35)
+    ):
+        apart = page.copy()
+        apart[piece] = True
+        assert _neighbours(apart) == 0, piece
+
+
+def test_slanted_digits_beside_each_other_may_share_a_fifth_of_their_columns():
+    # the boxes of two leaning strokes overlap, the strokes do not: 11 of 66 columns shared (under 20%) is
+    # beside; 19 is one digit's pieces. Measuring the 20% against the first's height (30 px, 6 columns)
+    # instead of its width would call the first pair one digit.
+    for offset, beside in ((56, 1), (48, 0)):
+        pair = np.zeros((100, 200), bool)
+        _slanted(pair, 30, 20, thick=9)  # the heavier: the digit
+        _slanted(pair, 30, 20 + offset, thick=8)
+        assert _neighbours(pair) == beside
+
+
+def test_a_digit_near_the_pictures_edge_is_found():
+    # only the outer 2% of the picture (4 px of 240) seeds no ink; a frame of 240 % 50 = 40 px would miss
+    # a digit written 10 px from the edge and call the picture blank
+    page = np.full((240, 240), 230.0)
+    page[60:180, 10:22] = 30
+    kept = strokes(find_ink(page))
+    assert kept[60:180, 10:22].all() and kept.sum() <= 1.2 * 120 * 12
+
+
+def test_a_long_stroke_that_reaches_neither_side_is_not_a_ruled_line():
+    page = np.full((300, 300), 230.0)
+    page[40:42, :] = 120  # a ruled line across the sheet: it reaches both sides and goes
+    page[150:153, 40:260] = 30  # a long, thin stroke (220 x 3 px) 40 px from either side: it stays
+    page[100:200, 150:156] = 30  # crossed by a stroke (a long-barred 7, a + sign)
+    # a broken side test (`>=` for `<=` in touches_side: any line starting 5% in from the left "touches")
+    # would take the long stroke for a line
+    kept = strokes(find_ink(page))
+    assert kept[150:153, 40:260].all() and kept[100:200, 150:156].all() and not kept[40:42].any()
+
+
+def test_on_noisy_paper_ink_stands_two_noise_widths_above_it():
+    # weak ink joins a stroke only above 2 x the paper's noise (0.5 x NOISE_SIGMAS): a faint halo 1.5 noise
+    # widths over the paper around a stroke stays paper (17% of it is ink, from the noise's own peaks).
+    # Without the noise's floor (0.12 x the strongest ink alone) 45% of the halo would be ink.
+    rng = np.random.default_rng(0)
+    page = 220 + rng.normal(0, 12, (200, 200))  # smoothed 3 x 3, the paper's noise is about 4 gray levels
+    halo = np.zeros(page.shape, bool)
+    halo[50:150, 80:120] = True
+    halo[60:140, 94:106] = False
+    page[60:140, 94:106] -= 32  # the stroke, 8 noise widths deep
+    page[halo] -= 6
+    ink = find_ink(page, flatten=False)
+    assert ink.noise == pytest.approx(4, rel=0.1)
+    assert ink.mask[60:140, 94:106].all() and ink.mask[halo].mean() < 0.3 and not ink.mask[:, :60].any()
