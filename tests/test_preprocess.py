@@ -13,7 +13,16 @@ from digitlab.config import PreprocessOptions
 from digitlab.errors import ImageError
 from digitlab.images import ink as ink_module
 from digitlab.images.ink import Ink, all_strokes, digit_strokes, find_ink, strokes
-from digitlab.images.preprocess import deskew, image_files, load_image, prepare, preprocess_file, preprocess_image
+from digitlab.images.preprocess import (
+    as_drawing,
+    deskew,
+    image_files,
+    load_image,
+    mnist_field,
+    prepare,
+    preprocess_file,
+    preprocess_image,
+)
 from scans import png_bytes, render_scan
 
 
@@ -418,3 +427,26 @@ def test_on_noisy_paper_ink_stands_two_noise_widths_above_it():
     ink = find_ink(page, flatten=False)
     assert ink.noise == pytest.approx(4, rel=0.1)
     assert ink.mask[60:140, 94:106].all() and ink.mask[halo].mean() < 0.3 and not ink.mask[:, :60].any()
+
+
+def test_a_canvas_drawing_takes_the_drawing_path_and_an_mnist_sized_picture_does_not():
+    canvas = np.zeros((280, 280), np.uint8)  # black canvas, white pen: a drawing
+    canvas[60:220, 130:150] = 255
+    assert as_drawing(Image.fromarray(canvas)) is not None
+    small = np.zeros((28, 28), np.uint8)  # as drawn, but MNIST's size: it may be MNIST's layout already
+    small[4:24, 12:16] = 255
+    # a flipped size test (!= for ==) would send every canvas to the slow full pipeline and MNIST pictures
+    # through the drawing path
+    assert as_drawing(Image.fromarray(small)) is None
+    assert as_drawing(Image.fromarray(canvas), PreprocessOptions(stroke=False)) is None
+
+
+def test_mnist_field_fits_the_ink_wherever_it_lies_in_the_map():
+    ink = np.zeros((60, 200), np.float32)
+    ink[20:40, 30:90] = 1.0  # a wide bar, well left of the map's right edge
+    field = mnist_field(ink)
+    cols = np.nonzero(field.max(0) > 0.5)[0]
+    # cropped to its ink, the bar's 60 columns fill 20; a crop reaching past the ink (to column 2 x 89 = 178)
+    # would squeeze it into 8
+    assert cols.max() - cols.min() + 1 in (19, 20, 21)
+    assert np.allclose(field, mnist_field(ink[20:40, 30:90]))
