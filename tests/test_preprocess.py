@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from digitlab.config import PreprocessOptions
 from digitlab.errors import ImageError
 from digitlab.images import ink as ink_module
+from digitlab.images import preprocess as prepare_module
 from digitlab.images.ink import Ink, all_strokes, digit_strokes, find_ink, strokes
 from digitlab.images.preprocess import (
     as_drawing,
@@ -450,3 +452,17 @@ def test_mnist_field_fits_the_ink_wherever_it_lies_in_the_map():
     # would squeeze it into 8
     assert cols.max() - cols.min() + 1 in (19, 20, 21)
     assert np.allclose(field, mnist_field(ink[20:40, 30:90]))
+
+
+def test_a_digits_crop_keeps_the_soft_edges_of_its_strokes_on_both_sides():
+    keep = np.zeros((40, 40), bool)
+    keep[5:35, 10:14] = keep[5:35, 24:28] = keep[31:35, 10:28] = True  # a U
+    values = np.where(keep, 1.0, 0.0)
+    values[ndimage.binary_dilation(keep, np.ones((3, 3))) & ~keep] = 0.5  # its soft edges, one pixel wide
+    values[15:18, 18:20] = 1.0  # a speck inside it, apart from it: not the digit's
+    crop, box = prepare_module._digit_crop(Ink(values.astype(np.float32), keep, 1.0), keep)
+    assert box == (10, 5, 28, 35)
+    # the inner edges of both arms stay (a dilation reaching one column to one side only would keep one):
+    # the crop of a symmetric U is symmetric, and the speck is left out
+    assert (crop[:26, 4] == 0.5).all() and np.array_equal(crop, crop[:, ::-1])
+    assert not crop[10:13, 8:10].any()
