@@ -11,6 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from scipy import ndimage
 
 import digitlab
 from digitlab.cli import main
@@ -48,6 +49,11 @@ def test_outlier_generators_are_images_and_seeded():
     assert strokes.shape == noise.shape == (8, 1, 28, 28) and strokes.dtype == noise.dtype == torch.uint8
     assert torch.equal(strokes, random_strokes(8, seed=3)) and not torch.equal(strokes, random_strokes(8, seed=4))
     assert (strokes.flatten(1) > 128).sum(1).min() >= 10  # every scribble has ink
+    # each is one polyline between vertices in the middle of the frame: one piece, and no ink in the outer
+    # 2 px. Segments drawn along a wrong direction (end * start for end - start) run off to the edges apart.
+    many = random_strokes(100, seed=5)[:, 0].numpy()
+    assert not many[:, :2].any() and not many[:, -2:].any() and not many[:, :, :2].any() and not many[:, :, -2:].any()
+    assert all(ndimage.label(scribble > 0, np.ones((3, 3)))[1] == 1 for scribble in many)
     assert noise.float().mean() < 0.3 * 255
 
 
