@@ -54,6 +54,13 @@ def test_outlier_generators_are_images_and_seeded():
     many = random_strokes(100, seed=5)[:, 0].numpy()
     assert not many[:, :2].any() and not many[:, -2:].any() and not many[:, :, :2].any() and not many[:, :, -2:].any()
     assert all(ndimage.label(scribble > 0, np.ones((3, 3)))[1] == 1 for scribble in many)
+    # vertices anywhere in the middle: on average the ink is centred at pixel index 13.5 (pixel i covers
+    # i..i+1). Pixels centred at i - 0.5 would move every scribble one pixel right and down.
+    ink = random_strokes(1000, seed=5)[:, 0].double()
+    index = torch.arange(28, dtype=torch.double)
+    mass = ink.sum((1, 2))
+    assert abs(float(((ink.sum(2) * index).sum(1) / mass).mean()) - 13.5) < 0.4
+    assert abs(float(((ink.sum(1) * index).sum(1) / mass).mean()) - 13.5) < 0.4
     assert noise.float().mean() < 0.3 * 255
 
 
