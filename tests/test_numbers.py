@@ -1,5 +1,6 @@
 """Reading whole numbers: segmentation into digits, the reading, the CLI's --number and the web API's /api/number."""
 
+import itertools
 import json
 
 import numpy as np
@@ -9,7 +10,11 @@ from PIL import Image
 
 from digitlab.cli import main
 from digitlab.errors import ConfigError, ImageError
+from digitlab.images.decode import SCALE_KEY
+from digitlab.images.ink import Ink
+from digitlab.inference import numbers
 from digitlab.inference.evaluate import predict_logits
+from digitlab.inference.linereader import LineDigit
 from digitlab.inference.numbers import MAX_DIGITS, _Group, _shares, compose_number, read_number, segment
 from digitlab.serving.app import create_app
 
@@ -88,6 +93,9 @@ def test_a_bridge_between_two_blocks_is_cut():
     left, right = segment(joined)
     assert left[5:35, 5:25].all() and not left[:, 35:].any()
     assert right[5:35, 35:55].all() and not right[:, :25].any()
+    # each pixel goes to one part: a part starting at the wrong column (left ^ start for left + start: 5 ^ 25
+    # = 28, not 30) would hand the bridge's columns 28-29 to both
+    assert not (left & right).any() and np.array_equal(left | right, joined)
 
 
 def test_specks_are_not_digits():
@@ -180,3 +188,64 @@ def test_digits_read_along_a_line_are_shared_out_in_order_where_they_lie():
     assert _shares(groups, [10, 42, 65, 88, 121], height=40) == [1, 3, 1]
     # a digit read between two groups goes to the nearer; a group with no digit near it is given none
     assert _shares(groups, [12, 118], height=40) == [1, 0, 1]
+
+
+def test_a_crop_of_a_picture_decoded_reduced_is_placed_in_the_pictures_own_pixels():
+    picture = Image.new("L", (500, 300))  # a 1000 x 600 JPEG decoded at half its size
+    picture.info[SCALE_KEY] = 2.0
+    # the writing's box (working pixels of 2 picture pixels) widened by 10 on every side: picture pixels
+    # 180-420 x 80-220, decoded pixels 90-210 x 40-110; a corner divided by the factor instead of multiplied
+    # (45, 20) would put every digit's box in the wrong place
+    crop, corner = numbers._crop(picture, (100, 50, 200, 100), scale=2.0, margin=10)
+    assert corner == (180, 80) and crop.size == (120, 70) and crop.info[SCALE_KEY] == 2.0
+
+
+def test_a_line_readers_digits_part_the_blob_they_share_where_the_reader_placed_them(monkeypatch):
+    mask = np.zeros((60, 240), bool)
+    mask[10:50, 20:40] = mask[10:50, 70:90] = True  # two digits apart
+    mask[10:50, 130:158] = mask[10:50, 162:190] = True  # and two touching along a thin neck at columns 158-161
+    mask[28:31, 158:162] = True
+    height = 40
+    centres = [30, 80, 146, 176]  # where the reader saw the four digits' centres
+    probabilities = [np.eye(10)[digit] * 0.9 + 0.01 for digit in (1, 2, 3, 4)]
+    found = [
+        LineDigit(digit, 0.9, (x - numbers.READ_SHIFT * height - 5, x - numbers.READ_SHIFT * height + 5), chances)
+        for digit, x, chances in zip((1, 2, 3, 4), centres, probabilities, strict=True)
+    ]
+    monkeypatch.setattr(numbers, "read_line", lambda reader, line: found)
+    parts, reads = numbers._line_parts(None, Ink(mask * 100.0, mask, 1.0), mask)
+    # the blob's two digits are cut at the neck, between where they were read (161 - 130 = 31 columns in);
+    # a gap measured from the wrong centres, or from the wrong digits of the line (the third and fourth are
+    # the blob's, after the two digits before it), leaves the blob whole: three parts
+    assert len(parts) == 4
+    assert parts[0][10:50, 20:40].all() and parts[1][10:50, 70:90].all()
+    assert parts[2][10:50, 130:158].all() and not parts[2][:, 162:].any()
+    assert parts[3][10:50, 162:190].all() and not parts[3][:, :158].any()
+    assert np.array_equal(np.logical_or.reduce(parts), mask)
+    # a digit on its own is left to the run's model (uniform); the blob's parts carry what the reader read
+    assert np.allclose(reads[0], 0.1) and np.allclose(reads[1], 0.1)
+    assert reads[2] is probabilities[2] and reads[3] is probabilities[3]
+
+
+def test_a_cut_path_strays_at_most_its_band_from_its_column():
+    block = np.ones((20, 40), bool)
+    block[:, 5] = False  # the only way through lies 15 columns left of the candidate column 20
+    paths, crossed = numbers._cut_paths(block, [20], band=3)
+    # within 17..23 every path crosses 20 rows of ink; one allowed to start further left would find column 5
+    assert np.abs(paths[1] - 20).max() <= 3 and crossed[1] == 20
+    assert (paths[0] == 0).all() and (paths[2] == 40).all() and crossed[0] == crossed[2] == 0
+
+
+@pytest.mark.parametrize("touching", [False, True])
+def test_composed_digits_are_apart_or_touching_as_asked(touching):
+    digits = np.zeros((5, 28, 28), np.uint8)
+    digits[:, 4:24, 10:18] = 255  # a block per digit: its ink box is its coverage's box
+    for seed in range(3):
+        _, boxes = compose_number(digits, np.random.default_rng(seed), touching=touching)
+        heights = [y1 - y0 for _, y0, _, y1 in boxes]  # 0.85-1.1 x the size that gaps are measured in
+        smallest, largest = max(heights) / 1.1, min(heights) / 0.85
+        gaps = [right[0] - left[2] for left, right in itertools.pairwise(boxes)]
+        # apart: 12-50% of the size between neighbours; touching: from 12% overlap to 2% apart (a pixel
+        # either way for rounding). A broken generator (1.02 for 0.02) would space "touching" digits a size apart.
+        low, high = (-0.12 * largest, 0.02 * largest) if touching else (0.12 * smallest, 0.5 * largest)
+        assert low - 1 <= min(gaps) and max(gaps) <= high + 1, (seed, gaps, smallest, largest)

@@ -11,6 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from scipy import ndimage
 
 import digitlab
 from digitlab.cli import main
@@ -48,6 +49,18 @@ def test_outlier_generators_are_images_and_seeded():
     assert strokes.shape == noise.shape == (8, 1, 28, 28) and strokes.dtype == noise.dtype == torch.uint8
     assert torch.equal(strokes, random_strokes(8, seed=3)) and not torch.equal(strokes, random_strokes(8, seed=4))
     assert (strokes.flatten(1) > 128).sum(1).min() >= 10  # every scribble has ink
+    # each is one polyline between vertices in the middle of the frame: one piece, and no ink in the outer
+    # 2 px. Segments drawn along a wrong direction (end * start for end - start) run off to the edges apart.
+    many = random_strokes(100, seed=5)[:, 0].numpy()
+    assert not many[:, :2].any() and not many[:, -2:].any() and not many[:, :, :2].any() and not many[:, :, -2:].any()
+    assert all(ndimage.label(scribble > 0, np.ones((3, 3)))[1] == 1 for scribble in many)
+    # vertices anywhere in the middle: on average the ink is centred at pixel index 13.5 (pixel i covers
+    # i..i+1). Pixels centred at i - 0.5 would move every scribble one pixel right and down.
+    ink = random_strokes(1000, seed=5)[:, 0].double()
+    index = torch.arange(28, dtype=torch.double)
+    mass = ink.sum((1, 2))
+    assert abs(float(((ink.sum(2) * index).sum(1) / mass).mean()) - 13.5) < 0.4
+    assert abs(float(((ink.sum(1) * index).sum(1) / mass).mean()) - 13.5) < 0.4
     assert noise.float().mean() < 0.3 * 255
 
 

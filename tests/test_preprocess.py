@@ -8,12 +8,23 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from digitlab.config import PreprocessOptions
 from digitlab.errors import ImageError
 from digitlab.images import ink as ink_module
-from digitlab.images.ink import all_strokes, find_ink, strokes
-from digitlab.images.preprocess import deskew, image_files, load_image, prepare, preprocess_file, preprocess_image
+from digitlab.images import preprocess as prepare_module
+from digitlab.images.ink import Ink, all_strokes, digit_strokes, find_ink, strokes
+from digitlab.images.preprocess import (
+    as_drawing,
+    deskew,
+    image_files,
+    load_image,
+    mnist_field,
+    prepare,
+    preprocess_file,
+    preprocess_image,
+)
 from scans import png_bytes, render_scan
 
 
@@ -29,12 +40,15 @@ def box_size(image: torch.Tensor, threshold: int = 64) -> tuple[int, int]:
     return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
 
 
-def test_an_mnist_digit_comes_back_nearly_unchanged(mnist):
+def test_an_mnist_digit_comes_back_unchanged(mnist):
     digits = mnist.test.images[:200]
     out = torch.stack([preprocess_image(digit) for digit in digits])
     assert out.dtype == torch.uint8 and out.shape == digits.shape
     assert (out.float() - digits.float()).abs().mean() < 2.0  # gray levels, out of 255
     assert all(abs(c - 14) <= 0.5 for image in out for c in centre_of_mass(image))
+    # a picture that already is an MNIST digit (ink on black, centred by mass) is left exactly as it is; all
+    # 200 are. Were its centre misjudged, it would be cropped, fitted and redrawn again: close, not equal.
+    assert torch.equal(out, digits)
 
 
 def test_a_scan_becomes_the_mnist_digit_it_was_made_from(mnist):
@@ -358,3 +372,120 @@ def test_a_tiny_faint_crop_is_read_not_found_blank(mnist):
     assert np.median(correlations) > 0.7
     with pytest.raises(ImageError, match="no ink"):  # faint noise alone is still blank paper
         prepare(np.clip(rng.normal(210, 1.5, (30, 24)), 0, 255).astype(np.uint8))
+
+
+def _neighbours(mask: np.ndarray) -> int:
+    """How many digit-sized pieces digit_strokes finds beside the heaviest piece of `mask` (ink 100 everywhere)."""
+    return digit_strokes(Ink(mask * 100.0, mask, 1.0))[1]
+
+
+def _slanted(mask: np.ndarray, top: int, left: int, thick: int) -> None:
+    """A stroke leaning right, 30 rows tall, 2 columns further right per row up: an italic 1 lying low."""
+    for row in range(30):
+        start = left + 2 * (29 - row)
+        mask[top + row, start : start + thick] = True
+
+
+def test_a_second_digit_beside_the_first_is_counted_and_pieces_of_one_digit_are_not():
+    page = np.zeros((100, 260), bool)
+    page[20:80, 20:50] = True  # the digit
+    two = page.copy()
+    two[25:80, 100:125] = True  # a second one beside it, apart
+    assert _neighbours(page) == 0 and _neighbours(two) == 1
+    three = two.copy()
+    three[20:75, 170:200] = True
+    # a broken overlap (`|` for the `-` of _shared: 50 | 100 = 118 columns "shared") counts none of them
+    assert _neighbours(three) == 2
+    for piece in (
+        (slice(0, 15), slice(25, 70)),  # a flag lifted above the digit: not on its line
+        (slice(70, 80), slice(60, 64)),  # a speck beside it: far under 30% of its ink
+        (slice(65, 80), slice(100, 190)),  # a heavy dash beside it, under half its height
+        (slice(65, 100), slice(100, 130)),  # tall enough, but sharing under half its rows (15 of 35)
+    ):
+        apart = page.copy()
+        apart[piece] = True
+        assert _neighbours(apart) == 0, piece
+
+
+def test_slanted_digits_beside_each_other_may_share_a_fifth_of_their_columns():
+    # the boxes of two leaning strokes overlap, the strokes do not: 11 of 66 columns shared (under 20%) is
+    # beside; 19 is one digit's pieces. Measuring the 20% against the first's height (30 px, 6 columns)
+    # instead of its width would call the first pair one digit.
+    for offset, beside in ((56, 1), (48, 0)):
+        pair = np.zeros((100, 200), bool)
+        _slanted(pair, 30, 20, thick=9)  # the heavier: the digit
+        _slanted(pair, 30, 20 + offset, thick=8)
+        assert _neighbours(pair) == beside
+
+
+def test_a_digit_near_the_pictures_edge_is_found():
+    # only the outer 2% of the picture (4 px of 240) seeds no ink; a frame of 240 % 50 = 40 px would miss
+    # a digit written 10 px from the edge and call the picture blank
+    page = np.full((240, 240), 230.0)
+    page[60:180, 10:22] = 30
+    kept = strokes(find_ink(page))
+    assert kept[60:180, 10:22].all() and kept.sum() <= 1.2 * 120 * 12
+
+
+def test_a_long_stroke_that_reaches_neither_side_is_not_a_ruled_line():
+    page = np.full((300, 300), 230.0)
+    page[40:42, :] = 120  # a ruled line across the sheet: it reaches both sides and goes
+    page[150:153, 40:260] = 30  # a long, thin stroke (220 x 3 px) 40 px from either side: it stays
+    page[100:200, 150:156] = 30  # crossed by a stroke (a long-barred 7, a + sign)
+    # a broken side test (`>=` for `<=` in touches_side: any line starting 5% in from the left "touches")
+    # would take the long stroke for a line
+    kept = strokes(find_ink(page))
+    assert kept[150:153, 40:260].all() and kept[100:200, 150:156].all() and not kept[40:42].any()
+
+
+def test_on_noisy_paper_ink_stands_two_noise_widths_above_it():
+    # weak ink joins a stroke only above 2 x the paper's noise (0.5 x NOISE_SIGMAS): a faint halo 1.5 noise
+    # widths over the paper around a stroke stays paper (17% of it is ink, from the noise's own peaks).
+    # Without the noise's floor (0.12 x the strongest ink alone) 45% of the halo would be ink.
+    rng = np.random.default_rng(0)
+    page = 220 + rng.normal(0, 12, (200, 200))  # smoothed 3 x 3, the paper's noise is about 4 gray levels
+    halo = np.zeros(page.shape, bool)
+    halo[50:150, 80:120] = True
+    halo[60:140, 94:106] = False
+    page[60:140, 94:106] -= 32  # the stroke, 8 noise widths deep
+    page[halo] -= 6
+    ink = find_ink(page, flatten=False)
+    assert ink.noise == pytest.approx(4, rel=0.1)
+    assert ink.mask[60:140, 94:106].all() and ink.mask[halo].mean() < 0.3 and not ink.mask[:, :60].any()
+
+
+def test_a_canvas_drawing_takes_the_drawing_path_and_an_mnist_sized_picture_does_not():
+    canvas = np.zeros((280, 280), np.uint8)  # black canvas, white pen: a drawing
+    canvas[60:220, 130:150] = 255
+    assert as_drawing(Image.fromarray(canvas)) is not None
+    small = np.zeros((28, 28), np.uint8)  # as drawn, but MNIST's size: it may be MNIST's layout already
+    small[4:24, 12:16] = 255
+    # a flipped size test (!= for ==) would send every canvas to the slow full pipeline and MNIST pictures
+    # through the drawing path
+    assert as_drawing(Image.fromarray(small)) is None
+    assert as_drawing(Image.fromarray(canvas), PreprocessOptions(stroke=False)) is None
+
+
+def test_mnist_field_fits_the_ink_wherever_it_lies_in_the_map():
+    ink = np.zeros((60, 200), np.float32)
+    ink[20:40, 30:90] = 1.0  # a wide bar, well left of the map's right edge
+    field = mnist_field(ink)
+    cols = np.nonzero(field.max(0) > 0.5)[0]
+    # cropped to its ink, the bar's 60 columns fill 20; a crop reaching past the ink (to column 2 x 89 = 178)
+    # would squeeze it into 8
+    assert cols.max() - cols.min() + 1 in (19, 20, 21)
+    assert np.allclose(field, mnist_field(ink[20:40, 30:90]))
+
+
+def test_a_digits_crop_keeps_the_soft_edges_of_its_strokes_on_both_sides():
+    keep = np.zeros((40, 40), bool)
+    keep[5:35, 10:14] = keep[5:35, 24:28] = keep[31:35, 10:28] = True  # a U
+    values = np.where(keep, 1.0, 0.0)
+    values[ndimage.binary_dilation(keep, np.ones((3, 3))) & ~keep] = 0.5  # its soft edges, one pixel wide
+    values[15:18, 18:20] = 1.0  # a speck inside it, apart from it: not the digit's
+    crop, box = prepare_module._digit_crop(Ink(values.astype(np.float32), keep, 1.0), keep)
+    assert box == (10, 5, 28, 35)
+    # the inner edges of both arms stay (a dilation reaching one column to one side only would keep one):
+    # the crop of a symmetric U is symmetric, and the speck is left out
+    assert (crop[:26, 4] == 0.5).all() and np.array_equal(crop, crop[:, ::-1])
+    assert not crop[10:13, 8:10].any()

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 import digitlab
 from digitlab.errors import ConfigError, DataError, RunError
 from digitlab.images.preprocess import decode_image, mnist_field, prepare
+from digitlab.inference import rejection
 from digitlab.inference.doodles import DOODLES
 from digitlab.inference.nondigits import HANDWRITING, HERSHEY, KINDS, PHOTOS, render_nondigits
 from digitlab.inference.ood import blank_noise, observe, random_strokes
@@ -173,3 +174,13 @@ def test_the_pieces_of_one_digit_are_not_neighbours():
     pen.line([(100, 60), (80, 170), (170, 170)], fill=20, width=10)
     pen.line([(160, 80), (165, 260)], fill=20, width=10)  # the bar crosses the stroke's end: one piece
     assert prepare(broken_four).neighbours == 0
+
+
+def test_the_judge_sees_the_base_views_as_the_base_scores_them(seed_run, mnist):
+    # the judge's first three features are the base detector's views standardised as the base does it, so
+    # they sum to the base's own score; views shifted by their spread, or floor-divided by their centre,
+    # would not (the judge's second standardisation hides a shift from every other test)
+    base = seed_run.ood
+    seen = observe(seed_run.model, mnist.val.images[:64])
+    views = rejection._raw_features(base, seen)[:, :3]
+    assert torch.allclose(views.double().sum(1), base.score(seen), atol=1e-4)

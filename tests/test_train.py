@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import time
 
@@ -6,7 +7,10 @@ import torch
 
 import digitlab
 from digitlab import TrainConfig
+from digitlab.data.datasets import Split, to_float
 from digitlab.errors import ConfigError
+from digitlab.images.preprocess import deskew
+from digitlab.training.train import deskewed
 
 
 def test_the_seed_mlp_reaches_93_percent_after_one_epoch(seed_run):
@@ -110,3 +114,17 @@ def test_the_fused_engine_is_refused_where_it_cannot_run(mnist):
     for config in (TrainConfig(model="cnn", engine="fused"), TrainConfig(engine="fused", optimizer="sgd")):
         with pytest.raises(ConfigError, match="engine 'fused' needs an MLP without dropout or teacher"):
             digitlab.train(config.replace(epochs=1), dataset=small, save=False)
+
+
+def test_deskewed_straightens_every_digit_of_every_split(mnist):
+    # chunks sliced wrong (start >> 10_000 for start + 10_000) would leave no digit at all
+    small = dataclasses.replace(
+        mnist, **{name: Split(part.images[:7], part.labels[:7]) for name, part in mnist.splits().items()}
+    )
+    straight = deskewed(small)
+    for name, before in small.splits().items():
+        after = getattr(straight, name)
+        assert after.images.shape == before.images.shape and after.images.dtype == torch.uint8
+        assert torch.equal(after.labels, before.labels)
+        expected = (deskew(to_float(before.images)) * 255).round().clamp(0, 255).to(torch.uint8)
+        assert torch.equal(after.images, expected) and not torch.equal(expected, before.images)
