@@ -33,6 +33,7 @@ RESULT_COMMANDS = {
     "benchmarks/results/real_world.json": "python benchmarks/real_world.py",
     "benchmarks/results/photos.json": "python benchmarks/photos.py --count 200",
     "benchmarks/results/mutation.json": "make mutation",
+    "benchmarks/results/hard_digits.json": "python benchmarks/hard_digits.py --count 300",
     "benchmarks/results/numbers.json": "python benchmarks/whole_numbers.py",
     "benchmarks/results/number_suite.json": "python benchmarks/number_suite.py",
     "benchmarks/results/ood.json": "python benchmarks/ood.py src/digitlab/weights/digitlab-cnn-robust.safetensors",
@@ -472,6 +473,16 @@ def real_world_reading(result: dict) -> list[list[str]]:
         ["pictures read again from `--save-preprocessed`", "answers changed", "`predict` on a folder of them"],
         [f"{same['pictures']:,}", str(same["changed"]), rate],
     ]
+
+
+@table("benchmarks/results/hard_digits.json")
+def hard_digits(result: dict) -> list[list[str]]:
+    rows = [["kind", "pictures", "read right", "wrong / refused / errors", "read as"]]
+    for kind, counts in result["kinds"].items():
+        read_as = ", ".join(f"{label}: {count}" for label, count in counts.get("read_as", {}).items())
+        others = f"{counts['wrong']} / {counts['refused']} / {counts['errors']}"
+        rows.append([kind.replace("_", " "), str(counts["count"]), pct(counts["read"], 1), others, read_as or "—"])
+    return rows
 
 
 @table("benchmarks/results/photos.json")
