@@ -161,10 +161,11 @@ def _train_judge(
     """Train the detector's judge with class-balanced binary cross-entropy and AdamW on `images` (uint8
     (N, 1, 28, 28), `seen` by the model already) and their `targets` (1: not a digit). With `augmentation`,
     every batch is augmented and seen by the model afresh, so the judge learns from more shapes than the
-    pictures hold; without it the features are computed once. One seed makes the same judge."""
+    pictures hold; without it (or with one that changes nothing) the features are computed once. One seed
+    makes the same judge."""
     generator = torch.Generator().manual_seed(seed)
     features_of: Callable[[torch.Tensor], torch.Tensor]
-    if augmentation is None:
+    if augmentation is None or not augmentation.active:
         features_of = detector.features(seen).__getitem__  # rows -> their features, computed once
     else:
         features_of = _varied_features(detector, model, images, augmentation, generator)
