@@ -74,7 +74,7 @@ class LossWatch:
 class _Window:
     """The steps since the last check: their numbers, logits, labels and batch sizes, and each one's learning rate."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.steps: list[int] = []
         self.logits: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []

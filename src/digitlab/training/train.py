@@ -371,14 +371,11 @@ def _finish(fitted: Fitted, test: bool = True) -> Run:
     """
     model, config, dataset, history = fitted.model, fitted.config, fitted.dataset, fitted.history
     if test and len(dataset.val):
-        model.ood = fit_detector(
-            model,
-            dataset.train.images,
-            dataset.train.labels,
-            dataset.val.images,
-            len(dataset.classes),
-            seed=config.seed,
+        classes = len(dataset.classes)
+        detector = fit_detector(
+            model, dataset.train.images, dataset.train.labels, dataset.val.images, classes, seed=config.seed
         )
+        model.ood = detector  # type: ignore[assignment]  # a plain attribute, not a parameter or buffer
     scores = evaluate(model, dataset.test, dataset.classes) if test else None
     best = fitted.best.epoch
     final = history[best - 1] if config.keep_best and best else (history[-1] if history else {})
