@@ -244,8 +244,9 @@ def part_ensemble(data, reuse: bool, previous: dict) -> dict:
 def profile_recipe(data: digitlab.Dataset, model: str, recipe: str, steps: int = 40, top: int = 8) -> dict:
     """Self CPU time per operator over `steps` training steps of `model --recipe recipe` (after 5 warm-up steps)."""
     from digitlab.config import resolve_precision
-    from digitlab.data.datasets import BatchLoader
-    from digitlab.training.steps import Objective, autograd_epoch
+    from digitlab.data.augment import augment_batch
+    from digitlab.data.datasets import BatchLoader, to_float
+    from digitlab.training.steps import AutogradStep, Objective
     from digitlab.training.train import build
 
     config = apply_recipe(digitlab.TrainConfig(model=model), recipe)
@@ -253,18 +254,16 @@ def profile_recipe(data: digitlab.Dataset, model: str, recipe: str, steps: int =
     autocast, precision = resolve_precision(config.precision, torch.device("cpu"))
     loader = BatchLoader(data.train, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
     batches = list(zip(range(steps + 5), loader, strict=False))
-    objective = Objective(config.label_smoothing)
+    step = AutogradStep(network, optimizer, Objective(config.label_smoothing), autocast)
     augmentation = config.augmentation()
     generator = torch.Generator().manual_seed(0)
-    logits = torch.empty(config.batch_size * (steps + 5), 10)
+    logits = torch.empty(config.batch_size, 10)
 
     def run(chosen):
-        from digitlab.training.steps import augmented
-
-        pairs = (pair for _, pair in chosen)
-        if augmentation.active:
-            pairs = augmented(pairs, augmentation, generator)
-        autograd_epoch(network, optimizer, pairs, logits, None, objective, autocast)
+        for _, (images, labels) in chosen:
+            if augmentation.active:
+                images = augment_batch(to_float(images), augmentation, generator)
+            step(images, labels, logits[: labels.shape[0]])
 
     run(batches[:5])
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:

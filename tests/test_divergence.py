@@ -54,15 +54,13 @@ def test_divergence_keeps_the_checkpoint_and_a_smaller_lr_resumes(engine, tmp_pa
 
 
 def engine_like(watch: LossWatch, logits: torch.Tensor, batch: int, steps_seen: list, epoch: int = 1) -> None:
-    """Pull batches through the watch as an engine does: take a batch, then write its logits."""
+    """Hand the watch every step's logits as fit does: after each step, then once more at the epoch's end."""
     labels = torch.zeros(len(logits), dtype=torch.long)
-    buffer = torch.empty_like(logits)
-    batches = [(None, labels[start : start + batch]) for start in range(0, len(logits), batch)]
-    row = 0
-    for _, batch_labels in watch.watch(batches, buffer, epoch, len(batches)):
-        buffer[row : row + len(batch_labels)] = logits[row : row + len(batch_labels)]
-        row += len(batch_labels)
-        steps_seen.append(row)
+    for number, row in enumerate(range(0, len(logits), batch), start=1):
+        rows = slice(row, row + batch)
+        watch.see(epoch, number, logits[rows], labels[rows], float(number))
+        steps_seen.append(row + batch)
+    watch.end_of_epoch(epoch)
 
 
 def logits_with_loss(losses: list[float], batch: int) -> torch.Tensor:
@@ -76,8 +74,7 @@ def logits_with_loss(losses: list[float], batch: int) -> torch.Tensor:
 
 
 def test_the_watch_names_the_first_non_finite_step_and_its_learning_rate():
-    rates = iter(range(1, 1000))
-    watch = LossWatch(2, lambda: float(next(rates)), every=50)
+    watch = LossWatch(2, steps=81, every=50)  # engine_like gives step n the learning rate n
     losses = [0.7] * 60 + [math.nan] + [0.7] * 20
     seen: list = []
     with pytest.raises(DivergenceError) as caught:
@@ -91,10 +88,10 @@ def test_the_watch_stops_a_blow_up_but_lets_a_brief_spike_pass():
     first = 0.5  # below ln 2, so the limit is BLOWUP_FACTOR x ln 2
     limit = BLOWUP_FACTOR * math.log(2)
     spike = [first] + [0.6] * 20 + [limit * 3] + [0.6] * 28  # window mean below the limit
-    engine_like(LossWatch(2, lambda: 0.1, every=50), logits_with_loss(spike, 2), 2, [])
+    engine_like(LossWatch(2, steps=50, every=50), logits_with_loss(spike, 2), 2, [])
     blow_up = [first] + [0.6] * 59 + [limit * 0.9] * 5 + [limit * 2] * 35
     with pytest.raises(DivergenceError) as caught:
-        engine_like(LossWatch(2, lambda: 0.1, every=50), logits_with_loss(blow_up, 2), 2, [])
+        engine_like(LossWatch(2, steps=100, every=50), logits_with_loss(blow_up, 2), 2, [])
     assert caught.value.step == 66 and caught.value.loss == pytest.approx(limit * 2, rel=1e-4)
     assert str(caught.value).startswith("training diverged in epoch 1 at step 66 of 100 (loss ")
 

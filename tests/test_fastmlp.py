@@ -35,7 +35,7 @@ def test_fused_gradients_equal_autograd_gradients():
     images, labels = _batches(1, 64)[0]
     F.cross_entropy(reference(to_float(images)), labels).backward()
     optimizer.param_groups[0]["lr"] = 0.0  # take the step, change nothing, keep the gradients
-    FusedMLPTrainer(model, optimizer).train_epoch([(images, labels)], torch.empty(64, 10))
+    FusedMLPTrainer(model, optimizer).step(images, labels, torch.empty(64, 10))
     for expected, parameter in zip(reference.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-5, atol=1e-6)
 
@@ -54,7 +54,9 @@ def test_fused_trajectory_follows_autograd(hidden, optimizer, weight_decay):
         F.cross_entropy(logits, labels).backward()
         reference_optimizer.step()
     logits = torch.empty(40 * 32, 10)
-    FusedMLPTrainer(model, fused_optimizer).train_epoch(batches, logits)
+    fused = FusedMLPTrainer(model, fused_optimizer)
+    for number, (images, labels) in enumerate(batches):
+        fused.step(images, labels, logits[number * 32 : (number + 1) * 32])
     torch.testing.assert_close(logits, torch.cat(reference_logits), rtol=1e-3, atol=1e-4)
     for expected, parameter in zip(reference.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(parameter, expected, rtol=1e-3, atol=1e-4)

@@ -12,14 +12,17 @@ import torch.nn.functional as F
 
 import digitlab
 from digitlab import TrainConfig
-from digitlab.data.datasets import to_float
+from digitlab.data.datasets import Split, to_float
 from digitlab.errors import ConfigError
 from digitlab.inference.evaluate import accuracy, predict_logits
 from digitlab.models.nets import count_parameters
+from digitlab.runs.checkpoint import Progress
+from digitlab.training import train as train_module
+from digitlab.training.divergence import LossWatch
 from digitlab.training.fastmlp import FusedMLPTrainer
 from digitlab.training.recipes import RECIPES, apply_recipe, learning_rate
-from digitlab.training.steps import Objective, Schedule
-from digitlab.training.train import build, build_optimizer
+from digitlab.training.steps import Objective, Trainee
+from digitlab.training.train import Tracking, build, build_optimizer, fit
 from test_cli import run_cli
 
 
@@ -94,7 +97,7 @@ def test_fused_label_smoothing_matches_autograd():
     F.cross_entropy(reference(to_float(images)), labels, label_smoothing=0.1).backward()
     optimizer = build_optimizer(model, TrainConfig())
     optimizer.param_groups[0]["lr"] = 0.0
-    FusedMLPTrainer(model, optimizer, label_smoothing=0.1).train_epoch([(images, labels)], torch.empty(32, 10))
+    FusedMLPTrainer(model, optimizer, label_smoothing=0.1).step(images, labels, torch.empty(32, 10))
     for expected, parameter in zip(reference.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-5, atol=1e-6)
 
@@ -175,16 +178,29 @@ def test_convolutional_models_learn_with_augmentation(model, mnist, tmp_path):
     assert (tmp_path / "run" / "best.safetensors").exists() and digitlab.load_run(tmp_path / "run").model
 
 
-def test_the_schedule_sets_each_steps_rate_from_the_global_step_and_resumes_mid_run():
+def rates_fit_sets(config: TrainConfig, done_epochs: int, monkeypatch, start_lr: float | None = None) -> list[float]:
+    """The learning rate of every step `fit` takes from `done_epochs` on (80 images in batches of 8), read by a
+    Step that stands in for the engine; `start_lr` replaces the optimizer's rate before fit."""
+    images, labels = torch.zeros(80, 1, 28, 28, dtype=torch.uint8), torch.zeros(80, dtype=torch.long)
+    empty = Split(images[:0], labels[:0])
+    data = digitlab.Dataset("zeros", tuple("0123456789"), Split(images, labels), empty, empty)
+    config = config.replace(batch_size=8)
+    model, optimizer = build(config)
+    if start_lr is not None:
+        optimizer.param_groups[0]["lr"] = start_lr
+    rates: list[float] = []
+    taken = lambda images, labels, logits: rates.append(optimizer.param_groups[0]["lr"])  # noqa: E731
+    monkeypatch.setattr(train_module, "step_function", lambda trainee, config: taken)
+    monkeypatch.setattr(LossWatch, "see", lambda *step: None)  # the buffer holds no logits
+    tracking = Tracking(Progress(done_epochs, [{"epoch": e} for e in range(1, done_epochs + 1)]))
+    fit(Trainee(model, optimizer), data, config, tracking=tracking)
+    return rates
+
+
+def test_fit_sets_each_steps_rate_from_the_global_step_and_resumes_mid_run(monkeypatch):
     config = TrainConfig(lr=1e-2, schedule="onecycle", warmup=0.25, epochs=3)
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
-    schedule = Schedule(optimizer, config, steps_per_epoch=10, done_epochs=0)
-    rates = []
-    for _ in range(30):
-        schedule.on_step()
-        rates.append(optimizer.param_groups[0]["lr"])
-    assert rates == [learning_rate(step, 30, config) for step in range(30)]
-    resumed = Schedule(optimizer, config, steps_per_epoch=10, done_epochs=2)  # after a resume: step 20 of 30
-    resumed.on_step()
-    assert optimizer.param_groups[0]["lr"] == learning_rate(20, 30, config)
-    assert Schedule(optimizer, TrainConfig(schedule="constant"), 10, 0).on_step is None  # nothing to set
+    assert rates_fit_sets(config, 0, monkeypatch) == [learning_rate(step, 30, config) for step in range(30)]
+    resumed = rates_fit_sets(config, 2, monkeypatch)  # after a resume: steps 20..29 of 30
+    assert resumed == [learning_rate(step, 30, config) for step in range(20, 30)]
+    constant = rates_fit_sets(TrainConfig(epochs=1), 0, monkeypatch, start_lr=5e-4)  # nothing to set
+    assert constant == [5e-4] * 10

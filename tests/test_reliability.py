@@ -37,21 +37,19 @@ PAUSED_MID_EPOCH = """
 import sys, threading
 from pathlib import Path
 from digitlab.cli import main
-from digitlab.training import steps
+from digitlab.training.steps import AutogradStep
 
-marker, epochs, whole_epoch = Path(sys.argv[1]), [], steps.autograd_epoch
+marker, taken, take_step = Path(sys.argv[1]), [], AutogradStep.__call__
+STEPS_PER_EPOCH = 250  # --train-size 4000 in batches of 16
 
-def paused_in_the_second_epoch(model, optimizer, batches, *rest):
-    epochs.append(len(epochs) + 1)
-    def watched():
-        for number, batch in enumerate(batches):
-            if epochs[-1] == 2 and number == 100:
-                marker.write_text("step 100 of epoch 2")
-                threading.Event().wait()  # until a signal ends the process
-            yield batch
-    return whole_epoch(model, optimizer, watched(), *rest)
+def paused_in_the_second_epoch(step, *batch):
+    if len(taken) == STEPS_PER_EPOCH + 100:
+        marker.write_text("step 100 of epoch 2")
+        threading.Event().wait()  # until a signal ends the process
+    taken.append(1)
+    return take_step(step, *batch)
 
-steps.autograd_epoch = paused_in_the_second_epoch
+AutogradStep.__call__ = paused_in_the_second_epoch
 sys.exit(main(["train", *sys.argv[2:]]))
 """
 

@@ -1,9 +1,10 @@
 """The `digitlab` command. Only this package parses arguments; each command calls the Python API.
 
 Each module registers its commands with `add_parsers(commands)` and gives each a `handler(args)`
-that returns the exit code: train (training and --resume), runs (what uses a trained run),
-compare (listing runs and comparing them), doctor (what is wrong with a run or a dataset, lr-find),
-tune (Optuna studies), tools (data, models, recipes, studies, previews).
+that returns the exit code: train (training and --resume), evaluate (evaluate, report), predict
+(predict, calibrate), export, serve, ensemble, explain, compare (listing runs and comparing them),
+doctor (what is wrong with a run or a dataset, lr-find), tools (data, models, recipes, studies,
+previews), tune (Optuna studies).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 import warnings
 
 from ..errors import DigitlabError
-from . import compare, doctor, explain, runs, tools, train, tune
+from . import compare, doctor, ensemble, evaluate, explain, export, predict, serve, tools, train, tune
 from .common import Parser
 
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (train, runs, explain, compare, doctor, tools, tune):
+    for module in (train, evaluate, predict, export, serve, ensemble, explain, compare, doctor, tools, tune):
         module.add_parsers(commands)
     return parser
 

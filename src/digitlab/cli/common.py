@@ -68,3 +68,15 @@ def _recipes() -> list[str]:
 
 
 MODELS, DATASETS, RECIPES = Names(_models), Names(_datasets), Names(_recipes)
+
+
+def add_device(parser) -> None:
+    """The --device option of every command that runs a model."""
+    from ..config import DEVICES
+
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where the model runs (default auto: cuda, then mps, then cpu)",
+    )

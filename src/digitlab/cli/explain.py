@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .runs import _run_and_paths
+from .predict import _run_and_paths
 
 
 def add_parsers(commands) -> None:

@@ -3,7 +3,7 @@ train a fresh model for a few hundred steps while the rate grows exponentially f
 and read off where the loss falls fastest and where it stops falling.
 
 The steps are the run's own: the configured model, optimizer, batch size, engine and augmentation,
-through the same epoch runner `fit` uses; only the rate is set before every step. The loss of each
+through the same step `fit` takes; only the rate is set before every step. The loss of each
 step is read from the logits the engine writes (as the divergence watch does) and smoothed with a
 bias-corrected moving average; the test stops once the smoothed loss is STOP_FACTOR times its lowest.
 """
@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig, resolve_device
-from ..data.datasets import BatchLoader, Dataset, load_dataset
+from ..data.augment import augment_batch
+from ..data.datasets import BatchLoader, Dataset, load_dataset, to_float
 from ..figures import doctor as pictures
-from ..training.steps import Trainee, augmented, choose_engine, epoch_runner
+from ..training.steps import Trainee, choose_engine, step_function
 from ..training.train import build
 
 STOP_FACTOR = 4.0  # stop once the smoothed loss is 4× its lowest: the rate has blown training up
@@ -72,26 +73,26 @@ def lr_find(
     if config.threads:
         torch.set_num_threads(config.threads)
     model, optimizer = build(config, device)
-    trainee = Trainee(model, optimizer, choose_engine(config, model, optimizer))
-    config = config.replace(schedule="constant", warmup=0.0)  # the test sets the rate itself
-    rates = [start * (end / start) ** (step / max(steps - 1, 1)) for step in range(steps)]
+    step = step_function(Trainee(model, optimizer, choose_engine(config, model, optimizer)), config)
+    rates = [start * (end / start) ** (number / max(steps - 1, 1)) for number in range(steps)]
     loader = BatchLoader(
         dataset.train.to(device), config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(config.seed)
     )
+    augmentation = config.augmentation()
     logits = torch.empty(steps * config.batch_size, len(dataset.classes), device=device)
-    curve = _Curve(rates, logits)
-
-    def set_rate() -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = rates[curve.step - 1]  # the step whose batch was just handed out
-
-    batches = curve.watch(_endless(loader), steps)
-    if config.augmentation().active:
-        batches = augmented(batches, config.augmentation(), loader.generator)
+    curve = _Curve(rates)
     model.train()
     flushing = torch.set_flush_denormal(True)  # as fit does: tiny Adam moments are slow as denormals
     try:
-        epoch_runner(trainee, config)(batches, logits, set_rate)
+        for rate, (images, labels) in zip(rates, _endless(loader), strict=False):
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            if augmentation.active:
+                images = augment_batch(to_float(images), augmentation, loader.generator)
+            rows = logits[curve.row : curve.row + labels.shape[0]]
+            step(images, labels, rows)
+            if curve.record(rows, labels):
+                break
     finally:
         if flushing:
             torch.set_flush_denormal(False)
@@ -104,40 +105,20 @@ def _endless(loader: BatchLoader):
 
 
 class _Curve:
-    """Follows the steps: before handing out the next batch it reads the loss of the last step from
-    the logits buffer, and stops handing out batches when the loss has blown up."""
+    """The smoothed loss of every step so far, read from the logits the step wrote."""
 
-    def __init__(self, rates: list[float], logits: torch.Tensor):
-        self.rates, self.logits = rates, logits
-        self.step, self.row, self.average = 0, 0, 0.0
+    def __init__(self, rates: list[float]):
+        self.rates = rates
+        self.row, self.average = 0, 0.0
         self.losses: list[float] = []
-        self.labels: torch.Tensor | None = None
 
-    def watch(self, batches, steps: int):
-        for images, labels in batches:
-            if self.labels is not None:
-                self._record()
-                if self._blown_up():
-                    return
-            if self.step == steps:
-                return
-            self.labels = labels
-            self.step += 1
-            yield images, labels
-        if self.labels is not None:
-            self._record()
-
-    def _record(self) -> None:
-        assert self.labels is not None
-        rows = self.logits[self.row : self.row + len(self.labels)]
-        loss = F.cross_entropy(rows.float(), self.labels).item()
-        self.row += len(self.labels)
+    def record(self, logits: torch.Tensor, labels: torch.Tensor) -> bool:
+        """Add the step of `logits` (B, C) and `labels` (B,); True once the loss has blown up."""
+        loss = F.cross_entropy(logits.float(), labels).item()
+        self.row += labels.shape[0]
         self.average = SMOOTHING * self.average + (1 - SMOOTHING) * loss
         corrected = self.average / (1 - SMOOTHING ** (len(self.losses) + 1))  # the average's bias towards 0
         self.losses.append(corrected if math.isfinite(loss) else math.inf)
-        self.labels = None
-
-    def _blown_up(self) -> bool:
         return not math.isfinite(self.losses[-1]) or self.losses[-1] > STOP_FACTOR * min(self.losses)
 
 

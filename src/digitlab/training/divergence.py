@@ -7,16 +7,15 @@ limit is ~23 there; a model that averages that over 50 steps has left the road. 
 the first whose own loss was non-finite or above the limit.
 
 Why a window: the loss of a step lives on the device, and reading it every step would sync the
-host with the device every step. Both engines already write each batch's logits into the epoch's
-logits buffer, so `LossWatch` recomputes the plain cross-entropy of the whole window from there
-(one vectorised pass, one read) when the engine asks for the next batch, and once more at the
-end of the epoch: no epoch that diverged ever reaches a checkpoint.
+host with the device every step. Both engines already write each batch's logits for the epoch's
+scores, so `fit` hands the watch those rows after every step and `LossWatch` recomputes the plain
+cross-entropy of the whole window from them (one vectorised pass, one read) every CHECK_EVERY
+steps, and once more at the end of the epoch: no epoch that diverged ever reaches a checkpoint.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,35 +28,32 @@ BLOWUP_FACTOR = 10.0
 
 
 class LossWatch:
-    """Watches the batches of every epoch of one `fit`; raises DivergenceError when the rule above breaks.
+    """Watches every step of one `fit`; raises DivergenceError when the rule above breaks.
 
-    `lr_now()` gives the learning rate of the step just taken (read before the next one sets it).
-    Under torchrun the window's loss sums are added over ranks, so every rank stops at the same step.
+    `steps` is the number of steps in an epoch (for the message). Under torchrun the window's loss
+    sums are added over ranks, so every rank stops at the same step.
     """
 
-    def __init__(self, classes: int, lr_now: Callable[[], float], world: World = World(), every: int = CHECK_EVERY):
-        self.floor, self.lr_now, self.world, self.every = math.log(classes), lr_now, world, every
+    def __init__(self, classes: int, steps: int, world: World = World(), every: int = CHECK_EVERY):
+        self.floor, self.steps, self.world, self.every = math.log(classes), steps, world, every
         self.limit: float | None = None  # set from the first step's loss
+        self.window = _Window()
 
-    def watch(self, batches: Iterable, logits: torch.Tensor, epoch: int, steps: int) -> Iterator:
-        """Yield `batches` unchanged; `logits` (N, C) is the buffer the engine fills row by row, batch by batch."""
-        window = _Window(first_step=1, first_row=0)
-        for images, labels in batches:
-            if window.sizes:  # the engine asks for the next batch: the previous step is done
-                window.lrs.append(self.lr_now())
-            if len(window.sizes) == self.every:
-                self._check(window, logits, epoch, steps)
-                window = window.next()
-            window.add(labels)
-            yield images, labels
-        if window.sizes:
-            window.lrs.append(self.lr_now())
-            self._check(window, logits, epoch, steps)
+    def see(self, epoch: int, step: int, logits: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
+        """After step `step` (1-based) of `epoch`: its logits (B, C), labels (B,) and learning rate."""
+        self.window.add(step, logits, labels, lr)
+        if len(self.window.sizes) == self.every:
+            self._check(epoch)
 
-    def _check(self, window: _Window, logits: torch.Tensor, epoch: int, steps: int) -> None:
-        count, device = len(window.sizes), logits.device
-        rows = logits[window.first_row : window.first_row + sum(window.sizes)]
-        losses = F.cross_entropy(rows.float(), torch.cat(window.labels), reduction="none")
+    def end_of_epoch(self, epoch: int) -> None:
+        """Check the steps since the last check, so that no epoch that diverged reaches a checkpoint."""
+        if self.window.sizes:
+            self._check(epoch)
+
+    def _check(self, epoch: int) -> None:
+        window, self.window = self.window, _Window()
+        count, device = len(window.sizes), window.logits[0].device
+        losses = F.cross_entropy(torch.cat(window.logits).float(), torch.cat(window.labels), reduction="none")
         sizes = torch.tensor(window.sizes, device=device)
         step_of_row = torch.repeat_interleave(torch.arange(count, device=device), sizes)
         sums = torch.zeros(count, device=device).index_add_(0, step_of_row, losses)
@@ -65,28 +61,29 @@ class LossWatch:
         means = [total / size for total, size in zip(totals[:count], totals[count:], strict=True)]
         for offset, loss in enumerate(means):
             if not math.isfinite(loss):
-                raise DivergenceError(epoch, window.first_step + offset, steps, loss, window.lrs[offset])
+                raise DivergenceError(epoch, window.steps[offset], self.steps, loss, window.lrs[offset])
             if self.limit is None:
                 self.limit = BLOWUP_FACTOR * max(loss, self.floor)
         limit = self.limit
         assert limit is not None  # set from the first step just above
         if sum(totals[:count]) / sum(totals[count:]) > limit:
             offset = next(offset for offset, loss in enumerate(means) if loss > limit)
-            raise DivergenceError(epoch, window.first_step + offset, steps, means[offset], window.lrs[offset])
+            raise DivergenceError(epoch, window.steps[offset], self.steps, means[offset], window.lrs[offset])
 
 
 class _Window:
-    """The steps since the last check: their batch sizes and labels, and each step's learning rate."""
+    """The steps since the last check: their numbers, logits, labels and batch sizes, and each one's learning rate."""
 
-    def __init__(self, first_step: int, first_row: int):
-        self.first_step, self.first_row = first_step, first_row
-        self.sizes: list[int] = []
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.logits: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
+        self.sizes: list[int] = []
         self.lrs: list[float] = []
 
-    def add(self, labels: torch.Tensor) -> None:
-        self.sizes.append(labels.shape[0])
+    def add(self, step: int, logits: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
+        self.steps.append(step)
+        self.logits.append(logits)
         self.labels.append(labels)
-
-    def next(self) -> _Window:
-        return _Window(self.first_step + len(self.sizes), self.first_row + sum(self.sizes))
+        self.sizes.append(labels.shape[0])
+        self.lrs.append(lr)

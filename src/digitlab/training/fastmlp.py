@@ -69,42 +69,31 @@ class FusedMLPTrainer:
         self.weight_grads = cast(list[torch.Tensor], [layer.weight.grad for layer in linears])  # the views set above
         self.bias_grads = [layer.bias.grad for layer in linears]
         self.adam_kernel = torch._fused_adamw_ if isinstance(optimizer, torch.optim.AdamW) else torch._fused_adam_
+        # row c: the target distribution of class c, label-smoothed as F.cross_entropy does it
+        classes = self.weights[-1].shape[0]
+        targets = torch.eye(classes, dtype=self.flat_params.dtype, device=self.flat_params.device)
+        self.targets = targets * (1 - label_smoothing) + label_smoothing / classes
 
     def _adopt_optimizer_state(self) -> None:
         # Moments start at zero, or at what a resumed optimizer already holds.
         state = self.optimizer.state
         self.exp_avg = torch.zeros_like(self.flat_params)
         self.exp_avg_sq = torch.zeros_like(self.flat_params)
-        self.step = torch.zeros((), dtype=torch.float32, device=self.flat_params.device)
+        self.step_count = torch.zeros((), dtype=torch.float32, device=self.flat_params.device)
         if self.params[0] in state:
             self.exp_avg.copy_(torch.cat([state[p]["exp_avg"].reshape(-1) for p in self.params]))
             self.exp_avg_sq.copy_(torch.cat([state[p]["exp_avg_sq"].reshape(-1) for p in self.params]))
-            self.step.fill_(float(state[self.params[0]]["step"]))
+            self.step_count.fill_(float(state[self.params[0]]["step"]))
         avg_views = _flatten_into_views(self.params, self.exp_avg)
         sq_views = _flatten_into_views(self.params, self.exp_avg_sq)
         for parameter, avg, sq in zip(self.params, avg_views, sq_views, strict=True):
-            state[parameter] = {"step": self.step, "exp_avg": avg, "exp_avg_sq": sq}
+            state[parameter] = {"step": self.step_count, "exp_avg": avg, "exp_avg_sq": sq}
 
-    def train_epoch(self, batches, logits_out: torch.Tensor, on_step=None) -> int:
-        """One pass over `batches` of (images (B, 1, 28, 28), labels (B,)): uint8 pixels or floats in [0, 1].
-
-        The logits of each batch go to the next rows of `logits_out` (N, C), for the epoch's
-        running metrics; `on_step()` runs before each step, e.g. to set the learning rate.
-        Returns the number of rows filled.
-        """
-        classes = logits_out.shape[1]
-        # row c: the target distribution of class c, label-smoothed as F.cross_entropy does it
-        targets = torch.eye(classes, dtype=logits_out.dtype, device=logits_out.device)
-        targets = targets * (1 - self.label_smoothing) + self.label_smoothing / classes
-        start = 0
-        for images, labels in batches:
-            if on_step is not None:
-                on_step()
-            end = start + labels.shape[0]
-            scale = PIXEL_SCALE if images.dtype == torch.uint8 else 1.0
-            self._step(images.flatten(1).float(), scale, targets.index_select(0, labels), logits_out[start:end])
-            start = end
-        return start
+    def step(self, images: torch.Tensor, labels: torch.Tensor, logits_out: torch.Tensor) -> None:
+        """One step on a batch of (images (B, 1, 28, 28): uint8 pixels or floats in [0, 1], labels (B,));
+        the batch's logits go to `logits_out` (B, C) (a training.steps.Step)."""
+        scale = PIXEL_SCALE if images.dtype == torch.uint8 else 1.0
+        self._step(images.flatten(1).float(), scale, self.targets.index_select(0, labels), logits_out)
 
     def _step(self, pixels: torch.Tensor, pixel_scale: float, targets: torch.Tensor, logits: torch.Tensor) -> None:
         # pixels: (B, 784); for raw 0..255 pixels the 1/255 of to_float is folded into the first
@@ -133,14 +122,14 @@ class FusedMLPTrainer:
     def _adam_update(self) -> None:
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
-        self.step.add_(1)
+        self.step_count.add_(1)
         self.adam_kernel(
             [self.flat_params],
             [self.flat_grads],
             [self.exp_avg],
             [self.exp_avg_sq],
             [],
-            [self.step],
+            [self.step_count],
             lr=group["lr"],
             beta1=beta1,
             beta2=beta2,

@@ -1,10 +1,11 @@
-"""One training pass, per engine: the hand-fused MLP step or autograd with its `Objective`, and the
-learning rate set before every step. `fit` (digitlab.train) runs one pass per epoch.
+"""The engines that take one optimizer step on a batch: autograd with its `Objective`, or the hand-fused
+MLP step (training.fastmlp). `fit` (training.train) calls the trainee's Step once per batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -13,13 +14,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import TrainConfig
-from ..data.augment import AugmentConfig, augment_batch
 from ..data.datasets import to_float
 from ..errors import ConfigError
 from ..models.nets import MLP, in_preferred_layout
 from . import fastmlp
 from .distributed import World
-from .recipes import learning_rate
 
 
 def choose_engine(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> str:
@@ -68,68 +67,43 @@ class Objective:
         return (1 - self.weight) * loss + self.weight * self.temperature**2 * distill
 
 
-def autograd_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches,
-    logits_out: torch.Tensor,
-    on_step=None,
-    objective: Objective = Objective(),
-    autocast: torch.dtype | None = None,
-) -> int:
-    """One pass with autograd over `batches`; logits go to successive rows of `logits_out`. Returns rows filled.
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""One optimizer step on a batch: step(images (B, 1, 28, 28) uint8 or float, labels (B,), logits_out (B, C)),
+writing the batch's logits (before the update) into `logits_out` for the epoch's scores and the divergence watch."""
+
+
+@dataclasses.dataclass
+class AutogradStep:
+    """The general engine: forward, loss, backward and the optimizer's step, for any model and optimizer.
 
     With `autocast` (torch.bfloat16), forward and loss run under autocast to it; weights, gradients
-    and the optimizer stay fp32.
+    and the optimizer stay fp32. `network` is the model, or its DistributedDataParallel wrapper.
     """
-    filled = 0
-    device_type = logits_out.device.type
-    for images, labels in batches:
-        if on_step is not None:
-            on_step()
-        inputs = in_preferred_layout(model, to_float(images) if images.dtype == torch.uint8 else images)
-        with torch.autocast(device_type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            logits = model(inputs)
-            loss = objective(logits, inputs, labels)
-        optimizer.zero_grad(set_to_none=True)
+
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    objective: Objective = Objective()
+    autocast: torch.dtype | None = None
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, logits_out: torch.Tensor) -> None:
+        inputs = in_preferred_layout(self.network, to_float(images) if images.dtype == torch.uint8 else images)
+        cast_to = self.autocast or torch.bfloat16
+        with torch.autocast(logits_out.device.type, dtype=cast_to, enabled=self.autocast is not None):
+            logits = self.network(inputs)  # (B, C)
+            loss = self.objective(logits, inputs, labels)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        logits_out[filled : filled + labels.shape[0]] = logits.detach()
-        filled += labels.shape[0]
-    return filled
+        self.optimizer.step()
+        logits_out.copy_(logits.detach())
 
 
-def augmented(batches, augmentation: AugmentConfig, generator: torch.Generator):
-    """Batches with random transforms applied on their device (parameters drawn from `generator`)."""
-    for images, labels in batches:
-        yield augment_batch(to_float(images), augmentation, generator), labels
-
-
-class Schedule:
-    """Sets the learning rate before every step, from the global step count (so resuming needs no state)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int, done_epochs: int):
-        self.optimizer, self.config = optimizer, config
-        self.total = config.epochs * steps_per_epoch
-        self.step = done_epochs * steps_per_epoch
-        self.on_step = None if config.schedule == "constant" and not config.warmup else self._advance
-
-    def _advance(self) -> None:
-        rate = learning_rate(self.step, self.total, self.config)
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate
-        self.step += 1
-
-
-def epoch_runner(trainee: Trainee, config: TrainConfig):
-    """A function (batches, logits_out, on_step) -> rows filled, for the trainee's engine."""
+def step_function(trainee: Trainee, config: TrainConfig) -> Step:
+    """The trainee's engine as a Step: the hand-fused MLP step (training.fastmlp) or an AutogradStep."""
     model, optimizer, world = trainee.model, trainee.optimizer, trainee.world
     if trainee.engine == "fused":
         reducer = world.average_ if world.distributed else None
         trainer = fastmlp.FusedMLPTrainer(cast(MLP, model), optimizer, reducer, label_smoothing=config.label_smoothing)
-        return trainer.train_epoch
+        return trainer.step
     network = DistributedDataParallel(model) if world.distributed else model
     objective = Objective(config.label_smoothing, trainee.teacher, config.distill_temperature, config.distill_weight)
-    return lambda batches, logits, on_step: autograd_epoch(
-        network, optimizer, batches, logits, on_step, objective, trainee.autocast
-    )
+    return AutogradStep(network, optimizer, objective, trainee.autocast)

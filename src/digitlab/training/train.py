@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig, resolve_device, resolve_precision
+from ..data.augment import augment_batch
 from ..data.datasets import BatchLoader, Dataset, Split, load_dataset, to_float
 from ..errors import ConfigError, DigitlabError, DivergenceError, RunError
 from ..files import read_json, write_json
@@ -29,7 +30,8 @@ from ..tracking import trackers as _registering  # noqa: F401  registers the tra
 from ..tracking.registry import EpochBar, Trackers, all_of
 from .distributed import World, init_from_environment, local_device
 from .divergence import LossWatch
-from .steps import Schedule, Trainee, augmented, choose_engine, epoch_runner
+from .recipes import learning_rate
+from .steps import Trainee, choose_engine, step_function
 
 EpochCallback = Callable[[dict], None]
 
@@ -93,21 +95,49 @@ def fit(
     """
     tracking = tracking or Tracking()
     generator = generator or torch.Generator().manual_seed(config.seed)
-    epochs = _Epochs(trainee, dataset, config, generator, tracking.progress.epoch)
+    model, optimizer, world = trainee.model, trainee.optimizer, trainee.world
+    device = next(model.parameters()).device
+    loader = BatchLoader(
+        dataset.train.to(device), config.batch_size, shuffle=True, generator=generator, shard=world.shard
+    )
+    step = step_function(trainee, config)  # forward, loss, backward, optimizer step: autograd or the fused MLP
+    augmentation = config.augmentation()
+    scheduled = config.schedule != "constant" or config.warmup > 0  # else the optimizer keeps its rate
+    logits = torch.empty(len(loader.labels), len(dataset.classes), device=device)  # (N, C): the epoch's, as it went
+    watch = LossWatch(len(dataset.classes), len(loader), world)
     with _denormals_flushed():
-        for epoch_number in range(tracking.progress.epoch + 1, config.epochs + 1):
-            started = time.perf_counter()
+        for epoch in range(tracking.progress.epoch + 1, config.epochs + 1):
+            started, filled = time.perf_counter(), 0
+            model.train()
+            order = loader.order()
+            for number, (images, labels) in enumerate(loader.batches(order), start=1):
+                if scheduled:  # the rate is a function of the global step, so a resume needs no state
+                    done = (epoch - 1) * len(loader) + number - 1
+                    _set_rate(optimizer, learning_rate(done, config.epochs * len(loader), config))
+                if augmentation.active:
+                    images = augment_batch(to_float(images), augmentation, generator)
+                rows = logits[filled : filled + labels.shape[0]]
+                step(images, labels, rows)
+                watch.see(epoch, number, rows, labels, optimizer.param_groups[0]["lr"])
+                filled += labels.shape[0]
+            watch.end_of_epoch(epoch)
+            seen = loader.labels[loader.local_indices(order)]
             record = {
-                "epoch": epoch_number,
-                **epochs.train(epoch_number),
-                **_scores("val", _val_logits(trainee.model, dataset.val), dataset.val.labels),
-                "lr": trainee.optimizer.param_groups[0]["lr"],
+                "epoch": epoch,
+                **_scores("train", logits[:filled], seen, world),
+                **_scores("val", _val_logits(model, dataset.val), dataset.val.labels),
+                "lr": optimizer.param_groups[0]["lr"],
             }
             record["seconds"] = time.perf_counter() - started
-            tracking.add(record, trainee.model, config.keep_best)
+            tracking.add(record, model, config.keep_best)
     if config.keep_best:
-        tracking.best.restore(trainee.model)
+        tracking.best.restore(model)
     return tracking.progress.history
+
+
+def _set_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = rate
 
 
 @contextlib.contextmanager
@@ -120,41 +150,6 @@ def _denormals_flushed():
     finally:
         if flushing:
             torch.set_flush_denormal(False)
-
-
-class _Epochs:
-    """The training pass of each epoch: shuffled (and augmented) batches through the engine's step,
-    the learning rate set before every step, the logits kept to score the epoch."""
-
-    def __init__(
-        self, trainee: Trainee, dataset: Dataset, config: TrainConfig, generator: torch.Generator, done_epochs: int
-    ):
-        device = next(trainee.model.parameters()).device
-        self.model, self.world, self.generator = trainee.model, trainee.world, generator
-        self.loader = BatchLoader(
-            dataset.train.to(device), config.batch_size, shuffle=True, generator=generator, shard=trainee.world.shard
-        )
-        self.schedule = Schedule(trainee.optimizer, config, len(self.loader), done_epochs)
-        self.step = epoch_runner(trainee, config)
-        self.augmentation = config.augmentation()
-        self.logits = torch.empty(len(self.loader.labels), len(dataset.classes), device=device)
-        optimizer = trainee.optimizer
-        self.watch = LossWatch(len(dataset.classes), lambda: optimizer.param_groups[0]["lr"], trainee.world)
-
-    def train(self, epoch: int) -> dict:
-        """One pass over the training split; returns its running train loss and accuracy.
-
-        Raises DivergenceError (see digitlab.training.divergence) before the epoch ends if the loss blows up.
-        """
-        self.model.train()
-        order = self.loader.order()
-        batches = self.loader.batches(order)
-        if self.augmentation.active:
-            batches = augmented(batches, self.augmentation, self.generator)
-        batches = self.watch.watch(batches, self.logits, epoch, len(self.loader))
-        filled = self.step(batches, self.logits, self.schedule.on_step)
-        seen = self.loader.labels[self.loader.local_indices(order)]
-        return _scores("train", self.logits[:filled], seen, self.world)
 
 
 def _val_logits(model: nn.Module, val: Split) -> torch.Tensor | None:
@@ -209,11 +204,7 @@ def train(
     trackers = Trackers.open(config) if config.log and world.is_main else None
     if config.threads:
         torch.set_num_threads(config.threads)
-    if dataset is None:
-        dataset = load_dataset(config.dataset, val_size=config.val_size, split_seed=config.split_seed)
-    dataset = _limit_training_images(dataset, config.train_size)
-    if config.preprocessing().deskew:
-        dataset = deskewed(dataset)
+    dataset = _training_data(config, dataset)
     teacher = _load_teacher(config.teacher, device)
     model, optimizer = build(config, device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -221,8 +212,7 @@ def train(
     folder = Path(resume_from) if resume_from else None
     if folder is not None:
         done = load_checkpoint(folder / CHECKPOINT_FILE, model, optimizer, generator)
-        for group in optimizer.param_groups:  # the config's rate, which a resume may lower after divergence
-            group["lr"] = config.lr
+        _set_rate(optimizer, config.lr)  # the config's rate, which a resume may lower after divergence
     elif save and world.is_main:
         folder = new_run_folder(config)
         save_config(folder, config, dataset)
@@ -248,8 +238,8 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    how = {"engine": trainee.engine, "precision": precision}
-    run = _finish(model, config, dataset, history, how, device, writer, best, test)
+    fitted = Fitted(model, config, dataset, history, best, trainee.engine, precision, device, writer)
+    run = _finish(fitted, test)
     if test and world.is_main:  # a real run, not a tuning trial: say so when it learned nothing
         _speak_up(history, config, len(dataset.classes), writer)
     if trackers is not None and writer is not None:
@@ -306,6 +296,14 @@ def deskewed(dataset: Dataset) -> Dataset:
     )
 
 
+def _training_data(config: TrainConfig, dataset: Dataset | None) -> Dataset:
+    """`dataset` (default: config.dataset, loaded) limited to config.train_size and deskewed if the config says so."""
+    if dataset is None:
+        dataset = load_dataset(config.dataset, val_size=config.val_size, split_seed=config.split_seed)
+    dataset = _limit_training_images(dataset, config.train_size)
+    return deskewed(dataset) if config.preprocessing().deskew else dataset
+
+
 def _limit_training_images(dataset: Dataset, count: int) -> Dataset:
     if not count:
         return dataset
@@ -349,21 +347,38 @@ class Interrupted(DigitlabError):
         super().__init__(f"interrupted; the checkpoint of the last complete epoch is kept{where}")
 
 
-def _finish(model, config, dataset, history, how: dict, device, folder, best: BestEpoch, test: bool = True) -> Run:
-    # `how`: the engine that stepped the model and the precision it ran in, recorded in the metrics
-    # The out-of-distribution threshold is set on validation digits, so none without them; tuning
-    # trials (test=False) are thrown away and skip the cost.
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    """What `train` has once `fit` returns: the model, its config and data, the history and best
+    epoch, the engine and precision that stepped it, the device, and the run folder (None: not saved)."""
+
+    model: nn.Module
+    config: TrainConfig
+    dataset: Dataset
+    history: list[dict]
+    best: BestEpoch
+    engine: str
+    precision: str
+    device: torch.device
+    folder: Path | None
+
+
+def _finish(fitted: Fitted, test: bool = True) -> Run:
+    """The Run: the model's out-of-distribution detector, the test scores and the metrics, saved to its folder.
+
+    The detector's threshold is set on validation digits, so none without them; tuning trials
+    (test=False) are thrown away and skip the cost.
+    """
+    model, config, dataset, history = fitted.model, fitted.config, fitted.dataset, fitted.history
     if test and len(dataset.val):
-        model.ood = fit_detector(
-            model,
-            dataset.train.images,
-            dataset.train.labels,
-            dataset.val.images,
-            len(dataset.classes),
-            seed=config.seed,
+        classes = len(dataset.classes)
+        detector = fit_detector(
+            model, dataset.train.images, dataset.train.labels, dataset.val.images, classes, seed=config.seed
         )
+        model.ood = detector  # type: ignore[assignment]  # a plain attribute, not a parameter or buffer
     scores = evaluate(model, dataset.test, dataset.classes) if test else None
-    final = history[best.epoch - 1] if config.keep_best and best.epoch else (history[-1] if history else {})
+    best = fitted.best.epoch
+    final = history[best - 1] if config.keep_best and best else (history[-1] if history else {})
     metrics = {
         "test_accuracy": scores and scores["accuracy"],
         "test_loss": scores and scores["loss"],
@@ -372,13 +387,14 @@ def _finish(model, config, dataset, history, how: dict, device, folder, best: Be
         "epoch": final.get("epoch"),
         "train_seconds": sum(record["seconds"] for record in history),
         "parameters": count_parameters(model),
-        **how,
-        "device": str(device),
+        "engine": fitted.engine,
+        "precision": fitted.precision,
+        "device": str(fitted.device),
         "history": history,
         "test": scores,
     }
     run = Run(
-        path=folder,
+        path=fitted.folder,
         model=model,
         config=config,
         metrics=metrics,
@@ -387,6 +403,6 @@ def _finish(model, config, dataset, history, how: dict, device, folder, best: Be
         classes=dataset.classes,
         preprocess=config.preprocessing(),
     )
-    if folder is not None:
+    if fitted.folder is not None:
         save_run(run)
     return run
