@@ -14,7 +14,7 @@ from digitlab.images.decode import SCALE_KEY
 from digitlab.images.ink import Ink
 from digitlab.inference import numbers
 from digitlab.inference.evaluate import predict_logits
-from digitlab.inference.linereader import LineDigit
+from digitlab.inference.linereader import READ_SHIFT, LineDigit
 from digitlab.inference.numbers import MAX_DIGITS, _Group, _shares, compose_number, read_number, segment
 from digitlab.serving.app import create_app
 
@@ -209,7 +209,7 @@ def test_a_line_readers_digits_part_the_blob_they_share_where_the_reader_placed_
     centres = [30, 80, 146, 176]  # where the reader saw the four digits' centres
     probabilities = [np.eye(10)[digit] * 0.9 + 0.01 for digit in (1, 2, 3, 4)]
     found = [
-        LineDigit(digit, 0.9, (x - numbers.READ_SHIFT * height - 5, x - numbers.READ_SHIFT * height + 5), chances)
+        LineDigit(digit, 0.9, (x - READ_SHIFT * height - 5, x - READ_SHIFT * height + 5), chances)
         for digit, x, chances in zip((1, 2, 3, 4), centres, probabilities, strict=True)
     ]
     monkeypatch.setattr(numbers, "read_line", lambda reader, line: found)
