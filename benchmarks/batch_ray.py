@@ -170,8 +170,8 @@ def main() -> None:
                 print(json.dumps(rounds[-1]), flush=True)
         finally:
             cluster.stop()
-        load_after = os.getloadavg()
-    write_result("batch_ray", summarize(rounds, len(files), cores, load_before, load_after))
+        # written before the folder goes: removing it can fail while Ray's last processes still write their logs
+        write_result("batch_ray", summarize(rounds, len(files), cores, load_before, os.getloadavg()))
 
 
 def summarize(rounds: list[dict], files: int, cores: int, load_before, load_after) -> dict:
