@@ -94,8 +94,9 @@ def run_with_a_killed_worker(url: str, folder) -> tuple[int, str, list]:
 
 def kill_mid_trial(workers: list[subprocess.Popen], study) -> tuple[int, subprocess.Popen]:
     """Wait for a worker's running trial, freeze that worker (waiting until it has stopped, so that it cannot
-    finish the trial after the check), and kill it if the trial still runs (else let it go on). Returns the killed trial's number and the worker. The other worker cannot have left: a
-    running trial of the study keeps it waiting, and the killed one is retried."""
+    finish the trial after the check), and kill it if the trial still runs (else let it go on). Returns the
+    killed trial's number and the worker. The other worker cannot have left: a running trial of the study
+    keeps it waiting, and the killed one is retried."""
     by_pid = {f":{worker.pid}": worker for worker in workers}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
